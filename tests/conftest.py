@@ -1,0 +1,37 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, check=None, env=None, timeout=600, **kw):
+    """Run `python <args>` from the repo root; returns the CompletedProcess."""
+    e = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    e.update(env or {})
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          env=e, timeout=timeout, **kw)
+    if check is not None and proc.returncode != check:
+        raise AssertionError(f"exit {proc.returncode} != {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def assert_user_error(proc, *needles):
+    """Exit 2, one-line message, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    err_lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
+    assert len(err_lines) == 1, proc.stderr
+    for n in needles:
+        assert n in err_lines[0], (n, err_lines[0])
+
+
+@pytest.fixture(scope="session")
+def proc_store(tmp_path_factory):
+    """A small procedural store shared by tests that only read it."""
+    out = tmp_path_factory.mktemp("stores") / "proc32"
+    run_cli("-m", "data_prep", "--procedural", 256, "--out", out, "--resolution", 32, "--no-progress", check=0)
+    return out
