@@ -1,0 +1,1 @@
+"""artgan's GAN core: models, losses, augmentation, training, sampling, style refinement."""

@@ -1,0 +1,142 @@
+"""Shared building blocks: equalized-lr layers, anti-aliased resampling, modulated conv."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SQRT2 = math.sqrt(2.0)
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    # Gain sqrt(2) keeps activations at unit variance under equalized learning rate.
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+class EqualLinear(nn.Module):
+    """Linear layer whose weights are scaled at run time (equalized learning rate)."""
+
+    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0, lr_mul: float = 1.0,
+                 activate: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init) / lr_mul))
+        self.scale = lr_mul / math.sqrt(in_features)  # He-init constant applied per forward
+        self.lr_mul = lr_mul  # slows this layer's effective learning rate (mapping network)
+        self.activate = activate  # leaky ReLU after the affine map
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+        return lrelu(x) if self.activate else x
+
+
+class EqualConv2d(nn.Module):
+    """3x3 / 1x1 convolution with equalized learning rate; optional anti-aliased 2x downsampling."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True, activate: bool = False,
+                 down: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
+        self.activate = activate  # leaky ReLU after the conv
+        self.down = down  # blur, then stride-2 conv: no aliasing when halving resolution
+        self.blur = Blur() if down else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.scale
+        if self.down:
+            x = self.blur(x)
+            x = F.conv2d(x, w, self.bias, stride=2, padding=(w.shape[-1] - 1) // 2)
+        else:
+            x = F.conv2d(x, w, self.bias, padding=w.shape[-1] // 2)
+        return lrelu(x) if self.activate else x
+
+
+def _fir_kernel() -> torch.Tensor:
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    k = torch.outer(k, k)
+    return k / k.sum()
+
+
+class Blur(nn.Module):
+    """Depthwise [1,3,3,1] low-pass filter (same size output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("kernel", _fir_kernel(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        k = self.kernel.to(x.dtype).expand(c, 1, 4, 4)
+        return F.conv2d(F.pad(x, (1, 2, 1, 2), mode="replicate"), k, groups=c)
+
+
+class Upsample(nn.Module):
+    """Anti-aliased 2x upsampling: zero-insertion plus the [1,3,3,1] filter (gain 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("kernel", _fir_kernel() * 4, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        k = self.kernel.to(x.dtype).expand(c, 1, 4, 4)
+        return F.conv_transpose2d(x, k, stride=2, padding=1, groups=c)
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 modulated/demodulated convolution.
+
+    Implemented by scaling activations instead of weights (x * style -> shared conv ->
+    * demod): mathematically identical to per-sample weights and runs as one ordinary
+    batched convolution on any device, no grouped-conv tricks needed.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, w_dim: int, demodulate: bool = True,
+                 up: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)  # w -> per-channel style
+        self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
+        self.demodulate = demodulate  # normalize output channels to unit expected variance
+        self.up = Upsample() if up else None  # upsample before the conv
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w)  # (B, in)
+        weight = self.weight * self.scale
+        if not self.demodulate:
+            styles = styles * self.scale  # toRGB layers: plain modulation
+            weight = self.weight
+        x = x * styles.to(x.dtype)[:, :, None, None]
+        if self.up is not None:
+            x = self.up(x)
+        x = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)
+        if self.demodulate:
+            # d_o = 1 / sqrt(sum_i,k (w_oik * s_i)^2)
+            dcoefs = (weight.square().sum(dim=(2, 3)) @ styles.square().T.float()).T.add(1e-8).rsqrt()
+            x = x * dcoefs.to(x.dtype)[:, :, None, None]
+        return x
+
+
+class MinibatchStd(nn.Module):
+    """Appends the std-dev of features across small groups of the batch as extra channels."""
+
+    def __init__(self, group_size: int = 4, channels: int = 1):
+        super().__init__()
+        self.group_size = group_size  # samples per statistics group
+        self.channels = channels  # number of appended feature maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group_size, n)
+        while n % g:
+            g -= 1
+        f = self.channels
+        y = x.float().reshape(g, -1, f, c // f, h, w)
+        y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt()
+        y = y.mean(dim=(2, 3, 4)).reshape(-1, f, 1, 1)
+        y = y.repeat(g, 1, h, w).to(x.dtype)
+        return torch.cat([x, y], dim=1)

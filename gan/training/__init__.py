@@ -1,0 +1,1 @@
+"""Training: the Accelerate loop, checkpoints, EMA and the data stream."""

@@ -1,0 +1,105 @@
+"""Complete, atomic, rotated checkpoints on top of Accelerate's save_state/load_state.
+
+Layout: run/checkpoints/kimg000120/ holds Accelerate's state (G, D, optimizers, scaler,
+every process's RNG state, registered objects: G_ema, aug controller, counters), our
+state.json (counters, data position, metric) and export/ (G_ema as safetensors +
+config.json for generate.py). It is built as checkpoints/.tmp-kimg000120, fsynced and
+renamed, so a directory without the .tmp- prefix is always complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+STATE = "state.json"
+PREFIX = "kimg"
+
+
+def name_for(nimg: int) -> str:
+    """kimg000120, or kimg000000.064 when the count is not a whole kimg (tiny test runs)."""
+    whole, frac = divmod(int(nimg), 1000)
+    return f"{PREFIX}{whole:06d}" + (f".{frac:03d}" if frac else "")
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn) -> Path | None:
+    """Collective: every process calls it. Returns the final path on the main process."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    final = ckpt_root / name_for(nimg)
+    tmp = ckpt_root / f".tmp-{final.name}"
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        export_fn(tmp / "export")
+        (tmp / STATE).write_text(json.dumps(state, indent=2))
+        _fsync_tree(tmp)
+        if final.exists():  # same kimg written twice (e.g. signal right after a periodic save)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fd = os.open(ckpt_root, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_state(ckpt: Path) -> dict | None:
+    try:
+        return json.loads((Path(ckpt) / STATE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(nimg, path) of complete checkpoints, oldest first; partial (.tmp-) ones ignored."""
+    root = Path(run_dir) / "checkpoints"
+    out = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith(PREFIX):
+                st = read_state(p)
+                if st is not None and (p / "export").is_dir():
+                    out.append((int(st["cur_nimg"]), p))
+    return sorted(out)
+
+
+def latest(run_dir: Path) -> Path | None:
+    ck = complete_checkpoints(run_dir)
+    return ck[-1][1] if ck else None
+
+
+def rotate(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints and the best one by metric (lower is better)."""
+    ck = complete_checkpoints(run_dir)
+    keep_set = {p for _, p in ck[-keep:]} if keep > 0 else set()
+    scored = [(st["metric"]["value"], p) for _, p in ck
+              if (st := read_state(p)) and st.get("metric") and st["metric"].get("value") is not None]
+    if scored:
+        keep_set.add(min(scored)[1])
+    removed = []
+    for _, p in ck:
+        if p not in keep_set:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed

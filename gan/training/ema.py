@@ -1,0 +1,46 @@
+"""Exponential moving average of G's weights with a half-life in kimg and a ramp-up."""
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, batch: int, cur_nimg: int,
+               ema_kimg: float, rampup: float) -> float:
+    """Blend G into G_ema; returns the beta used. Buffers (BN stats, w_avg) are copied."""
+    ema_nimg = ema_kimg * 1000
+    if rampup > 0:
+        ema_nimg = min(ema_nimg, cur_nimg * rampup)
+    beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+    return beta
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(G_ema: torch.nn.Module, z_dim: int, c_dim: int, device, batches: int = 8,
+                          batch: int = 256, seed: int = 0) -> None:
+    """Recompute BatchNorm running statistics for G_ema's own (averaged) weights.
+
+    Copying G's running stats onto averaged weights mismatches them, which shows up as
+    noisy, washed-out samples in eval mode (what every seed-addressable sample uses).
+    Uses its own RNG, so calling it never changes the training trajectory.
+    """
+    bns = [m for m in G_ema.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    G_ema.train()
+    for _ in range(batches):
+        z = torch.randn(batch, z_dim, generator=gen).to(device)
+        c = torch.randint(0, c_dim, (batch,), generator=gen).to(device) if c_dim else None
+        G_ema(z, c)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    G_ema.eval()

@@ -1,0 +1,456 @@
+"""The training loop: phases (D main, D reg, G main, G reg), scheduling, logging, faults.
+
+The only module that imports `accelerate`. Models come from the registry, losses are pure
+functions, checkpoints go through `checkpoint.py`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm import tqdm
+
+from .. import losses
+from ..augment import AdaptiveP, augment
+from ..config import ModelConfig, TrainConfig
+from ..errors import UserError
+from ..export import save_generator
+from ..models import build_discriminator, build_generator
+from ..sampling import latents_for_seeds, save_grid
+from . import checkpoint
+from .data import InfiniteSampler
+from .ema import recalibrate_batchnorm, update_ema
+
+
+class Counters:
+    """Progress and schedule state, checkpointed alongside the models."""
+
+    def __init__(self):
+        self.cur_nimg = 0  # real images shown to D, all processes
+        self.step = 0  # completed iterations (D + G update)
+        self.data_pos = 0  # indices consumed from this process's sampler stream
+        self.lr_scale = 1.0  # lowered after divergence
+        self.pl_mean = 0.0
+        self.restores = 0
+
+    def state_dict(self) -> dict:
+        return dict(vars(self))
+
+    def load_state_dict(self, d: dict) -> None:
+        for k, v in d.items():
+            setattr(self, k, v)
+
+
+def _is_oom(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg
+
+
+class Trainer:
+    def __init__(self, acc: Accelerator, model_cfg: ModelConfig, cfg: TrainConfig, dataset, run_dir: Path,
+                 resume_from: Path | None = None):
+        self.mcfg, self.cfg, self.dataset, self.run_dir = model_cfg, cfg, dataset, Path(run_dir)
+        self.acc = acc
+        world = self.acc.num_processes
+        if cfg.batch % (world * cfg.grad_accum):
+            raise UserError(f"--batch {cfg.batch} is not divisible by {world} processes x --grad-accum "
+                            f"{cfg.grad_accum}; pick a multiple of {world * cfg.grad_accum}")
+        self.micro = cfg.batch // (world * cfg.grad_accum)  # per-process micro-batch
+        set_seed(cfg.seed)  # identical initial weights on every process
+        G, D = build_generator(model_cfg), build_discriminator(model_cfg)
+        self.G_ema = build_generator(model_cfg).requires_grad_(False)
+        self.G_ema.load_state_dict(G.state_dict())
+        set_seed(cfg.seed, device_specific=True)  # but different latents / augmentations per process
+        # Lazy regularization: scale the betas and lr so the effective optimizer matches an
+        # every-step regularized one (StyleGAN2, Appendix B).
+        def opt(params, lr, interval):
+            ratio = interval / (interval + 1) if interval else 1.0
+            b1, b2 = cfg.betas
+            return torch.optim.Adam(params, lr=lr * ratio, betas=(b1 ** ratio, b2 ** ratio), eps=1e-8)
+        g_int = cfg.pl_interval if cfg.pl_weight > 0 and model_cfg.arch == "stylegan" else 0
+        d_int = cfg.r1_interval if cfg.r1_gamma > 0 else 0
+        opt_G, opt_D = opt(G.parameters(), cfg.lr_g, g_int), opt(D.parameters(), cfg.lr_d, d_int)
+        self.base_lrs = [opt_G.param_groups[0]["lr"], opt_D.param_groups[0]["lr"]]
+        self.G, self.D, self.opt_G, self.opt_D = self.acc.prepare(G, D, opt_G, opt_D)
+        self.G_ema.to(self.acc.device)
+        adaptive = cfg.aug == "ada"
+        self.aug = AdaptiveP(cfg.aug_p if cfg.aug in ("ada", "fixed") else 0.0, cfg.ada_target, cfg.batch,
+                             cfg.ada_interval, cfg.ada_kimg, adaptive)
+        self.counters = Counters()
+        for obj in (self.G_ema, self.aug, self.counters):
+            self.acc.register_for_checkpointing(obj)
+        self.faults = _parse_faults(cfg.debug_faults)
+        self.stop_signal: int | None = None
+        self.last_ckpt: Path | None = None
+        if resume_from is not None:
+            self._load(resume_from)
+        self._make_loader()
+
+    # ------------------------------------------------------------------ data
+    def _make_loader(self) -> None:
+        sampler = InfiniteSampler(len(self.dataset), self.acc.process_index, self.acc.num_processes,
+                                  self.cfg.seed, start=self.counters.data_pos)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.micro, sampler=sampler,
+                                             collate_fn=type(self.dataset).collate, num_workers=self.cfg.workers,
+                                             drop_last=True,
+                                             # Own generator: creating an iterator must not consume the
+                                             # global RNG, or a resumed run would diverge from an unbroken one.
+                                             generator=torch.Generator().manual_seed(self.cfg.seed))
+        self._batches = iter(loader)
+
+    def _next_real(self):
+        x, c = next(self._batches)
+        self.counters.data_pos += x.shape[0]
+        c = c.to(self.acc.device) if self.mcfg.c_dim else None
+        return x.to(self.acc.device, non_blocking=True), c
+
+    # ------------------------------------------------------------------ phases
+    def _unwrap(self, m):
+        return self.acc.unwrap_model(m)
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.mcfg.z_dim, device=self.acc.device)
+
+    def _gen(self, G, z, c, **kw):
+        if self.mcfg.arch == "stylegan":
+            kw.setdefault("style_mixing", self.cfg.style_mixing)
+            return G(z, c, **kw)
+        return G(z, c)
+
+    def _finite_everywhere(self, *tensors) -> bool:
+        ok = torch.tensor(float(all(bool(torch.isfinite(t).all()) for t in tensors)), device=self.acc.device)
+        return bool(self.acc.reduce(ok, "min") > 0) if self.acc.num_processes > 1 else bool(ok > 0)
+
+    def _apply(self, opt, model) -> bool:
+        grads = [p.grad for p in self._unwrap(model).parameters() if p.grad is not None]
+        ok = self._finite_everywhere(*grads) if grads else True
+        if ok:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        return ok
+
+    def _d_phase(self, stats: dict) -> bool:
+        cfg, acc = self.cfg, self.acc
+        G = self._unwrap(self.G)
+        finite = True
+        for i in range(cfg.grad_accum):
+            real, c = self._next_real()
+            with torch.no_grad(), acc.autocast():
+                fake = self._gen(G, self._z(real.shape[0]), c)
+            with acc.autocast():
+                real_logits = self.D(augment(real, self.aug.p), c)
+                fake_logits = self.D(augment(fake.float(), self.aug.p), c)
+                loss = losses.d_loss(cfg.loss, real_logits.float(), fake_logits.float())
+            if self.counters.step in self.faults.get("nan", ()):
+                self.faults["nan"].discard(self.counters.step)
+                loss = loss * float("nan")
+            self.aug.accumulate(real_logits)
+            finite &= self._finite_everywhere(loss)
+            if finite:
+                acc.backward(loss / cfg.grad_accum)
+            stats["loss_D"] = float(loss.detach())
+            stats["logits_real"] = float(real_logits.detach().float().mean())
+            stats["logits_fake"] = float(fake_logits.detach().float().mean())
+        self._last_real = (real, c)
+        if not finite:
+            self.opt_D.zero_grad(set_to_none=True)
+            return False
+        return self._apply(self.opt_D, self.D)
+
+    def _d_reg_phase(self, stats: dict) -> bool:
+        real, c = self._last_real
+        real = real.detach().requires_grad_(True)
+        with self.acc.autocast():
+            logits = self.D(augment(real, self.aug.p), c)
+        r1 = losses.r1_penalty(logits, real)
+        # `logits * 0` keeps every D parameter in the graph so DDP's reducer sees them all.
+        loss = (r1.mean() * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval) + logits.float().mean() * 0
+        if not self._finite_everywhere(loss):
+            self.opt_D.zero_grad(set_to_none=True)
+            return False
+        self.acc.backward(loss)
+        stats["loss_R1"] = float(r1.detach().mean())
+        return self._apply(self.opt_D, self.D)
+
+    def _g_phase(self, stats: dict) -> bool:
+        cfg, acc = self.cfg, self.acc
+        D = self._unwrap(self.D).requires_grad_(False)
+        _, c = self._last_real
+        finite = True
+        try:
+            for _ in range(cfg.grad_accum):
+                with acc.autocast():
+                    fake = self._gen(self.G, self._z(self.micro), c)
+                    logits = D(augment(fake.float(), self.aug.p), c)
+                    loss = losses.g_loss(cfg.loss, logits.float())
+                finite &= self._finite_everywhere(loss)
+                if finite:
+                    acc.backward(loss / cfg.grad_accum)
+                stats["loss_G"] = float(loss.detach())
+        finally:
+            D.requires_grad_(True)
+        if not finite:
+            self.opt_G.zero_grad(set_to_none=True)
+            return False
+        return self._apply(self.opt_G, self.G)
+
+    def _g_reg_phase(self, stats: dict) -> bool:
+        """Path-length regularization (StyleGAN). Runs on the unwrapped G, so gradients are
+        averaged across processes by hand."""
+        G = self._unwrap(self.G)
+        _, c = self._last_real
+        n = max(1, self.micro // 2)
+        with self.acc.autocast():
+            ws = G.mapping(self._z(n), c[:n] if c is not None else None)
+            ws.requires_grad_(True)
+            img = G.synthesis(ws)
+        penalty, new_mean = losses.path_length(img, ws, torch.tensor(self.counters.pl_mean, device=img.device))
+        loss = penalty.mean() * self.cfg.pl_weight * self.cfg.pl_interval + img.float().mean() * 0
+        if not self._finite_everywhere(loss):
+            self.opt_G.zero_grad(set_to_none=True)
+            return False
+        loss.backward()
+        if self.acc.num_processes > 1:
+            for p in G.parameters():
+                if p.grad is not None:
+                    p.grad = self.acc.reduce(p.grad, "mean")
+        self.counters.pl_mean = float(new_mean)
+        stats["loss_PL"] = float(penalty.detach().mean())
+        return self._apply(self.opt_G, self.G)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _export(self, folder: Path) -> None:
+        self._recalibrate()
+        save_generator(self.G_ema, self.mcfg, folder, extra={
+            "train": self.cfg.to_dict(), "kimg": self.counters.cur_nimg / 1000,
+            "dataset": getattr(self.dataset, "manifest", {}).get("source", {})})
+
+    def save_checkpoint(self, metric: dict | None = None) -> Path:
+        state = {"cur_nimg": self.counters.cur_nimg, "step": self.counters.step, "aug_p": self.aug.p,
+                 "data_pos_rank0": self.counters.data_pos, "lr_scale": self.counters.lr_scale,
+                 "world_size": self.acc.num_processes, "metric": metric}
+        self._check_sync()
+        path = checkpoint.save(self.acc, self.run_dir, self.counters.cur_nimg, state, self._export)
+        if self.acc.is_main_process:
+            checkpoint.rotate(self.run_dir, self.cfg.keep)
+        self.acc.wait_for_everyone()
+        self.last_ckpt = path
+        return path
+
+    def _recalibrate(self) -> None:
+        with self.acc.autocast():
+            recalibrate_batchnorm(self.G_ema, self.mcfg.z_dim, self.mcfg.c_dim, self.acc.device)
+        self.G_ema.eval()
+
+    def _check_sync(self) -> None:
+        """Multi-process: verify every rank holds identical G, G_ema and D before saving."""
+        if self.acc.num_processes == 1:
+            return
+        sums = torch.stack([_checksum(self._unwrap(self.G)), _checksum(self.G_ema), _checksum(self._unwrap(self.D))])
+        gathered = self.acc.gather(sums.to(self.acc.device)[None]).cpu()
+        if not torch.equal(gathered.min(0).values, gathered.max(0).values):
+            raise RuntimeError(f"processes hold different weights (checksums {gathered.tolist()})")
+        if self.acc.is_main_process:
+            with open(self.run_dir / "events.jsonl", "a") as f:
+                f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, "event": "ranks in sync",
+                                    "processes": self.acc.num_processes, "checksums": sums.tolist()}) + "\n")
+
+    def _load(self, ckpt: Path) -> None:
+        self.acc.load_state(str(ckpt))
+        self.last_ckpt = Path(ckpt)
+        self._set_lr()
+
+    def _set_lr(self) -> None:
+        for opt, base in zip((self.opt_G, self.opt_D), self.base_lrs):
+            for g in opt.param_groups:
+                g["lr"] = base * self.counters.lr_scale
+
+    def _recover(self, log) -> None:
+        """Too many non-finite steps in a row: back to the last checkpoint, half the lr."""
+        if self.counters.restores >= 3:
+            raise UserError("training diverged repeatedly (non-finite losses after 3 restores with lower "
+                            "learning rates); try a lower --lr-g/--lr-d, higher --r1-gamma or --mixed-precision no")
+        restores, scale = self.counters.restores + 1, self.counters.lr_scale * 0.5
+        self._load(self.last_ckpt)
+        self.counters.restores, self.counters.lr_scale = restores, scale
+        self._set_lr()
+        self._make_loader()
+        log(f"non-finite losses for {self.cfg.nan_patience} steps: restored {self.last_ckpt.name}, "
+            f"learning rates x{scale:g}")
+
+    # ------------------------------------------------------------------ main loop
+    def _on_signal(self, signum, frame):
+        self.stop_signal = signum
+
+    def train(self) -> int:
+        cfg, acc, ctr = self.cfg, self.acc, self.counters
+        main = acc.is_main_process
+        total = int(cfg.kimg * 1000)
+        events = self.run_dir / "events.jsonl"
+
+        def log(msg: str) -> None:
+            if main:
+                tqdm.write(msg)
+                with open(events, "a") as f:
+                    f.write(json.dumps({"kimg": ctr.cur_nimg / 1000, "event": msg}) + "\n")
+
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if main:
+            acc.init_trackers("tb", config={k: (str(v) if isinstance(v, (list, tuple, dict)) else v)
+                                           for k, v in cfg.to_dict().items()})
+        seeds = list(range(min(64, max(16, 4 * max(self.mcfg.c_dim, 1)))))
+        grid_z, grid_c = self._grid_inputs(seeds)
+        if self.last_ckpt is None:
+            self.save_checkpoint()  # a restore point before the first step
+            self._snapshot(grid_z, grid_c)
+        bar = tqdm(total=total, initial=min(ctr.cur_nimg, total), unit="img", unit_scale=True,
+                   disable=not main, dynamic_ncols=True, desc="train")
+        next_snap = _next_multiple(ctr.cur_nimg, cfg.snap * 1000)
+        next_ckpt = _next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
+        bad, t0, n0 = 0, time.perf_counter(), ctr.cur_nimg
+        stats: dict = {}
+        try:
+            while ctr.cur_nimg < total:
+                if ctr.step in self.faults.get("oom", ()):
+                    raise torch.OutOfMemoryError("injected out of memory")
+                ok = self._d_phase(stats)
+                if ok and cfg.r1_gamma > 0 and ctr.step % cfg.r1_interval == 0:
+                    ok = self._d_reg_phase(stats)
+                ok = ok and self._g_phase(stats)
+                if ok and cfg.pl_weight > 0 and self.mcfg.arch == "stylegan" and ctr.step % cfg.pl_interval == 0:
+                    ok = self._g_reg_phase(stats)
+                if cfg.aug == "ada" and ctr.step % cfg.ada_interval == 0:
+                    self.aug.update(lambda t: acc.reduce(t.to(acc.device), "sum").cpu())
+                ctr.step += 1
+                if not ok:
+                    bad += 1
+                    log(f"step {ctr.step}: non-finite loss or gradient, step skipped ({bad} in a row)")
+                    if bad >= cfg.nan_patience:
+                        self._recover(log)
+                        bad = 0
+                        bar.n = ctr.cur_nimg
+                    continue
+                bad = 0
+                ctr.cur_nimg += cfg.batch
+                update_ema(self.G_ema, self._unwrap(self.G), cfg.batch, ctr.cur_nimg, cfg.ema_kimg, cfg.ema_rampup)
+                bar.update(cfg.batch)
+                if ctr.step % cfg.log_every == 0:
+                    rate = (ctr.cur_nimg - n0) / max(time.perf_counter() - t0, 1e-9)
+                    scalars = {f"Loss/{k[5:]}": v for k, v in stats.items() if k.startswith("loss_")}
+                    scalars.update({"Logits/real": stats.get("logits_real", 0.0), "Logits/fake": stats.get("logits_fake", 0.0),
+                                    "Aug/p": self.aug.p, "Aug/rt": self.aug.last_rt, "Speed/img_per_s": rate,
+                                    "LR/G": self.opt_G.param_groups[0]["lr"], "LR/D": self.opt_D.param_groups[0]["lr"],
+                                    "Progress/kimg": ctr.cur_nimg / 1000})
+                    acc.log(scalars, step=ctr.cur_nimg)
+                    bar.set_postfix(D=f"{stats.get('loss_D', 0):.3f}", G=f"{stats.get('loss_G', 0):.3f}",
+                                    p=f"{self.aug.p:.2f}", ips=f"{rate:.0f}", refresh=False)
+                done = ctr.cur_nimg >= total
+                if ctr.cur_nimg >= next_snap or done:
+                    self._snapshot(grid_z, grid_c)
+                    next_snap = _next_multiple(ctr.cur_nimg, cfg.snap * 1000)
+                stop = self._stop_requested()
+                if ctr.cur_nimg >= next_ckpt or done or stop:
+                    path = self.save_checkpoint()
+                    next_ckpt = _next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
+                    if stop:
+                        log(f"stopped by signal at {ctr.cur_nimg / 1000:.1f} kimg; checkpoint {path}; "
+                            "continue with --resume auto")
+                        return 128 + self.stop_signal if self.stop_signal else 130
+        except Exception as e:
+            if _is_oom(e):
+                raise UserError(f"out of memory with a per-device batch of {self.micro}: try a smaller --batch "
+                                f"or --grad-accum {cfg.grad_accum * 2}") from None
+            raise
+        finally:
+            bar.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+            acc.end_training()
+        log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
+        return 0
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor(float(self.stop_signal is not None), device=self.acc.device)
+        if self.acc.num_processes > 1:
+            flag = self.acc.reduce(flag, "max")
+        if flag > 0 and self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM
+        return bool(flag > 0)
+
+    def _grid_inputs(self, seeds):
+        z = latents_for_seeds(seeds, self.mcfg.z_dim).to(self.acc.device)
+        c = (torch.arange(len(seeds), device=self.acc.device) % self.mcfg.c_dim) if self.mcfg.c_dim else None
+        return z, c
+
+    @torch.no_grad()
+    def _snapshot(self, z, c) -> None:
+        if not self.acc.is_main_process:
+            return
+        self._recalibrate()
+        with self.acc.autocast():
+            kw = {"noise": "none"} if self.mcfg.arch == "stylegan" else {}
+            imgs = self.G_ema(z, c, **kw).float()
+        path = self.run_dir / "samples" / f"fakes_{checkpoint.name_for(self.counters.cur_nimg)}.png"
+        grid = save_grid(imgs, path, cols=int(math.ceil(math.sqrt(len(imgs)))))
+        tracker = self.acc.get_tracker("tensorboard", unwrap=True)
+        if tracker is not None and hasattr(tracker, "add_image"):
+            tracker.add_image("samples", np.asarray(grid), self.counters.cur_nimg, dataformats="HWC")
+
+
+def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
+    from accelerate.utils import ProjectConfiguration
+
+    try:
+        # The project dir moves to the run dir once it exists (share_run_dir).
+        return Accelerator(mixed_precision=mixed_precision, log_with="tensorboard",
+                           project_config=ProjectConfiguration(project_dir=str(outdir)),
+                           # Without an accelerator, Accelerate only forms a multi-process (gloo)
+                           # group under torchrun when told it runs on CPU.
+                           cpu=not _has_accelerator())
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"--mixed-precision {mixed_precision}: {str(e).splitlines()[0]}") from None
+
+
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return bool(torch.cuda.is_available() or torch.backends.mps.is_available() or (xpu and xpu.is_available()))
+
+
+def share_run_dir(acc: Accelerator, make) -> Path:
+    """Create the run dir on the main process and give every process the same path."""
+    from accelerate.utils import broadcast_object_list
+
+    obj = [str(make()) if acc.is_main_process else None]
+    if acc.num_processes > 1:
+        obj = broadcast_object_list(obj)
+    run_dir = Path(obj[0])
+    acc.project_configuration.project_dir = str(run_dir)
+    acc.project_configuration.logging_dir = str(run_dir)
+    return run_dir
+
+
+def _checksum(model: torch.nn.Module) -> torch.Tensor:
+    total = torch.zeros((), dtype=torch.float64)
+    for i, p in enumerate(model.parameters()):
+        total += (p.detach().double().cpu() * (1 + (torch.arange(p.numel()).reshape(p.shape) % 7))).sum() * (i + 1)
+    return total
+
+
+def _next_multiple(n: int, every: float) -> float:
+    every = max(every, 1)
+    return (n // every + 1) * every
+
+
+def _parse_faults(spec: str) -> dict:
+    out: dict = {}
+    for part in filter(None, spec.split(";")):
+        kind, _, steps = part.partition("@")
+        out[kind.strip()] = {int(s) for s in steps.split(",") if s.strip()}
+    return out

@@ -1,0 +1,56 @@
+"""Run directories: runs/00003-<name>/ with config.json, checkpoints/, samples/, tb/."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ..config import CONFIG_VERSION, ModelConfig, TrainConfig
+from ..errors import UserError
+
+_RUN = re.compile(r"^(\d{5})-(.+)$")
+
+
+def runs_in(outdir: Path) -> list[Path]:
+    outdir = Path(outdir)
+    if not outdir.is_dir():
+        return []
+    return sorted((p for p in outdir.iterdir() if p.is_dir() and _RUN.match(p.name)), key=lambda p: p.name)
+
+
+def create(outdir: Path, name: str, model_cfg: ModelConfig, cfg: TrainConfig, extra: dict) -> Path:
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    ids = [int(_RUN.match(p.name).group(1)) for p in runs_in(outdir)]
+    nxt = max(ids, default=-1) + 1
+    while True:
+        run = outdir / f"{nxt:05d}-{name}"
+        try:
+            run.mkdir()
+            break
+        except FileExistsError:
+            nxt += 1
+    write_config(run, model_cfg, cfg, extra)
+    return run
+
+
+def write_config(run: Path, model_cfg: ModelConfig, cfg: TrainConfig, extra: dict) -> None:
+    data = {"artgan_config_version": CONFIG_VERSION, "model": model_cfg.to_dict(), "train": cfg.to_dict(), **extra}
+    tmp = run / ".config.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(run / "config.json")
+
+
+def read_config(run: Path) -> tuple[ModelConfig, TrainConfig, dict]:
+    try:
+        data = json.loads((Path(run) / "config.json").read_text())
+        return ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"]), data
+    except FileNotFoundError:
+        raise UserError(f"{run} is not a run dir (no config.json)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{run}/config.json is malformed ({e}); start a new run") from None
+
+
+def newest_run(outdir: Path, name: str) -> Path | None:
+    matches = [p for p in runs_in(outdir) if _RUN.match(p.name).group(2) == name]
+    return matches[-1] if matches else None
