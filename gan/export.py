@@ -54,3 +54,73 @@ def load_generator(folder: str | os.PathLike, device: str | torch.device = "cpu"
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"cannot load the generator in {folder}: {first}") from None
     return G.to(device).eval().requires_grad_(False), cfg, meta
+
+
+def resolve_model(spec: str) -> Path:
+    """A run dir (newest checkpoint's G_ema), a checkpoint dir, an exported folder, or a Hub id."""
+    from .training import checkpoint
+
+    p = Path(spec)
+    if p.exists():
+        if (p / WEIGHTS).exists() and (p / CONFIG).exists():
+            return p
+        if (p / checkpoint.STATE).exists():
+            return p / "export"
+        if (p / "checkpoints").is_dir() or (p / CONFIG).exists():
+            ck = checkpoint.latest(p)
+            if ck is None:
+                raise UserError(f"--model {spec}: the run has no complete checkpoint yet")
+            return ck / "export"
+        pickles = [f.name for f in p.glob("*") if f.suffix in (".pt", ".pth", ".pkl", ".bin")] if p.is_dir() else []
+        if pickles:
+            raise UserError(f"--model {spec}: only safetensors models are loaded (found {', '.join(pickles)}); "
+                            "export a model with `generate.py export`")
+        raise UserError(f"--model {spec}: not a run dir, checkpoint dir or exported model "
+                        f"(needs {WEIGHTS} + {CONFIG})")
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(spec, allow_patterns=[WEIGHTS, CONFIG, "README.md"]))
+        except Exception as e:
+            raise UserError(f"--model {spec}: not a local path, and the Hub download failed "
+                            f"({type(e).__name__}); check the id, your network or HF_TOKEN") from None
+    raise UserError(f"--model {spec}: no such file or directory")
+
+
+MODEL_CARD = """---
+library_name: artgan
+tags: [gan, art, {arch}]
+---
+# {name}
+
+A {arch} generator trained with [artgan](https://pypi.org/project/artgan/).
+
+| | |
+|---|---|
+| resolution | {resolution}x{resolution} |
+| architecture | {arch} (z_dim {z_dim}{cond}) |
+| trained | {kimg} kimg |
+| data | {data} |
+| metrics | {metrics} |
+
+![samples](samples.png)
+
+```bash
+python generate.py sample --model {hub_or_path} --seeds 0-15 --grid --out out/
+```
+Files: `model.safetensors` (G_ema weights), `config.json` (everything needed to rebuild it).
+"""
+
+
+def write_model_card(folder: Path, meta: dict, name: str, hub_or_path: str) -> None:
+    m = meta["model"]
+    data = meta.get("dataset") or {}
+    data_desc = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", [], {})) or "unknown"
+    metrics = meta.get("metrics") or {}
+    card = MODEL_CARD.format(
+        name=name, arch=m["arch"], resolution=m["resolution"], z_dim=m["z_dim"],
+        cond=f", {m['c_dim']} classes: {', '.join(m['class_names'])}" if m.get("c_dim") else ", unconditional",
+        kimg=meta.get("kimg", "?"), data=data_desc,
+        metrics=", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) or "none recorded", hub_or_path=hub_or_path)
+    (folder / "README.md").write_text(card)

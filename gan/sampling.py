@@ -46,3 +46,186 @@ def save_grid(imgs: torch.Tensor, path: str | os.PathLike, cols: int = 8) -> Ima
     grid = grid_image(imgs, cols)
     save_png(grid, path)
     return grid
+
+
+MAX_SEED = 2 ** 32 - 1
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """'0-63,100' -> [0..63, 100]. Ranges are inclusive; order is kept, repeats dropped."""
+    from .errors import UserError
+
+    out: list[int] = []
+    if not spec or not spec.strip():
+        raise UserError("--seeds is empty; use e.g. 0-63 or 1,5,9")
+    for part in spec.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep:
+                a, b = int(lo), int(hi)
+            else:
+                a = b = int(part)
+        except ValueError:
+            raise UserError(f"--seeds: {part!r} is not a seed or range (use e.g. 0-63,100; seeds are "
+                            f"integers 0..{MAX_SEED})") from None
+        if lo.strip() == "" and sep:
+            raise UserError(f"--seeds: negative seed in {part!r}; seeds are integers 0..{MAX_SEED}")
+        if a > b:
+            raise UserError(f"--seeds: range {part!r} runs backwards; write {b}-{a}")
+        if a < 0 or b > MAX_SEED:
+            raise UserError(f"--seeds: {part!r} is outside 0..{MAX_SEED}")
+        if b - a > 1_000_000:
+            raise UserError(f"--seeds: range {part!r} has more than a million seeds")
+        out.extend(range(a, b + 1))
+    return list(dict.fromkeys(out))
+
+
+class Sampler:
+    """Turns (seed, class, truncation) into images with a loaded generator."""
+
+    def __init__(self, G: torch.nn.Module, cfg, device="cpu", precision: str = "no"):
+        self.G = G.to(device).eval()
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.precision = precision  # "no" | "bf16" | "fp16": autocast dtype for synthesis
+        self.stylegan = cfg.arch == "stylegan"
+        self._w_means: dict = {}
+
+    def _autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def class_index(self, name: str | None) -> int | None:
+        from .errors import UserError
+
+        if name is None:
+            if self.cfg.c_dim:
+                raise UserError(f"this model is class-conditional; pass --class (one of: {', '.join(self.cfg.class_names)})")
+            return None
+        if not self.cfg.c_dim:
+            raise UserError("this model is unconditional; drop --class")
+        if name in self.cfg.class_names:
+            return self.cfg.class_names.index(name)
+        raise UserError(f"unknown class {name!r}; valid classes: {', '.join(self.cfg.class_names)}")
+
+    def _c(self, n: int, c: int | None):
+        return None if c is None else torch.full((n,), c, dtype=torch.long, device=self.device)
+
+    @torch.no_grad()
+    def w_mean(self, c: int | None) -> torch.Tensor:
+        """Mean w (over 4096 fixed latents) of the class, or the tracked global w_avg."""
+        if c is None:
+            return self.G.mapping.w_avg
+        if c not in self._w_means:
+            z = torch.randn(4096, self.cfg.z_dim, generator=torch.Generator().manual_seed(123)).to(self.device)
+            self._w_means[c] = self.G.mapping(z, self._c(4096, c))[:, 0].mean(0)
+        return self._w_means[c]
+
+    @torch.no_grad()
+    def ws(self, z: torch.Tensor, c: int | None, trunc: float) -> torch.Tensor:
+        ws = self.G.mapping(z.to(self.device), self._c(len(z), c))
+        if trunc != 1.0:
+            ws = self.w_mean(c).lerp(ws, trunc)
+        return ws
+
+    @torch.no_grad()
+    def synth(self, ws: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.G.synthesis(ws, noise="const").float()
+
+    @torch.no_grad()
+    def from_z(self, z: torch.Tensor, c: int | None, trunc: float = 1.0) -> torch.Tensor:
+        if self.stylegan:
+            return self.synth(self.ws(z, c, trunc))
+        with self._autocast():
+            return self.G(z.to(self.device) * trunc, self._c(len(z), c)).float()
+
+    def seeds(self, seeds: list[int], c: int | None, trunc: float = 1.0, batch: int = 32):
+        """Yield (seed, image tensor) in seed order, `batch` at a time."""
+        for i in range(0, len(seeds), batch):
+            chunk = seeds[i : i + batch]
+            imgs = self.from_z(latents_for_seeds(chunk, self.cfg.z_dim), c, trunc)
+            yield from zip(chunk, imgs.cpu())
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    an, bn = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.acos((an * bn).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def interpolation_frames(sampler: Sampler, seeds: list[int], frames: int, loop: bool, c: int | None,
+                         trunc: float, batch: int = 16) -> list[np.ndarray]:
+    """`frames` images walking through `seeds` (back to the first when `loop`):
+    slerp in z for DCGAN, lerp in w for StyleGAN."""
+    z = latents_for_seeds(seeds, sampler.cfg.z_dim)
+    keys = sampler.ws(z, c, trunc)[:, 0] if sampler.stylegan else z * trunc
+    if loop:
+        keys = torch.cat([keys, keys[:1]])
+    segments = len(keys) - 1
+    # Positions along the path, evenly spaced; with loop the last frame stops short of the start.
+    pos = np.linspace(0, segments, frames, endpoint=not loop) if frames > 1 else np.zeros(1)
+    points = []
+    for p in pos:
+        i = min(int(p), segments - 1)
+        t = float(p - i)
+        a, b = keys[i], keys[i + 1]
+        points.append(a.lerp(b, t) if sampler.stylegan else slerp(a, b, t))
+    points = torch.stack(points)
+    out = []
+    for i in range(0, len(points), batch):
+        chunk = points[i : i + batch]
+        if sampler.stylegan:
+            imgs = sampler.synth(chunk.to(sampler.device).unsqueeze(1).repeat(1, sampler.G.num_ws, 1))
+        else:
+            with sampler._autocast(), torch.no_grad():
+                imgs = sampler.G(chunk.to(sampler.device), sampler._c(len(chunk), c)).float()
+        out.extend(to_uint8(imgs))
+    return out
+
+
+LAYER_GROUPS = {"coarse": (0, 4), "middle": (4, 8), "fine": (8, None)}
+
+
+def mixing_layers(spec: str, num_ws: int) -> range:
+    """coarse | middle | fine | a-b (inclusive w indices) -> range of w indices taken from the column seed."""
+    from .errors import UserError
+
+    if spec in LAYER_GROUPS:
+        a, b = LAYER_GROUPS[spec]
+        r = range(min(a, num_ws), num_ws if b is None else min(b, num_ws))
+    else:
+        try:
+            lo, _, hi = spec.partition("-")
+            r = range(int(lo), int(hi) + 1)
+        except ValueError:
+            raise UserError(f"--layers {spec!r}: use coarse, middle, fine or a range like 0-3") from None
+        if r.start < 0 or r.stop > num_ws or len(r) == 0:
+            raise UserError(f"--layers {spec!r}: this model has w layers 0-{num_ws - 1}")
+    if len(r) == 0:
+        raise UserError(f"--layers {spec}: this model has only {num_ws} w layers; use a range like 0-{num_ws - 1}")
+    return r
+
+
+@torch.no_grad()
+def mixing_grid(sampler: Sampler, rows: list[int], cols: list[int], layers: range, c: int | None,
+                trunc: float) -> Image.Image:
+    """Top row: column seeds; left column: row seeds; cell (r, c): row seed with the
+    column seed's styles on `layers`."""
+    zr, zc = latents_for_seeds(rows, sampler.cfg.z_dim), latents_for_seeds(cols, sampler.cfg.z_dim)
+    wr, wc = sampler.ws(zr, c, trunc), sampler.ws(zc, c, trunc)
+    row_imgs, col_imgs = to_uint8(sampler.synth(wr)), to_uint8(sampler.synth(wc))
+    res = row_imgs.shape[1]
+    canvas = np.full(((len(rows) + 1) * res, (len(cols) + 1) * res, 3), 255, np.uint8)
+    for j, im in enumerate(col_imgs):
+        canvas[:res, (j + 1) * res : (j + 2) * res] = im
+    idx = torch.tensor(list(layers), device=wr.device)
+    for i, im in enumerate(row_imgs):
+        canvas[(i + 1) * res : (i + 2) * res, :res] = im
+        mixed = wr[i : i + 1].repeat(len(cols), 1, 1)
+        mixed[:, idx] = wc[:, idx]
+        for j, m in enumerate(to_uint8(sampler.synth(mixed))):
+            canvas[(i + 1) * res : (i + 2) * res, (j + 1) * res : (j + 2) * res] = m
+    return Image.fromarray(canvas)

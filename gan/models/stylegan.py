@@ -60,12 +60,18 @@ class SynthesisLayer(nn.Module):
         self.res = res  # output resolution (noise map size)
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_ch))
+        # Fixed noise for reproducible sampling ("const"): part of the saved model.
+        self.register_buffer("noise_const", torch.randn(res, res))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: str = "random") -> torch.Tensor:
         x = self.conv(x, w)
         if noise == "random":
             n = torch.randn(x.shape[0], 1, self.res, self.res, device=x.device, dtype=x.dtype)
             x = x + n * self.noise_strength.to(x.dtype)
+        elif noise == "const":
+            x = x + self.noise_const.to(x.dtype) * self.noise_strength.to(x.dtype)
+        elif noise != "none":
+            raise ValueError(f"noise mode {noise!r}: use random, const or none")
         return lrelu(x + self.bias.to(x.dtype)[None, :, None, None])
 
 

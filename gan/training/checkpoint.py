@@ -17,10 +17,11 @@ STATE = "state.json"
 PREFIX = "kimg"
 
 
-def name_for(nimg: int) -> str:
-    """kimg000120, or kimg000000.064 when the count is not a whole kimg (tiny test runs)."""
+def name_for(nimg: int, exact: bool = False) -> str:
+    """kimg000120 (whole kimg, rounded down); with `exact`, kimg000000.064 for counts
+    that are not whole kimg, used when a sub-kimg interval would reuse a name."""
     whole, frac = divmod(int(nimg), 1000)
-    return f"{PREFIX}{whole:06d}" + (f".{frac:03d}" if frac else "")
+    return f"{PREFIX}{whole:06d}" + (f".{frac:03d}" if exact and frac else "")
 
 
 def _fsync_tree(root: Path) -> None:
@@ -42,6 +43,9 @@ def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn) -> Path 
     """Collective: every process calls it. Returns the final path on the main process."""
     ckpt_root = Path(run_dir) / "checkpoints"
     final = ckpt_root / name_for(nimg)
+    st = read_state(final) if final.exists() else None
+    if st is not None and st.get("cur_nimg") != nimg:
+        final = ckpt_root / name_for(nimg, exact=True)
     tmp = ckpt_root / f".tmp-{final.name}"
     if accelerator.is_main_process:
         if tmp.exists():

@@ -29,6 +29,9 @@ from .data import InfiniteSampler
 from .ema import recalibrate_batchnorm, update_ema
 
 
+WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
+
+
 class Counters:
     """Progress and schedule state, checkpointed alongside the models."""
 
@@ -89,6 +92,7 @@ class Trainer:
         self.faults = _parse_faults(cfg.debug_faults)
         self.stop_signal: int | None = None
         self.last_ckpt: Path | None = None
+        self.steady_img_per_s: float | None = None  # end-to-end img/s after warm-up, set by train()
         if resume_from is not None:
             self._load(resume_from)
         self._make_loader()
@@ -315,6 +319,7 @@ class Trainer:
         next_snap = _next_multiple(ctr.cur_nimg, cfg.snap * 1000)
         next_ckpt = _next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
         bad, t0, n0 = 0, time.perf_counter(), ctr.cur_nimg
+        t_steady = n_steady = t_end = None
         stats: dict = {}
         try:
             while ctr.cur_nimg < total:
@@ -339,6 +344,8 @@ class Trainer:
                     continue
                 bad = 0
                 ctr.cur_nimg += cfg.batch
+                if ctr.step == WARMUP_STEPS:
+                    t_steady, n_steady = time.perf_counter(), ctr.cur_nimg
                 update_ema(self.G_ema, self._unwrap(self.G), cfg.batch, ctr.cur_nimg, cfg.ema_kimg, cfg.ema_rampup)
                 bar.update(cfg.batch)
                 if ctr.step % cfg.log_every == 0:
@@ -369,10 +376,13 @@ class Trainer:
                                 f"or --grad-accum {cfg.grad_accum * 2}") from None
             raise
         finally:
+            t_end = time.perf_counter()
             bar.close()
             for s, h in old.items():
                 signal.signal(s, h)
             acc.end_training()
+        if t_steady is not None and ctr.cur_nimg > n_steady:
+            self.steady_img_per_s = (ctr.cur_nimg - n_steady) / (t_end - t_steady)
         log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
         return 0
 
@@ -395,9 +405,11 @@ class Trainer:
             return
         self._recalibrate()
         with self.acc.autocast():
-            kw = {"noise": "none"} if self.mcfg.arch == "stylegan" else {}
+            kw = {"noise": "const"} if self.mcfg.arch == "stylegan" else {}
             imgs = self.G_ema(z, c, **kw).float()
         path = self.run_dir / "samples" / f"fakes_{checkpoint.name_for(self.counters.cur_nimg)}.png"
+        if path.exists():
+            path = path.with_name(f"fakes_{checkpoint.name_for(self.counters.cur_nimg, exact=True)}.png")
         grid = save_grid(imgs, path, cols=int(math.ceil(math.sqrt(len(imgs)))))
         tracker = self.acc.get_tracker("tensorboard", unwrap=True)
         if tracker is not None and hasattr(tracker, "add_image"):

@@ -1,0 +1,95 @@
+"""Training throughput per preset x precision, with model FLOP utilization (MFU).
+
+End to end: data loading, augmentation, all loss phases, EMA and logging are inside the
+timed loop (periodic checkpoints and sample grids are pushed past the end). Peak matmul
+FLOP/s for bf16 and fp32 are measured in the same run, so ratios are comparable on a
+shared, noisy machine.
+    python bench/train.py [--presets demo,dcgan64,stylegan128] [--precisions no,bf16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train as train_cli  # noqa: E402
+from data_prep.store import PreparedDataset  # noqa: E402
+from gan.training.flops import model_summary  # noqa: E402
+from gan.training.loop import Trainer, make_accelerator, share_run_dir  # noqa: E402
+
+# images per preset for the timed run (enough steps to pass warm-up, short on CPU)
+KIMG = {"demo": 3.2, "dcgan64": 1.28, "stylegan128": 0.16, "stylegan256": 0.064, "fewshot256": 0.064}
+RES = {"demo": 32, "dcgan64": 64, "stylegan128": 128, "stylegan256": 256, "fewshot256": 256}
+
+
+def matmul_peak(dtype, n=2048, seconds=1.5) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    k, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        a @ b
+        k += 1
+    return 2 * n ** 3 * k / (time.perf_counter() - t)
+
+
+def run_preset(preset: str, precision: str, store: Path, tmp: Path, batch: int | None) -> dict:
+    args = train_cli.build_parser().parse_args(
+        ["--data", str(store), "--preset", preset, "--mixed-precision", precision, "--kimg", str(KIMG[preset]),
+         "--snap", "1e6", "--checkpoint-every", "1e6", "--outdir", str(tmp / "runs"), "--aug", "ada"]
+        + (["--batch", str(batch)] if batch else []))
+    mcfg, cfg, _, _ = train_cli.resolve(args)
+    ds = PreparedDataset(store, xflip=True)
+    train_cli.finalize(mcfg, cfg, ds, None, False, resuming=False)
+    acc = make_accelerator(precision, cfg.outdir)
+    from gan.training import rundir
+
+    run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), f"{preset}-{precision}", mcfg, cfg, {}))
+    trainer = Trainer(acc, mcfg, cfg, ds, run_dir)
+    trainer.train()
+    flops = model_summary(mcfg)["train_flops"]
+    ips = trainer.steady_img_per_s or 0.0
+    return {"preset": preset, "precision": precision, "batch": cfg.batch, "img_per_s": round(ips, 1),
+            "train_gflop_per_img": round(flops / 1e9, 3), "achieved_tflops": round(ips * flops / 1e12, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="demo,dcgan64,stylegan128")
+    ap.add_argument("--precisions", default="no,bf16")
+    ap.add_argument("--batch", type=int, default=None, help="override the presets' batch")
+    args = ap.parse_args()
+    peaks = {"no": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    rows = []
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        for preset in args.presets.split(","):
+            store = tmp / f"store{RES[preset]}"
+            if not store.exists():
+                subprocess.run([sys.executable, "-m", "data_prep", "--procedural", "512", "--out", str(store),
+                                "--resolution", str(RES[preset]), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+            for prec in args.precisions.split(","):
+                row = run_preset(preset, prec, store, tmp, args.batch)
+                row["mfu"] = round(row["achieved_tflops"] * 1e12 / peaks[prec], 3)
+                rows.append(row)
+    print(f"\nmatmul peak here: fp32 {peaks['no'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s "
+          f"(bf16/fp32 {peaks['bf16'] / peaks['no']:.2f}x)")
+    print(f"{'preset':<12} {'prec':<5} {'batch':>5} {'img/s':>8} {'GFLOP/img':>10} {'TFLOP/s':>8} {'MFU':>6}")
+    for r in rows:
+        print(f"{r['preset']:<12} {r['precision']:<5} {r['batch']:>5} {r['img_per_s']:>8} "
+              f"{r['train_gflop_per_img']:>10} {r['achieved_tflops']:>8} {r['mfu']:>6}")
+    for preset in dict.fromkeys(r["preset"] for r in rows):
+        by = {r["precision"]: r["img_per_s"] for r in rows if r["preset"] == preset}
+        if by.get("no") and by.get("bf16"):
+            print(f"{preset}: bf16 / fp32 img/s = {by['bf16'] / by['no']:.2f}x")
+    print(json.dumps({"bench": "train", "peak_tflops": {k: round(v / 1e12, 3) for k, v in peaks.items()}, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Refine an image toward one or more style images (Gatys et al. 2016): optimize pixels so
+VGG19 Gram matrices match the style while conv4_2 features stay close to the content.
+Coarse-to-fine above 256 px: each scale starts from the upsampled result of the last."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from .style import VGGFeatures, content_loss, gram, style_loss, tv_loss
+
+BASE_SIZE = 256
+
+
+@dataclass
+class RefineOptions:
+    steps: int = 300  # optimizer steps at the first scale (later scales get a third)
+    size: int = 256  # long side of the result, pixels
+    style_weight: float = 1e5
+    content_weight: float = 1.0
+    tv_weight: float = 1e-2
+    optimizer: str = "lbfgs"  # lbfgs | adam
+    init: str = "content"  # content | noise
+    preserve_color: bool = False  # keep the content's colours, transfer only luminance structure
+    precision: str = "bf16"  # autocast dtype through VGG: bf16 | no
+    seed: int = 0  # noise init
+
+
+def to_tensor(img: Image.Image, long_side: int) -> torch.Tensor:
+    w, h = img.size
+    s = long_side / max(w, h)
+    img = img.convert("RGB").resize((max(8, round(w * s)), max(8, round(h * s))), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)[None].contiguous()
+
+
+def to_image(x: torch.Tensor) -> Image.Image:
+    arr = (x[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def scales(size: int) -> list[int]:
+    out = [size]
+    while out[-1] > BASE_SIZE:
+        out.append(max(BASE_SIZE, out[-1] // 2))
+    return out[::-1]
+
+
+class _Objective:
+    def __init__(self, vgg: VGGFeatures, content: torch.Tensor, styles: list[torch.Tensor], blend: list[float],
+                 opts: RefineOptions):
+        self.vgg, self.opts = vgg, opts
+        dtype = torch.bfloat16 if opts.precision == "bf16" else None
+        self.autocast = lambda: torch.autocast(content.device.type, dtype=dtype, enabled=dtype is not None)
+        with torch.no_grad(), self.autocast():
+            self.content_target = vgg(content)["conv4_2"].float()
+            grams = None
+            for s, wgt in zip(styles, blend):
+                g = {k: gram(v) * wgt for k, v in vgg(s).items() if k != "conv4_2"}
+                grams = g if grams is None else {k: grams[k] + g[k] for k in g}
+        self.style_targets = grams
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        with self.autocast():
+            feats = self.vgg(x)
+        ls = style_loss(feats, self.style_targets)
+        lc = content_loss(feats, self.content_target)
+        lt = tv_loss(x)
+        o = self.opts
+        total = o.style_weight * ls + o.content_weight * lc + o.tv_weight * lt
+        return total, {"style": float(ls), "content": float(lc), "tv": float(lt), "total": float(total)}
+
+
+def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], vgg: VGGFeatures,
+           opts: RefineOptions, device="cpu", progress: bool = True) -> tuple[Image.Image, dict]:
+    """Returns (refined image, report with per-scale loss histories and start/end losses)."""
+    vgg = vgg.to(device)
+    result = None
+    report: dict = {"scales": [], "history": []}
+    gen = torch.Generator().manual_seed(opts.seed)
+    plan = scales(opts.size)
+    for k, size in enumerate(plan):
+        c = to_tensor(content, size).to(device)
+        s = [to_tensor(im, size).to(device) for im in styles]
+        obj = _Objective(vgg, c, s, blend, opts)
+        if result is None:
+            x0 = c.clone().contiguous() if opts.init == "content" else torch.rand(c.shape, generator=gen).to(device)
+        else:
+            x0 = F.interpolate(result, size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1).contiguous()
+        x = x0.requires_grad_(True)
+        steps = opts.steps if k == 0 else max(opts.steps // 3, 50)
+        with torch.no_grad():
+            _, start = obj(x)
+        hist: list[dict] = []
+        bar = tqdm(total=steps, desc=f"refine {c.shape[-1]}x{c.shape[-2]}", disable=not progress, dynamic_ncols=True)
+        if opts.optimizer == "adam":
+            opt = torch.optim.Adam([x], lr=0.02)
+            for _ in range(steps):
+                opt.zero_grad()
+                loss, parts = obj(x)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    x.clamp_(0, 1)
+                hist.append(parts)
+                bar.update(1)
+                bar.set_postfix(style=f"{parts['style']:.3g}", content=f"{parts['content']:.3g}", refresh=False)
+        else:
+            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=steps, history_size=50, line_search_fn="strong_wolfe")
+
+            def closure():
+                opt.zero_grad()
+                loss, parts = obj(x)
+                loss.backward()
+                if len(hist) < steps:
+                    hist.append(parts)
+                    bar.update(1)
+                    bar.set_postfix(style=f"{parts['style']:.3g}", content=f"{parts['content']:.3g}", refresh=False)
+                return loss
+
+            opt.step(closure)
+            with torch.no_grad():
+                x.clamp_(0, 1)
+        bar.close()
+        with torch.no_grad():
+            _, end = obj(x)
+        result = x.detach()
+        report["scales"].append({"size": list(c.shape[-2:]), "steps": len(hist), "start": start, "end": end})
+        report["history"].append(hist)
+    out = to_image(result)
+    if opts.preserve_color:
+        out = _keep_colors(out, content.convert("RGB").resize(out.size, Image.LANCZOS))
+    report["start"] = report["scales"][0]["start"]
+    report["end"] = report["scales"][-1]["end"]
+    return out, report
+
+
+def _keep_colors(result: Image.Image, content: Image.Image) -> Image.Image:
+    """Luminance from the result, chroma from the content (Gatys et al. 2016b)."""
+    y, _, _ = result.convert("YCbCr").split()
+    _, cb, cr = content.convert("YCbCr").split()
+    return Image.merge("YCbCr", (y, cb, cr)).convert("RGB")
+
+
+def strip(images: list[Image.Image], height: int) -> Image.Image:
+    tiles = [im.convert("RGB").resize((max(1, round(im.width * height / im.height)), height), Image.LANCZOS)
+             for im in images]
+    gap = max(2, height // 64)
+    out = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1), height), (255, 255, 255))
+    x = 0
+    for t in tiles:
+        out.paste(t, (x, 0))
+        x += t.width + gap
+    return out

@@ -1,0 +1,347 @@
+"""New artworks from a trained model: sample, interpolate, mix, refine, export.
+
+    python generate.py sample --model runs/00000-demo --seeds 0-63 --grid --out out/
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="generate.py", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp, model_required=True):
+        sp.add_argument("--model", required=model_required, help="run dir, checkpoint dir, exported folder or Hub id")
+        sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+        sp.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"), help="autocast for synthesis")
+        sp.add_argument("--class", dest="cls", default=None, help="class name, for conditional models")
+        sp.add_argument("--trunc", type=float, default=1.0, help="truncation psi in [0, 1] (1 = none)")
+
+    s = sub.add_parser("sample", help="one PNG per seed (+ grid.png)")
+    common(s)
+    s.add_argument("--seeds", required=True, help="e.g. 0-63,100")
+    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--grid", action="store_true", help="also write grid.png")
+    s.add_argument("--out", required=True, help="output directory")
+
+    i = sub.add_parser("interpolate", help="a walk through seeds as GIF or MP4")
+    common(i)
+    i.add_argument("--seeds", required=True, help="waypoints, e.g. 1,5,9")
+    i.add_argument("--frames", type=int, default=48, help="total frames")
+    i.add_argument("--fps", type=int, default=24)
+    i.add_argument("--loop", action="store_true", help="return to the first seed")
+    i.add_argument("--out", required=True, help="walk.gif or walk.mp4")
+
+    m = sub.add_parser("mix", help="style-mixing grid (StyleGAN)")
+    common(m)
+    m.add_argument("--rows", required=True, help="seeds giving the base image")
+    m.add_argument("--cols", required=True, help="seeds whose styles are copied in")
+    m.add_argument("--layers", default="coarse", help="coarse | middle | fine | a-b")
+    m.add_argument("--out", required=True, help="output PNG")
+
+    r = sub.add_parser("refine", help="push an image toward a style with the VGG19 style loss")
+    common(r, model_required=False)
+    r.add_argument("--seeds", default=None, help="content = these generated images (needs --model)")
+    r.add_argument("--content", default=None, help="content = this image (plain neural style transfer)")
+    r.add_argument("--style", action="append", required=True, help="style image (repeat to blend)")
+    r.add_argument("--style-blend", default=None, help="weights per --style, e.g. 0.7,0.3")
+    r.add_argument("--steps", type=int, default=300)
+    r.add_argument("--size", type=int, default=256, help="long side of the result")
+    r.add_argument("--style-weight", type=float, default=1e5)
+    r.add_argument("--content-weight", type=float, default=1.0)
+    r.add_argument("--tv-weight", type=float, default=1e-2)
+    r.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
+    r.add_argument("--init", choices=("content", "noise"), default="content")
+    r.add_argument("--preserve-color", action="store_true")
+    r.add_argument("--vgg-precision", choices=("bf16", "no"), default="bf16", help="autocast through VGG")
+    r.add_argument("--vgg-weights", default=None, help="VGG19 .pth/.safetensors, or 'random' (tests only)")
+    r.add_argument("--name", default=None, help="output file prefix (default: content name or seedNNNN)")
+    r.add_argument("--out", required=True, help="output directory")
+
+    e = sub.add_parser("export", help="safetensors + config.json + model card (+ push to the Hub)")
+    e.add_argument("--model", required=True)
+    e.add_argument("--out", required=True, help="output directory (new or empty)")
+    e.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload to this Hub repo id")
+    e.add_argument("--private", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from data_prep.errors import UserError as PrepError
+    from gan.errors import UserError
+
+    try:
+        return COMMANDS[args.cmd](args)
+    except (UserError, PrepError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------------------- helpers
+def _device(spec: str):
+    import torch
+
+    from gan.errors import UserError
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"--device {spec!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def _sampler(args):
+    from gan.errors import UserError
+    from gan.export import load_generator, resolve_model
+    from gan.sampling import Sampler
+
+    if not 0.0 <= args.trunc <= 1.0:
+        raise UserError(f"--trunc {args.trunc} must be between 0 and 1")
+    dev = _device(args.device)
+    G, cfg, meta = load_generator(resolve_model(args.model), dev)
+    sampler = Sampler(G, cfg, dev, args.precision)
+    return sampler, sampler.class_index(args.cls), meta
+
+
+def _out_dir(path: str) -> Path:
+    from gan.errors import UserError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {path} is a file; pass a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+_SAFE_NAME = re.compile(r"^[\w.\- ]+$")
+
+
+def _safe_name(name: str) -> str:
+    from gan.errors import UserError
+
+    if not _SAFE_NAME.match(name) or name in (".", "..") or name.startswith("."):
+        raise UserError(f"--name {name!r}: use a plain file name (letters, digits, . _ - and spaces), "
+                        "no directories; outputs always go inside --out")
+    return name
+
+
+def _read_image(path: str, what: str):
+    from PIL import Image
+
+    from gan.errors import UserError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"{what} {path}: no such file") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{what} {path}: not a readable image ({str(e).splitlines()[0][:120]})") from None
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_sample(args) -> int:
+    import torch
+
+    from gan.errors import UserError
+    from gan.sampling import grid_image, parse_seeds, save_png, to_uint8
+    from PIL import Image
+
+    seeds = parse_seeds(args.seeds)
+    if args.batch < 1:
+        raise UserError("--batch must be positive")
+    sampler, c, _ = _sampler(args)
+    out = _out_dir(args.out)
+    imgs = []
+    for seed, img in sampler.seeds(seeds, c, args.trunc, args.batch):
+        save_png(Image.fromarray(to_uint8(img[None])[0]), out / f"seed{seed:04d}.png")
+        if args.grid:
+            imgs.append(img)
+    if args.grid:
+        cols = int(len(imgs) ** 0.5 + 0.999)
+        save_png(grid_image(torch.stack(imgs), cols), out / "grid.png")
+    print(f"wrote {len(seeds)} images to {out}" + (f" (+ {out / 'grid.png'})" if args.grid else ""))
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from gan.errors import UserError
+    from gan.sampling import interpolation_frames, parse_seeds
+
+    seeds = parse_seeds(args.seeds)
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise UserError(f"--out {args.out}: use a .gif or .mp4 file name")
+    if len(seeds) < 2 and not args.loop:
+        raise UserError("--seeds needs at least two waypoints to interpolate between")
+    if args.frames < 2 or args.fps < 1:
+        raise UserError("--frames must be >= 2 and --fps >= 1")
+    if suffix == ".mp4":
+        try:
+            import imageio.v2 as imageio  # noqa: F401
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise UserError("MP4 needs imageio-ffmpeg: pip install 'artgan[video]' (or write a .gif)") from None
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {args.out} is a directory; pass a file name")
+    sampler, c, _ = _sampler(args)
+    frames = interpolation_frames(sampler, seeds, args.frames, args.loop, c, args.trunc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{suffix}")
+    try:
+        if suffix == ".gif":
+            from PIL import Image
+
+            pics = [Image.fromarray(f) for f in frames]
+            pics[0].save(tmp, save_all=True, append_images=pics[1:], duration=round(1000 / args.fps), loop=0)
+        else:
+            import imageio.v2 as imageio
+
+            imageio.mimwrite(tmp, frames, fps=args.fps, macro_block_size=1)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {len(frames)} frames to {out}")
+    return 0
+
+
+def cmd_mix(args) -> int:
+    from gan.errors import UserError
+    from gan.sampling import mixing_grid, mixing_layers, parse_seeds, save_png
+
+    rows, cols = parse_seeds(args.rows), parse_seeds(args.cols)
+    if not args.out.lower().endswith(".png"):
+        raise UserError(f"--out {args.out}: use a .png file name")
+    sampler, c, _ = _sampler(args)
+    if not sampler.stylegan:
+        raise UserError(f"style mixing is not supported for {sampler.cfg.arch} (it needs a StyleGAN model)")
+    layers = mixing_layers(args.layers, sampler.G.num_ws)
+    grid = mixing_grid(sampler, rows, cols, layers, c, args.trunc)
+    save_png(grid, args.out)
+    print(f"wrote {len(rows)}x{len(cols)} mixing grid (w layers {layers.start}-{layers.stop - 1}) to {args.out}")
+    return 0
+
+
+def cmd_refine(args) -> int:
+    from gan.errors import UserError
+    from gan.refine import RefineOptions, refine, strip
+    from gan.sampling import parse_seeds, save_png, to_uint8
+    from gan.style import VGGFeatures, load_vgg_state
+    from PIL import Image
+
+    if (args.content is None) == (args.seeds is None):
+        raise UserError("give the content as --content IMAGE or as --model MODEL --seeds S")
+    if args.seeds is not None and not args.model:
+        raise UserError("--seeds needs --model")
+    if args.steps < 1 or args.size < 32 or args.size > 4096:
+        raise UserError("--steps must be >= 1 and --size between 32 and 4096")
+    for name, v in (("--style-weight", args.style_weight), ("--content-weight", args.content_weight),
+                    ("--tv-weight", args.tv_weight)):
+        if v < 0:
+            raise UserError(f"{name} must be >= 0")
+    styles = [_read_image(s, "--style") for s in args.style]
+    if args.style_blend:
+        try:
+            blend = [float(x) for x in args.style_blend.split(",")]
+        except ValueError:
+            raise UserError(f"--style-blend {args.style_blend!r}: comma-separated numbers, one per --style") from None
+        if len(blend) != len(styles) or any(b < 0 for b in blend) or sum(blend) <= 0:
+            raise UserError(f"--style-blend needs {len(styles)} non-negative weights, one per --style")
+    else:
+        blend = [1.0] * len(styles)
+    blend = [b / sum(blend) for b in blend]
+    name = _safe_name(args.name) if args.name else None
+    contents: list[tuple[str, Image.Image]] = []
+    if args.content is not None:
+        contents.append((name or _safe_name(Path(args.content).stem), _read_image(args.content, "--content")))
+        dev = _device(args.device)
+    else:
+        seeds = parse_seeds(args.seeds)
+        sampler, c, _ = _sampler(args)
+        dev = sampler.device
+        for seed, img in sampler.seeds(seeds, c, args.trunc):
+            prefix = f"{name}_seed{seed:04d}" if name and len(seeds) > 1 else (name or f"seed{seed:04d}")
+            contents.append((prefix, Image.fromarray(to_uint8(img[None])[0])))
+    vgg = VGGFeatures(load_vgg_state(args.vgg_weights))
+    opts = RefineOptions(steps=args.steps, size=args.size, style_weight=args.style_weight,
+                         content_weight=args.content_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,
+                         init=args.init, preserve_color=args.preserve_color, precision=args.vgg_precision)
+    out = _out_dir(args.out)
+    for prefix, content in contents:
+        result, report = refine(content, styles, blend, vgg, opts, device=dev)
+        save_png(result, out / f"{prefix}_refined.png")
+        before = content.resize(result.size, Image.LANCZOS)
+        save_png(strip([before, styles[0], result], result.height), out / f"{prefix}_strip.png")
+        summary = {k: report[k] for k in ("start", "end", "scales")}
+        (out / f"{prefix}_report.json").write_text(json.dumps(summary, indent=2))
+        s0, s1 = report["start"]["style"], report["end"]["style"]
+        print(f"{prefix}: style loss {s0:.4g} -> {s1:.4g} ({100 * (1 - s1 / s0):.0f}% lower), content loss "
+              f"{report['end']['content']:.4g}; wrote {out / (prefix + '_refined.png')} and _strip.png")
+    return 0
+
+
+def cmd_export(args) -> int:
+    import torch
+
+    from gan.errors import UserError
+    from gan.export import CONFIG, WEIGHTS, load_generator, resolve_model, write_model_card
+    from gan.sampling import Sampler, grid_image, latents_for_seeds, save_png
+
+    src = resolve_model(args.model)
+    G, cfg, meta = load_generator(src)  # validates before anything is written
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {args.out} exists and is not an empty directory; pick a new one")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
+    try:
+        shutil.copy2(src / WEIGHTS, tmp / WEIGHTS)
+        shutil.copy2(src / CONFIG, tmp / CONFIG)
+        sampler = Sampler(G, cfg)
+        seeds = list(range(16))
+        if cfg.c_dim:
+            imgs = torch.cat([sampler.from_z(latents_for_seeds(seeds[:4], cfg.z_dim), k) for k in range(cfg.c_dim)])
+        else:
+            imgs = sampler.from_z(latents_for_seeds(seeds, cfg.z_dim), None)
+        save_png(grid_image(imgs, 4), tmp / "samples.png")
+        write_model_card(tmp, meta, args.push_to_hub or out.name, args.push_to_hub or str(out))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"exported to {out}")
+    if args.push_to_hub:
+        try:
+            from huggingface_hub import HfApi
+
+            api = HfApi()
+            api.create_repo(args.push_to_hub, private=args.private, exist_ok=True)
+            api.upload_folder(repo_id=args.push_to_hub, folder_path=str(out))
+        except Exception as e:
+            raise UserError(f"push to {args.push_to_hub} failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                            f"the export in {out} is complete, retry with `huggingface-cli login` first") from None
+        print(f"pushed to https://huggingface.co/{args.push_to_hub}")
+    return 0
+
+
+COMMANDS = {"sample": cmd_sample, "interpolate": cmd_interpolate, "mix": cmd_mix, "refine": cmd_refine,
+            "export": cmd_export}
+
+if __name__ == "__main__":
+    sys.exit(main())

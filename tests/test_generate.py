@@ -1,0 +1,207 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import assert_user_error, run_cli
+from gan.config import ModelConfig
+from gan.errors import UserError
+from gan.export import load_generator, save_generator
+from gan.models import build_generator
+from gan.sampling import Sampler, latents_for_seeds, parse_seeds
+
+
+def gen(*args, check=0):
+    return run_cli("generate.py", *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Small randomly initialized exported models (sampling logic does not need training)."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    out = {}
+    for name, cfg in {
+        "style": ModelConfig(arch="stylegan", resolution=32, channel_base=512, channel_max=64, mapping_layers=2,
+                             z_dim=32, w_dim=32, c_dim=3, class_names=["Baroque", "Cubism", "Impressionism"]),
+        "dcgan": ModelConfig(arch="dcgan", resolution=32, g_channels=16, d_channels=16, z_dim=24),
+    }.items():
+        G = build_generator(cfg)
+        for p in G.parameters():  # make noise strengths and biases non-trivial
+            p.data.add_(torch.randn_like(p) * 0.05)
+        G.eval()
+        if cfg.arch == "dcgan":
+            from gan.training.ema import recalibrate_batchnorm
+
+            recalibrate_batchnorm(G, cfg.z_dim, 0, "cpu", batches=2, batch=64)
+        save_generator(G, cfg, root / name, extra={"kimg": 1.5, "dataset": {"kind": "procedural"}})
+        out[name] = root / name
+    return out
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3,10,2") == [0, 1, 2, 3, 10]
+    assert parse_seeds(" 7 ") == [7] and parse_seeds("4294967295") == [4294967295]
+    for bad in ("0-", "5-2", "a", "-3", "4294967296", "", "1,,2", "1-2-3"):
+        with pytest.raises(UserError):
+            parse_seeds(bad)
+
+
+def test_seed_images_do_not_depend_on_batch_or_order(models):
+    for name, c in (("style", 1), ("dcgan", None)):
+        G, cfg, _ = load_generator(models[name])
+        s = Sampler(G, cfg)
+        a = dict(s.seeds([5, 1, 9, 3, 7], c, 0.8, batch=5))
+        b = dict(s.seeds([3, 9, 1, 7, 5], c, 0.8, batch=2))
+        single = dict(s.seeds([9], c, 0.8, batch=1))
+        for k in a:
+            assert torch.allclose(a[k], b[k], atol=1e-5), (name, k)
+        assert torch.allclose(a[9], single[9], atol=1e-5)
+        assert not torch.allclose(a[5], a[1])
+
+
+def test_sample_cli_writes_seed_files_grid_and_export_roundtrip(models, tmp_path):
+    out = tmp_path / "out"
+    res = gen("sample", "--model", models["style"], "--seeds", "0-5,42", "--class", "Cubism", "--trunc", 0.7,
+              "--grid", "--batch", 4, "--out", out)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["grid.png"] + [f"seed{i:04d}.png" for i in (0, 1, 2, 3, 4, 5, 42)], res.stdout
+    again = tmp_path / "again"
+    gen("sample", "--model", models["style"], "--seeds", "42", "--class", "Cubism", "--trunc", 0.7, "--out", again)
+    a = np.asarray(Image.open(out / "seed0042.png")).astype(int)
+    b = np.asarray(Image.open(again / "seed0042.png")).astype(int)
+    assert np.abs(a - b).max() <= 1
+    # export -> load gives identical images
+    exp = tmp_path / "exported"
+    gen("export", "--model", models["style"], "--out", exp)
+    assert {p.name for p in exp.iterdir()} == {"model.safetensors", "config.json", "README.md", "samples.png"}
+    assert "stylegan" in (exp / "README.md").read_text() and "1.5 kimg" in (exp / "README.md").read_text()
+    G1, cfg1, _ = load_generator(models["style"])
+    G2, cfg2, _ = load_generator(exp)
+    z = latents_for_seeds([3, 4], cfg1.z_dim)
+    assert torch.equal(Sampler(G1, cfg1).from_z(z, 2, 0.5), Sampler(G2, cfg2).from_z(z, 2, 0.5))
+    assert_user_error(gen("export", "--model", models["style"], "--out", exp, check=None), "not an empty directory")
+
+
+def test_sample_from_run_dir_and_checkpoint(tmp_path, proc_store):
+    runs = tmp_path / "runs"
+    run_cli("train.py", "--data", proc_store, "--arch", "dcgan", "--g-channels", 8, "--d-channels", 8, "--z-dim", 16,
+            "--kimg", 0.032, "--batch", 16, "--outdir", runs, check=0)
+    run = next(runs.iterdir())
+    gen("sample", "--model", run, "--seeds", "0-1", "--out", tmp_path / "a")
+    ck = sorted((run / "checkpoints").iterdir())[-1]
+    gen("sample", "--model", ck, "--seeds", "0-1", "--out", tmp_path / "b")
+    assert (tmp_path / "a/seed0001.png").read_bytes() == (tmp_path / "b/seed0001.png").read_bytes()
+
+
+def test_interpolate_gif_frames_and_mix(models, tmp_path):
+    gif = tmp_path / "walk.gif"
+    gen("interpolate", "--model", models["style"], "--class", "Baroque", "--seeds", "1,5,9", "--frames", 12,
+        "--loop", "--out", gif)
+    with Image.open(gif) as im:
+        assert im.n_frames == 12
+    gen("interpolate", "--model", models["dcgan"], "--seeds", "1,2", "--frames", 5, "--out", tmp_path / "d.gif")
+    with Image.open(tmp_path / "d.gif") as im:
+        assert im.n_frames == 5
+    mix = tmp_path / "mix.png"
+    gen("mix", "--model", models["style"], "--class", "Baroque", "--rows", "1-3", "--cols", "10-13", "--layers", "0-3",
+        "--out", mix)
+    assert Image.open(mix).size == (5 * 32, 4 * 32)
+    assert_user_error(gen("mix", "--model", models["dcgan"], "--rows", "1", "--cols", "2", "--out", mix, check=None),
+                      "not supported for dcgan")
+    assert_user_error(gen("mix", "--model", models["style"], "--class", "Baroque", "--rows", "1", "--cols", "2",
+                          "--layers", "3-99", "--out", mix, check=None), "w layers")
+
+
+def test_refine_lowers_style_loss(models, tmp_path):
+    style = tmp_path / "style.png"
+    from data_prep.procedural import render
+
+    render(0, 2, 128)[0].save(style)  # op-art stripes
+    out = tmp_path / "ref"
+    res = gen("refine", "--model", models["style"], "--class", "Impressionism", "--seeds", 3, "--style", style,
+              "--vgg-weights", "random", "--steps", 40, "--size", 64, "--out", out, "--optimizer", "adam",
+              "--vgg-precision", "no", "--style-weight", 1e4)
+    assert "random" in res.stderr and "warning" in res.stderr
+    rep = json.loads((out / "seed0003_report.json").read_text())
+    assert rep["end"]["style"] <= 0.5 * rep["start"]["style"], rep
+    assert rep["end"]["content"] < 10 * max(rep["start"]["content"], 1e-3) + 1.0
+    assert Image.open(out / "seed0003_refined.png").size == (64, 64)
+    assert Image.open(out / "seed0003_strip.png").size[0] > 3 * 64
+    # plain neural style transfer on a photo, two blended styles, multi-scale, lbfgs
+    photo = tmp_path / "photo.jpg"
+    render(5, 1, 200)[0].resize((300, 200)).save(photo)
+    style2 = tmp_path / "s2.png"
+    render(1, 3, 96)[0].save(style2)
+    res = gen("refine", "--content", photo, "--style", style, "--style", style2, "--style-blend", "0.7,0.3",
+              "--vgg-weights", "random", "--steps", 6, "--size", 300, "--out", out, "--preserve-color")
+    assert Image.open(out / "photo_refined.png").size == (300, 200)
+    rep = json.loads((out / "photo_report.json").read_text())
+    assert [s["size"] for s in rep["scales"]] == [[171, 256], [200, 300]]
+
+
+def test_generate_user_errors(models, tmp_path):
+    out = tmp_path / "o"
+    m = models["style"]
+    for seeds in ("0-", "5-2", "a", "-1", "4294967296"):
+        assert_user_error(gen("sample", "--model", m, "--class", "Cubism", "--seeds", seeds, "--out", out, check=None),
+                          "--seeds")
+    assert_user_error(gen("sample", "--model", m, "--class", "Cubism", "--seeds", 1, "--trunc", 1.5, "--out", out,
+                          check=None), "--trunc")
+    assert_user_error(gen("sample", "--model", m, "--class", "Rococo", "--seeds", 1, "--out", out, check=None),
+                      "Rococo", "Impressionism")
+    assert_user_error(gen("sample", "--model", m, "--seeds", 1, "--out", out, check=None), "--class")
+    assert_user_error(gen("sample", "--model", tmp_path / "nope", "--seeds", 1, "--out", out, check=None), "no such")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((m / "config.json").read_text())
+    (broken / "model.safetensors").write_bytes(b"\x00" * 100)
+    assert_user_error(gen("sample", "--model", broken, "--seeds", 1, "--out", out, check=None), "cannot load")
+    future = tmp_path / "future"
+    future.mkdir()
+    cfg = json.loads((m / "config.json").read_text())
+    cfg["artgan_config_version"] = 99
+    (future / "config.json").write_text(json.dumps(cfg))
+    (future / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes())
+    assert_user_error(gen("sample", "--model", future, "--seeds", 1, "--out", out, check=None), "incompatible")
+    pick = tmp_path / "pickled"
+    pick.mkdir()
+    torch.save({"x": 1}, pick / "model.pt")
+    assert_user_error(gen("sample", "--model", pick, "--seeds", 1, "--out", out, check=None), "only safetensors")
+    bad_img = tmp_path / "bad.jpg"
+    bad_img.write_text("nope")
+    assert_user_error(gen("refine", "--content", bad_img, "--style", bad_img, "--vgg-weights", "random",
+                          "--out", out, check=None), "not a readable image")
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(good)
+    assert_user_error(gen("refine", "--content", good, "--style", good, "--vgg-weights", "random", "--name",
+                          "../escape", "--out", out, check=None), "--name")
+    assert_user_error(gen("refine", "--content", good, "--style", good, "--vgg-weights", tmp_path / "missing.pth",
+                          "--out", out, check=None), "no such file")
+    assert_user_error(gen("interpolate", "--model", m, "--class", "Cubism", "--seeds", "1,2", "--out", out / "x.avi",
+                          check=None), ".gif or .mp4")
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+def test_vgg_weights_offline_message(tmp_path, monkeypatch):
+    from gan import style
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(style.torch.hub, "load_state_dict_from_url",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(UserError) as e:
+        style.load_vgg_state(None)
+    msg = str(e.value)
+    assert "vgg19-dcbb9e9d.pth" in msg and str(tmp_path / "torch") in msg and "--vgg-weights" in msg
+    # A real torchvision-format file at that path is used.
+    from torchvision.models import vgg19
+
+    path = Path(torch.hub.get_dir()) / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(vgg19(weights=None).state_dict(), path)
+    state = style.load_vgg_state(None)
+    feats = style.VGGFeatures(state)(torch.rand(1, 3, 64, 64))
+    assert set(feats) == set(style.STYLE_LAYERS) | {"conv4_2"}
