@@ -86,9 +86,10 @@ def _from_dict(cls, d: dict):
 
 # Presets: starting points; explicit CLI flags override any field.
 PRESETS: dict[str, dict] = {
-    # Tiny and fast: minutes on 2 CPU cores at 32px.
+    # Tiny and fast: minutes on 2 CPU cores at 32px. A higher lr than classic DCGAN's 2e-4
+    # reaches recognizable styles in a few thousand steps on the procedural set.
     "demo": dict(model=dict(arch="dcgan", g_channels=48, d_channels=48, z_dim=64),
-                 train=dict(kimg=200, batch=64, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), r1_gamma=0.05,
+                 train=dict(kimg=200, batch=64, lr_g=6e-4, lr_d=6e-4, betas=(0.5, 0.999), r1_gamma=0.05,
                             aug="none", ema_kimg=2.0, mixed_precision="bf16", snap=50, checkpoint_every=100)),
     # The classic DCGAN (3.6M-parameter G, 2.8M-parameter D at 64px).
     "dcgan64": dict(model=dict(arch="dcgan", resolution=64, g_channels=64, d_channels=64, z_dim=100),

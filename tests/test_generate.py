@@ -205,3 +205,15 @@ def test_vgg_weights_offline_message(tmp_path, monkeypatch):
     state = style.load_vgg_state(None)
     feats = style.VGGFeatures(state)(torch.rand(1, 3, 64, 64))
     assert set(feats) == set(style.STYLE_LAYERS) | {"conv4_2"}
+
+
+def test_interpolate_mp4_needs_ffmpeg_or_writes_video(models, tmp_path):
+    out = tmp_path / "walk.mp4"
+    proc = gen("interpolate", "--model", models["dcgan"], "--seeds", "1,2", "--frames", 6, "--out", out, check=None)
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        assert_user_error(proc, "imageio-ffmpeg", "artgan[video]")
+        assert not out.exists()
+    else:
+        assert proc.returncode == 0 and out.stat().st_size > 0

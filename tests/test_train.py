@@ -155,7 +155,7 @@ def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_st
     runs = tmp_path / "runs"
     env = {"OMP_NUM_THREADS": "1"}
     proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29571, "train.py", "--data", proc_store, *TINY_STYLE, "--batch", 8, "--kimg", 0.064, "--outdir", runs,
-                   "--r1-interval", 2, "--aug", "ada", env=env)
+                   "--r1-interval", 2, "--aug", "ada", "--grad-accum", 2, "--pl-weight", 1, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(runs)
     sync = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines() if "ranks in sync" in l]

@@ -5,6 +5,7 @@ functions, checkpoints go through `checkpoint.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -128,6 +129,10 @@ class Trainer:
             return G(z, c, **kw)
         return G(z, c)
 
+    def _sync_last(self, model, i: int):
+        """Gradient accumulation: all-reduce only on the last micro-batch of a phase."""
+        return self.acc.no_sync(model) if i < self.cfg.grad_accum - 1 else contextlib.nullcontext()
+
     def _finite_everywhere(self, *tensors) -> bool:
         ok = torch.tensor(float(all(bool(torch.isfinite(t).all()) for t in tensors)), device=self.acc.device)
         return bool(self.acc.reduce(ok, "min") > 0) if self.acc.num_processes > 1 else bool(ok > 0)
@@ -148,17 +153,19 @@ class Trainer:
             real, c = self._next_real()
             with torch.no_grad(), acc.autocast():
                 fake = self._gen(G, self._z(real.shape[0]), c)
-            with acc.autocast():
-                real_logits = self.D(augment(real, self.aug.p), c)
-                fake_logits = self.D(augment(fake.float(), self.aug.p), c)
-                loss = losses.d_loss(cfg.loss, real_logits.float(), fake_logits.float())
-            if self.counters.step in self.faults.get("nan", ()):
-                self.faults["nan"].discard(self.counters.step)
-                loss = loss * float("nan")
-            self.aug.accumulate(real_logits)
-            finite &= self._finite_everywhere(loss)
-            if finite:
-                acc.backward(loss / cfg.grad_accum)
+            # DDP decides at forward time whether backward all-reduces: wrap both.
+            with self._sync_last(self.D, i):
+                with acc.autocast():
+                    real_logits = self.D(augment(real, self.aug.p), c)
+                    fake_logits = self.D(augment(fake.float(), self.aug.p), c)
+                    loss = losses.d_loss(cfg.loss, real_logits.float(), fake_logits.float())
+                if self.counters.step in self.faults.get("nan", ()):
+                    self.faults["nan"].discard(self.counters.step)
+                    loss = loss * float("nan")
+                self.aug.accumulate(real_logits)
+                finite &= self._finite_everywhere(loss)
+                if finite:
+                    acc.backward(loss / cfg.grad_accum)
             stats["loss_D"] = float(loss.detach())
             stats["logits_real"] = float(real_logits.detach().float().mean())
             stats["logits_fake"] = float(fake_logits.detach().float().mean())
@@ -189,14 +196,14 @@ class Trainer:
         _, c = self._last_real
         finite = True
         try:
-            for _ in range(cfg.grad_accum):
-                with acc.autocast():
+            for i in range(cfg.grad_accum):
+                with acc.autocast(), self._sync_last(self.G, i):
                     fake = self._gen(self.G, self._z(self.micro), c)
                     logits = D(augment(fake.float(), self.aug.p), c)
                     loss = losses.g_loss(cfg.loss, logits.float())
-                finite &= self._finite_everywhere(loss)
-                if finite:
-                    acc.backward(loss / cfg.grad_accum)
+                    finite &= self._finite_everywhere(loss)
+                    if finite:
+                        acc.backward(loss / cfg.grad_accum)
                 stats["loss_G"] = float(loss.detach())
         finally:
             D.requires_grad_(True)

@@ -1,0 +1,93 @@
+"""Sampling img/s per preset (batch 64, fp32 vs bf16) and refine speed/quality.
+
+Refine: 256 px, 300 LBFGS steps, one style image, fp32 vs bf16 autocast through VGG19;
+prints seconds per step, end-to-end seconds and the final style loss of both, so speed is
+never bought with quality silently. Uses torchvision's VGG19 ImageNet weights when
+cached, else random weights (said in the output: losses are then not comparable to real
+Gatys losses, timings are).
+    python bench/generate.py [--presets demo,dcgan64,stylegan128] [--refine-steps 300]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data_prep.procedural import render  # noqa: E402
+from gan.config import PRESETS, ModelConfig  # noqa: E402
+from gan.errors import UserError  # noqa: E402
+from gan.models import build_generator  # noqa: E402
+from gan.refine import RefineOptions, refine  # noqa: E402
+from gan.sampling import Sampler, latents_for_seeds  # noqa: E402
+from gan.style import VGGFeatures, load_vgg_state  # noqa: E402
+
+RES = {"demo": 32, "dcgan64": 64, "stylegan128": 128, "stylegan256": 256}
+
+
+def sample_rate(preset: str, precision: str, batch: int, seconds: float) -> float:
+    m = dict(PRESETS[preset]["model"])
+    m.setdefault("resolution", RES[preset])
+    if m["arch"] == "dcgan":
+        m.setdefault("z_dim", 100)
+    cfg = ModelConfig(**m)
+    sampler = Sampler(build_generator(cfg), cfg, "cpu", precision)
+    z = latents_for_seeds(range(batch), cfg.z_dim)
+    sampler.from_z(z, None)
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        sampler.from_z(z, None)
+        n += batch
+    return n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--presets", default="demo,dcgan64,stylegan128")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--refine-steps", type=int, default=300)
+    ap.add_argument("--refine-size", type=int, default=256)
+    args = ap.parse_args()
+    rows = []
+    for preset in args.presets.split(","):
+        r = {p: sample_rate(preset, p, args.batch, args.seconds) for p in ("no", "bf16")}
+        rows.append({"preset": preset, "fp32_img_per_s": round(r["no"], 1), "bf16_img_per_s": round(r["bf16"], 1),
+                     "bf16_speedup": round(r["bf16"] / r["no"], 2)})
+    print(f"sampling, batch {args.batch}")
+    print(f"{'preset':<12} {'fp32 img/s':>11} {'bf16 img/s':>11} {'bf16/fp32':>10}")
+    for r in rows:
+        print(f"{r['preset']:<12} {r['fp32_img_per_s']:>11} {r['bf16_img_per_s']:>11} {r['bf16_speedup']:>10}")
+
+    try:
+        state, weights = load_vgg_state(None), "imagenet"
+    except UserError:
+        state, weights = load_vgg_state("random"), "random"
+    vgg = VGGFeatures(state)
+    content, _ = render(11, 0, 256)
+    style, _ = render(3, 1, 256)
+    ref = {}
+    for prec in ("no", "bf16"):
+        opts = RefineOptions(steps=args.refine_steps, size=args.refine_size, precision=prec)
+        t = time.perf_counter()
+        _, report = refine(content, [style], [1.0], vgg, opts, progress=False)
+        wall = time.perf_counter() - t
+        steps = sum(s["steps"] for s in report["scales"])
+        ref[prec] = {"seconds": round(wall, 1), "s_per_step": round(wall / max(steps, 1), 4),
+                     "style_start": report["start"]["style"], "style_end": report["end"]["style"],
+                     "content_end": report["end"]["content"]}
+    print(f"\nrefine {args.refine_size}px, {args.refine_steps} LBFGS steps, VGG19 weights: {weights}")
+    for prec, r in ref.items():
+        print(f"  {'fp32' if prec == 'no' else 'bf16'}: {r['seconds']:.1f} s ({r['s_per_step']:.3f} s/step), "
+              f"style loss {r['style_start']:.4g} -> {r['style_end']:.4g}, content {r['content_end']:.4g}")
+    print(f"  bf16 speedup {ref['no']['seconds'] / ref['bf16']['seconds']:.2f}x, "
+          f"final style loss bf16/fp32 {ref['bf16']['style_end'] / max(ref['no']['style_end'], 1e-12):.2f}")
+    print(json.dumps({"bench": "generate", "sampling": rows, "refine": ref, "vgg_weights": weights}))
+
+
+if __name__ == "__main__":
+    main()
