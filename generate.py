@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", default=None, help="output file prefix (default: content name or seedNNNN)")
     r.add_argument("--out", required=True, help="output directory")
 
+    v = sub.add_parser("eval", help="SWD / FID / KID / precision-recall against a prepared store")
+    common(v)
+    v.add_argument("--data", required=True, help="prepared store of real images")
+    v.add_argument("--metrics", default="swd,fid,kid,pr", help="comma-separated: swd, fid, kid, pr")
+    v.add_argument("--num", type=int, default=5000, help="generated (and real) images")
+    v.add_argument("--batch", type=int, default=64)
+    v.add_argument("--inception-weights", default=None, help="FID Inception-v3 weights file (torch-fidelity format)")
+    v.add_argument("--json", default=None, help="also write the results here")
+
     e = sub.add_parser("export", help="safetensors + config.json + model card (+ push to the Hub)")
     e.add_argument("--model", required=True)
     e.add_argument("--out", required=True, help="output directory (new or empty)")
@@ -340,7 +349,47 @@ def cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"sample": cmd_sample, "interpolate": cmd_interpolate, "mix": cmd_mix, "refine": cmd_refine,
+def cmd_eval(args) -> int:
+    import hashlib
+    import time
+
+    from data_prep.store import PreparedDataset
+    from gan.errors import UserError
+    from gan.metrics import Evaluator, parse_metrics
+
+    names = parse_metrics(args.metrics)
+    if args.num < 2 or args.batch < 1:
+        raise UserError("--num must be >= 2 and --batch >= 1")
+    if args.trunc != 1.0:
+        raise UserError("eval measures the untruncated model; drop --trunc")
+    sampler, _, meta = _sampler(args)
+    ds = PreparedDataset(args.data)
+    if ds.resolution != sampler.cfg.resolution:
+        raise UserError(f"the store is {ds.resolution}px but the model makes {sampler.cfg.resolution}px images; "
+                        "prepare the store at the model's resolution")
+    if sampler.cfg.c_dim and sampler.cfg.c_dim != ds.num_classes:
+        raise UserError(f"the model has {sampler.cfg.c_dim} classes but the store has {ds.num_classes}")
+    ev = Evaluator(names, ds, args.num, None, sampler.device, batch=args.batch,
+                   inception_weights=args.inception_weights)
+    if not ev.names:
+        raise UserError(f"none of --metrics {args.metrics} can be computed here (see the note above)")
+    t = time.perf_counter()
+    key = hashlib.sha256((ds.root / "manifest.json").read_bytes()).hexdigest()[:16]
+    values = ev.evaluate(sampler, key)
+    print(f"{'metric':<12} {'value':>12}")
+    for k, v in values.items():
+        print(f"{k:<12} {v:>12.5g}")
+    result = {"model": args.model, "data": str(args.data), "num": ev.total, "kimg": meta.get("kimg"),
+              "seconds": round(time.perf_counter() - t, 2), "metrics": values}
+    print(json.dumps(result))
+    if args.json:
+        tmp = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(args.json)
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "sample": cmd_sample, "interpolate": cmd_interpolate, "mix": cmd_mix, "refine": cmd_refine,
             "export": cmd_export}
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ OVERRIDES = [
     ("--keep", "keep", int, "checkpoints to keep (plus the best by metric)"),
     ("--seed", "seed", int, "random seed"),
     ("--workers", "workers", int, "DataLoader worker processes"),
+    ("--metrics", "metrics", str, "evaluate G_ema during training: swd[,fid,kid,pr]"),
+    ("--metrics-every", "metrics_every", float, "kimg between evaluations (default: every checkpoint)"),
+    ("--metrics-num", "metrics_num", int, "images per evaluation"),
 ]
 CHOICES = {"model.arch": ("dcgan", "stylegan"), "loss": ("logistic", "hinge"), "aug": ("auto", "ada", "fixed", "none"),
            "mixed_precision": ("no", "bf16", "fp16")}
@@ -174,6 +177,12 @@ def finalize(mcfg, cfg, dataset, explicit_resolution: int | None, cond: bool, re
     if cfg.batch % (world * cfg.grad_accum):
         raise UserError(f"--batch {cfg.batch} is not divisible by {world} processes x --grad-accum "
                         f"{cfg.grad_accum}; pick a multiple of {world * cfg.grad_accum}")
+    if cfg.metrics:
+        from gan.metrics import parse_metrics
+
+        parse_metrics(cfg.metrics)
+        if cfg.metrics_num < 2:
+            raise UserError("--metrics-num must be at least 2")
     if not 0 <= cfg.aug_p <= 1:
         raise UserError("--aug-p must be between 0 and 1")
 

@@ -25,7 +25,9 @@ from gan.training.flops import model_summary  # noqa: E402
 from gan.training.loop import Trainer, make_accelerator, share_run_dir  # noqa: E402
 
 # images per preset for the timed run (enough steps to pass warm-up, short on CPU)
-KIMG = {"demo": 3.2, "dcgan64": 1.28, "stylegan128": 0.16, "stylegan256": 0.064, "fewshot256": 0.064}
+KIMG = {"demo": 3.2, "dcgan64": 1.28, "stylegan128": 0.128, "stylegan256": 0.064, "fewshot256": 0.064}
+# CPU-sized batches for the StyleGAN presets (their own batch is meant for GPUs)
+BATCH = {"stylegan128": 16, "stylegan256": 8, "fewshot256": 8}
 RES = {"demo": 32, "dcgan64": 64, "stylegan128": 128, "stylegan256": 256, "fewshot256": 256}
 
 
@@ -43,7 +45,7 @@ def run_preset(preset: str, precision: str, store: Path, tmp: Path, batch: int |
     args = train_cli.build_parser().parse_args(
         ["--data", str(store), "--preset", preset, "--mixed-precision", precision, "--kimg", str(KIMG[preset]),
          "--snap", "1e6", "--checkpoint-every", "1e6", "--outdir", str(tmp / "runs"), "--aug", "ada"]
-        + (["--batch", str(batch)] if batch else []))
+        + (["--batch", str(batch or BATCH[preset])] if batch or preset in BATCH else []))
     mcfg, cfg, _, _ = train_cli.resolve(args)
     ds = PreparedDataset(store, xflip=True)
     train_cli.finalize(mcfg, cfg, ds, None, False, resuming=False)
@@ -64,7 +66,13 @@ def main() -> None:
     ap.add_argument("--presets", default="demo,dcgan64,stylegan128")
     ap.add_argument("--precisions", default="no,bf16")
     ap.add_argument("--batch", type=int, default=None, help="override the presets' batch")
+    ap.add_argument("--single", default=None, help=argparse.SUPPRESS)  # PRESET,PRECISION,STORE,TMP
     args = ap.parse_args()
+    if args.single:
+        # Accelerate's state is per process: each measurement runs in its own interpreter.
+        preset, prec, store, tmp = args.single.split(",")
+        print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch)))
+        return
     peaks = {"no": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     rows = []
     with tempfile.TemporaryDirectory() as t:
@@ -75,7 +83,11 @@ def main() -> None:
                 subprocess.run([sys.executable, "-m", "data_prep", "--procedural", "512", "--out", str(store),
                                 "--resolution", str(RES[preset]), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
             for prec in args.precisions.split(","):
-                row = run_preset(preset, prec, store, tmp, args.batch)
+                cmd = [sys.executable, __file__, "--single", f"{preset},{prec},{store},{tmp / (preset + prec)}"]
+                if args.batch:
+                    cmd += ["--batch", str(args.batch)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                row = json.loads(next(l for l in out.splitlines() if l.startswith("ROW "))[4:])
                 row["mfu"] = round(row["achieved_tflops"] * 1e12 / peaks[prec], 3)
                 rows.append(row)
     print(f"\nmatmul peak here: fp32 {peaks['no'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s "

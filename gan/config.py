@@ -65,6 +65,9 @@ class TrainConfig:
     log_every: int = 20  # steps between scalar logs
     nan_patience: int = 4  # consecutive non-finite steps before restoring a checkpoint
     xflip: bool = True  # random horizontal flips of reals
+    metrics: str = ""  # comma-separated: swd, fid, kid, pr ("" = none)
+    metrics_every: float = 0.0  # kimg between evaluations (0: at every checkpoint)
+    metrics_num: int = 2000  # generated (and real) images per evaluation
     debug_faults: str = ""  # test hooks: "nan@12,13" / "oom@3"
 
     def to_dict(self) -> dict:

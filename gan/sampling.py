@@ -109,8 +109,13 @@ class Sampler:
             return self.cfg.class_names.index(name)
         raise UserError(f"unknown class {name!r}; valid classes: {', '.join(self.cfg.class_names)}")
 
-    def _c(self, n: int, c: int | None):
-        return None if c is None else torch.full((n,), c, dtype=torch.long, device=self.device)
+    def _c(self, n: int, c):
+        """c: None, one class index for all n, or a tensor of n class indices."""
+        if c is None:
+            return None
+        if isinstance(c, torch.Tensor):
+            return c.to(self.device, torch.long)
+        return torch.full((n,), c, dtype=torch.long, device=self.device)
 
     @torch.no_grad()
     def w_mean(self, c: int | None) -> torch.Tensor:
@@ -126,6 +131,8 @@ class Sampler:
     def ws(self, z: torch.Tensor, c: int | None, trunc: float) -> torch.Tensor:
         ws = self.G.mapping(z.to(self.device), self._c(len(z), c))
         if trunc != 1.0:
+            if isinstance(c, torch.Tensor):
+                raise ValueError("truncation needs a single class")
             ws = self.w_mean(c).lerp(ws, trunc)
         return ws
 

@@ -90,6 +90,17 @@ class Trainer:
         self.counters = Counters()
         for obj in (self.G_ema, self.aug, self.counters):
             self.acc.register_for_checkpointing(obj)
+        self.evaluator = None
+        self.last_metrics: dict = {}
+        if cfg.metrics:
+            from ..metrics import Evaluator, parse_metrics
+
+            self.metric_names = parse_metrics(cfg.metrics)
+            world = acc.num_processes
+            self.evaluator = Evaluator(
+                self.metric_names, dataset, cfg.metrics_num, self.run_dir / "metrics_cache", acc.device,
+                acc.process_index, world, gather=(lambda t: acc.gather(t)) if world > 1 else None,
+                log=lambda m: acc.is_main_process and tqdm.write(m))
         self.faults = _parse_faults(cfg.debug_faults)
         self.stop_signal: int | None = None
         self.last_ckpt: Path | None = None
@@ -128,6 +139,35 @@ class Trainer:
             kw.setdefault("style_mixing", self.cfg.style_mixing)
             return G(z, c, **kw)
         return G(z, c)
+
+    def _evaluate(self) -> dict | None:
+        """Metrics of G_ema on every process (sharded); logged by the main one. Returns the
+        ranking metric for the checkpoint, or None."""
+        import hashlib
+
+        from ..metrics import primary_value
+        from ..sampling import Sampler
+
+        self._recalibrate()
+        t = time.perf_counter()
+        key = hashlib.sha256((Path(self.dataset.root) / "manifest.json").read_bytes()).hexdigest()[:16]
+        sampler = Sampler(self.G_ema, self.mcfg, self.acc.device, self.cfg.mixed_precision)
+        values = self.evaluator.evaluate(sampler, key)
+        self.last_metrics = values
+        kimg = self.counters.cur_nimg / 1000
+        if self.acc.is_main_process and values:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"kimg": kimg, "num": self.evaluator.total,
+                                    "seconds": round(time.perf_counter() - t, 2), **values}) + "\n")
+            tqdm.write(f"metrics at {kimg:g} kimg: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        if values:
+            self.acc.log({f"Metrics/{k}": v for k, v in values.items()}, step=self.counters.cur_nimg)
+        best = primary_value(self.evaluator.names, values)
+        return {"name": best[0], "value": best[1]} if best else None
+
+    def _weights_finite(self) -> bool:
+        models = (self._unwrap(self.G), self._unwrap(self.D), self.G_ema)
+        return self._finite_everywhere(*[p.detach() for m in models for p in m.parameters()])
 
     def _sync_last(self, model, i: int):
         """Gradient accumulation: all-reduce only on the last micro-batch of a phase."""
@@ -241,7 +281,8 @@ class Trainer:
         self._recalibrate()
         save_generator(self.G_ema, self.mcfg, folder, extra={
             "train": self.cfg.to_dict(), "kimg": self.counters.cur_nimg / 1000,
-            "dataset": getattr(self.dataset, "manifest", {}).get("source", {})})
+            "dataset": getattr(self.dataset, "manifest", {}).get("source", {}),
+            "metrics": self.last_metrics})
 
     def save_checkpoint(self, metric: dict | None = None) -> Path:
         state = {"cur_nimg": self.counters.cur_nimg, "step": self.counters.step, "aug_p": self.aug.p,
@@ -325,6 +366,8 @@ class Trainer:
                    disable=not main, dynamic_ncols=True, desc="train")
         next_snap = _next_multiple(ctr.cur_nimg, cfg.snap * 1000)
         next_ckpt = _next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
+        metric_every = (cfg.metrics_every or cfg.checkpoint_every) * 1000
+        next_metric = _next_multiple(ctr.cur_nimg, metric_every)
         bad, t0, n0 = 0, time.perf_counter(), ctr.cur_nimg
         t_steady = n_steady = t_end = None
         stats: dict = {}
@@ -370,8 +413,17 @@ class Trainer:
                     self._snapshot(grid_z, grid_c)
                     next_snap = _next_multiple(ctr.cur_nimg, cfg.snap * 1000)
                 stop = self._stop_requested()
-                if ctr.cur_nimg >= next_ckpt or done or stop:
-                    path = self.save_checkpoint()
+                due_metric = self.evaluator is not None and (ctr.cur_nimg >= next_metric or done)
+                if ctr.cur_nimg >= next_ckpt or done or stop or due_metric:
+                    if not self._weights_finite():  # never write non-finite weights
+                        log("non-finite weights before a checkpoint: restoring the last one instead")
+                        self._recover(log)
+                        bar.n = ctr.cur_nimg
+                        continue
+                    metric = self._evaluate() if due_metric else None
+                    if due_metric:
+                        next_metric = _next_multiple(ctr.cur_nimg, metric_every)
+                    path = self.save_checkpoint(metric)
                     next_ckpt = _next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
                     if stop:
                         log(f"stopped by signal at {ctr.cur_nimg / 1000:.1f} kimg; checkpoint {path}; "

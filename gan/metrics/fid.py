@@ -1,0 +1,96 @@
+"""FID, KID and precision/recall as functions of feature batches (N, D), plus the
+Inception-v3 feature extractor of the standard FID weights (via torch-fidelity)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import linalg
+
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+
+class MetricUnavailable(Exception):
+    """A metric's network or library is missing; the message says how to supply it."""
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    return fid_from_stats(mu1, s1, mu2, s2)
+
+
+def fid_from_stats(mu1, s1, mu2, s2) -> float:
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():  # near-singular product: regularize (as in TTUR's reference code)
+        eps = np.eye(s1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def kid_from_features(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+                      seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with the cubic polynomial kernel, mean and std over random subsets."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    m = min(subset_size, len(a), len(b))
+    d = a.shape[1]
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        vals.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                    - 2 * kxy.mean())
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 1024) -> dict:
+    """Improved precision/recall (Kynkaanniemi et al. 2019): a sample is covered by a set
+    when it lies within the k-NN radius of some member of that set."""
+    real, fake = torch.as_tensor(real).float(), torch.as_tensor(fake).float()
+
+    def radii(x):
+        r = []
+        for i in range(0, len(x), chunk):
+            dist = torch.cdist(x[i : i + chunk], x)
+            r.append(dist.kthvalue(k + 1, dim=1).values)  # +1: distance to itself is 0
+        return torch.cat(r)
+
+    def coverage(samples, manifold, rad):
+        hit = []
+        for i in range(0, len(samples), chunk):
+            dist = torch.cdist(samples[i : i + chunk], manifold)
+            hit.append((dist <= rad[None]).any(dim=1))
+        return float(torch.cat(hit).float().mean())
+
+    return {"precision": coverage(fake, real, radii(real)), "recall": coverage(real, fake, radii(fake))}
+
+
+class InceptionFeatures:
+    """2048-d pool features of the FID Inception-v3 (TF-ported weights), uint8 images in."""
+
+    def __init__(self, device, weights: str | None = None):
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+        except ImportError:
+            raise MetricUnavailable("FID/KID/PR need torch-fidelity: pip install 'artgan[metrics]'") from None
+        path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+        if not path.exists():
+            try:
+                torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False)
+            except Exception:
+                raise MetricUnavailable(f"FID Inception weights unavailable offline: put {INCEPTION_FILE} (from "
+                                        f"{URL_INCEPTION_V3}) at {path}") from None
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                               feature_extractor_weights_path=str(path)).to(device).eval()
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        return self.net(images_uint8.to(self.device))[0].float().cpu()

@@ -1,0 +1,137 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import assert_user_error, run_cli
+from data_prep.procedural import render
+from gan.metrics import fid as fidlib
+from gan.metrics import swd as swdlib
+from gan.training import checkpoint
+
+
+def _images(seed, n=48, size=64):
+    return torch.stack([torch.from_numpy(np.array(render(seed, i, size)[0])).permute(2, 0, 1) for i in range(n)])
+
+
+def _blur(x, sigma):
+    if sigma == 0:
+        return x
+    r = int(3 * sigma)
+    k = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    y = x.float()
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
+def test_swd_zero_on_itself_and_monotonic_in_blur_and_noise():
+    real = _images(0)
+    d_real = swdlib.descriptors(real)
+    assert swdlib.swd(d_real, d_real, 64)["swd"] == pytest.approx(0, abs=1e-9)
+
+    def vs(distorted):
+        return swdlib.swd(d_real, swdlib.descriptors(distorted), 64)["swd"]
+
+    blurs = [vs(_blur(real, s)) for s in (0.7, 1.5, 3.0)]
+    gen = torch.Generator().manual_seed(0)
+    noisy = [vs((real.float() + torch.randn(real.shape, generator=gen) * s).clamp(0, 255).to(torch.uint8))
+             for s in (8, 24, 64)]
+    assert 0 < blurs[0] < blurs[1] < blurs[2], blurs
+    assert 0 < noisy[0] < noisy[1] < noisy[2], noisy
+    levels = swdlib.swd(d_real, d_real, 64)
+    assert set(levels) == {"swd64", "swd32", "swd16", "swd"}
+
+
+def test_fid_matches_closed_form_for_gaussians():
+    rng = np.random.default_rng(0)
+    d = 6
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    A, B = rng.normal(size=(d, d)), rng.normal(size=(d, d))
+    s1, s2 = A @ A.T + np.eye(d), B @ B.T + np.eye(d)
+    # Closed form via the eigen-decomposition: tr sqrt(s1 s2) = sum sqrt(eig(s1 s2)).
+    closed = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.linalg.eigvals(s1 @ s2).real).sum()
+    assert fidlib.fid_from_stats(mu1, s1, mu2, s2) == pytest.approx(closed, rel=1e-6)
+    a = rng.multivariate_normal(mu1, s1, 200_000)
+    b = rng.multivariate_normal(mu2, s2, 200_000)
+    assert fidlib.fid_from_features(a, b) == pytest.approx(closed, rel=0.03)
+    assert fidlib.fid_from_features(a[:50_000], a[50_000:100_000]) < 0.01
+
+
+def test_kid_near_zero_for_one_distribution():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2000, 16)), rng.normal(size=(2000, 16))
+    same, _ = fidlib.kid_from_features(a, b, subsets=20, subset_size=500)
+    shifted, _ = fidlib.kid_from_features(a, b + 0.5, subsets=20, subset_size=500)
+    assert abs(same) < 0.01 and shifted > 0.2
+
+
+def test_precision_recall_on_point_clouds():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(2000, 8, generator=g)
+    same = fidlib.precision_recall(real, torch.randn(2000, 8, generator=g))
+    assert same["precision"] > 0.8 and same["recall"] > 0.8
+    far = fidlib.precision_recall(real, torch.randn(2000, 8, generator=g) + 10)
+    assert far["precision"] < 0.01 and far["recall"] < 0.01
+    collapsed = fidlib.precision_recall(real, real[:20].repeat(100, 1) + 0.01 * torch.randn(2000, 8, generator=g))
+    assert collapsed["precision"] > 0.9 and collapsed["recall"] < 0.2
+
+
+def test_rotation_keeps_best_by_metric(tmp_path):
+    run = tmp_path / "run"
+    for nimg, value in ((1000, 5.0), (2000, 1.0), (3000, 3.0), (4000, 4.0)):
+        ck = run / "checkpoints" / checkpoint.name_for(nimg)
+        (ck / "export").mkdir(parents=True)
+        (ck / checkpoint.STATE).write_text(json.dumps({"cur_nimg": nimg, "metric": {"name": "swd", "value": value}}))
+    (run / "checkpoints" / ".tmp-kimg000005").mkdir()  # partial: ignored
+    checkpoint.rotate(run, keep=1)
+    assert [n for n, _ in checkpoint.complete_checkpoints(run)] == [2000, 4000]
+
+
+def test_two_process_training_metrics_equal_single_process_eval(tmp_path, proc_store):
+    runs = tmp_path / "runs"
+    tiny = ["--arch", "stylegan", "--channel-base", 256, "--channel-max", 32, "--map", 2, "--z-dim", 32, "--w-dim", 32]
+    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29573, "train.py",
+                   "--data", proc_store, *tiny, "--batch", 8, "--kimg", 0.032, "--outdir", runs,
+                   "--metrics", "swd,fid", "--metrics-num", 24, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = next(runs.iterdir())
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and rows[-1]["num"] == 24 and rows[-1]["swd"] > 0
+    ck = checkpoint.latest(run)
+    assert checkpoint.read_state(ck)["metric"]["name"] == "swd"
+    assert list((run / "metrics_cache").glob("real-*.safetensors"))
+    out = tmp_path / "eval.json"
+    res = run_cli("generate.py", "eval", "--model", ck, "--data", proc_store, "--metrics", "swd", "--num", 24,
+                  "--json", out, check=0)
+    single = json.loads(out.read_text())["metrics"]
+    for k in ("swd", "swd32", "swd16"):
+        assert single[k] == pytest.approx(rows[-1][k], rel=1e-3), (k, single, rows[-1])
+    assert "swd" in res.stdout
+
+
+def test_eval_without_inception_weights_says_so(tmp_path, proc_store):
+    import subprocess
+    import sys
+
+    have_fidelity = subprocess.run([sys.executable, "-c", "import torch_fidelity"]).returncode == 0
+    runs = tmp_path / "runs"
+    run_cli("train.py", "--data", proc_store, "--arch", "dcgan", "--g-channels", 8, "--d-channels", 8,
+            "--z-dim", 16, "--kimg", 0.032, "--batch", 16, "--outdir", runs, check=0)
+    run = next(runs.iterdir())
+    env = {"TORCH_HOME": str(tmp_path / "torch")}  # nothing cached there; no network in CI
+    res = run_cli("generate.py", "eval", "--model", run, "--data", proc_store, "--metrics", "swd,fid,kid,pr",
+                  "--num", 16, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "skipping fid, kid, pr" in res.stderr
+    assert ("torch-fidelity" in res.stderr) != have_fidelity or "Inception weights unavailable" in res.stderr
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    assert "swd" in result["metrics"] and "fid" not in result["metrics"]
+    assert_user_error(run_cli("generate.py", "eval", "--model", run, "--data", proc_store, "--metrics", "fid",
+                              "--num", 16, env=env), "none of --metrics")
+    assert_user_error(run_cli("generate.py", "eval", "--model", run, "--data", proc_store, "--metrics", "fidd"),
+                      "choose from")
