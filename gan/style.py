@@ -6,28 +6,20 @@ silent fallback. `weights="random"` exists for tests and always warns.
 """
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserError
+from .weights import ensure_cached, load_state_file
 
 # Indices into torchvision's vgg19().features (outputs after the ReLU).
 STYLE_LAYERS = {"conv1_1": 1, "conv2_1": 6, "conv3_1": 11, "conv4_1": 20, "conv5_1": 29}
 CONTENT_LAYER = ("conv4_2", 22)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _weights_file() -> tuple[str, Path]:
-    from torchvision.models import VGG19_Weights
-
-    url = VGG19_Weights.IMAGENET1K_V1.url
-    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
 def load_vgg_state(weights: str | None) -> dict | None:
@@ -38,26 +30,10 @@ def load_vgg_state(weights: str | None) -> dict | None:
               "perceptual Gatys losses, use this only for tests", file=sys.stderr)
         return None
     if weights is None:
-        url, path = _weights_file()
-        if not path.exists():
-            try:
-                torch.hub.load_state_dict_from_url(url, progress=True)
-            except Exception:
-                raise UserError(f"VGG19 weights are not cached and cannot be downloaded: put {os.path.basename(url)} "
-                                f"(from {url}) at {path}, or pass --vgg-weights PATH") from None
-        weights = str(path)
-    p = Path(weights)
-    if not p.is_file():
-        raise UserError(f"--vgg-weights {weights}: no such file")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from torchvision.models import VGG19_Weights
 
-            return load_file(str(p))
-        return torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"--vgg-weights {weights}: not a readable VGG19 state dict ({type(e).__name__}); "
-                        "pass torchvision's vgg19 .pth file") from None
+        weights = str(ensure_cached(VGG19_Weights.IMAGENET1K_V1.url, "VGG19", "--vgg-weights"))
+    return load_state_file(weights, "VGG19", "--vgg-weights")
 
 
 class VGGFeatures(nn.Module):

@@ -2,14 +2,11 @@
 Inception-v3 feature extractor of the standard FID weights (via torch-fidelity)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from scipy import linalg
 
-INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-
+from ..weights import ensure_cached, load_state_file
 
 class MetricUnavailable(Exception):
     """A metric's network or library is missing; the message says how to supply it."""
@@ -80,15 +77,14 @@ class InceptionFeatures:
             from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
         except ImportError:
             raise MetricUnavailable("FID/KID/PR need torch-fidelity: pip install 'artgan[metrics]'") from None
-        path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
-        if not path.exists():
-            try:
-                torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False)
-            except Exception:
-                raise MetricUnavailable(f"FID Inception weights unavailable offline: put {INCEPTION_FILE} (from "
-                                        f"{URL_INCEPTION_V3}) at {path}") from None
+        if weights:
+            # Validate with weights_only=True first: torch-fidelity itself unpickles a given file.
+            load_state_file(weights, "Inception-v3", "--inception-weights", MetricUnavailable)
+        else:
+            ensure_cached(URL_INCEPTION_V3, "FID Inception-v3", "--inception-weights", MetricUnavailable)
+        # Without a path torch-fidelity reads the torch.hub cache that ensure_cached filled.
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                               feature_extractor_weights_path=str(path)).to(device).eval()
+                                               feature_extractor_weights_path=weights).to(device).eval()
         self.device = device
 
     @torch.no_grad()
