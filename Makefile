@@ -29,10 +29,10 @@ demo: $(STAMP)
 	$(PY) generate.py sample --model $(RUN) --seeds 0-63 --grid --out $(DEMO)/samples
 	$(PY) generate.py interpolate --model $(RUN) --seeds 0,1,2,3 --frames 48 --loop --out $(DEMO)/walk.gif
 	$(PY) -m data_prep.procedural --style circles --seed 3 --size 256 --out $(DEMO)/style.png
-	$(PY) generate.py refine --model $(RUN) --seeds 7 --style $(DEMO)/style.png --steps 150 --out $(DEMO)/refined \
+	$(PY) generate.py refine --model $(RUN) --seeds 7 --style $(DEMO)/style.png --steps 150 --optimizer adam --out $(DEMO)/refined \
 	  || { echo "NOTE: VGG19 ImageNet weights are unavailable (offline, not cached): refining with RANDOM VGG weights;"; \
 	       echo "      see README 'VGG weights' to supply them."; \
-	       $(PY) generate.py refine --model $(RUN) --seeds 7 --style $(DEMO)/style.png --steps 150 \
+	       $(PY) generate.py refine --model $(RUN) --seeds 7 --style $(DEMO)/style.png --steps 150 --optimizer adam \
 	         --vgg-weights random --out $(DEMO)/refined; }
 	@echo
 	@echo "demo done:"

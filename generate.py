@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
     r.add_argument("--init", choices=("content", "noise"), default="content")
     r.add_argument("--preserve-color", action="store_true")
-    r.add_argument("--vgg-precision", choices=("bf16", "no"), default="bf16", help="autocast through VGG")
+    r.add_argument("--vgg-precision", choices=("auto", "bf16", "no"), default="auto",
+                   help="autocast through VGG; auto: bf16 with adam, fp32 with lbfgs (its line search needs an "
+                        "exact objective)")
     r.add_argument("--vgg-weights", default=None, help="VGG19 .pth/.safetensors, or 'random' (tests only)")
     r.add_argument("--name", default=None, help="output file prefix (default: content name or seedNNNN)")
     r.add_argument("--out", required=True, help="output directory")
@@ -286,10 +288,16 @@ def cmd_refine(args) -> int:
         for seed, img in sampler.seeds(seeds, c, args.trunc):
             prefix = f"{name}_seed{seed:04d}" if name and len(seeds) > 1 else (name or f"seed{seed:04d}")
             contents.append((prefix, Image.fromarray(to_uint8(img[None])[0])))
+    vgg_precision = args.vgg_precision
+    if vgg_precision == "auto":
+        vgg_precision = "bf16" if args.optimizer == "adam" else "no"
+    elif vgg_precision == "bf16" and args.optimizer == "lbfgs":
+        print("warning: --optimizer lbfgs with --vgg-precision bf16 may stop early (bf16 makes the loss too coarse "
+              "for its line search); --optimizer adam is the fast bf16 mode", file=sys.stderr)
     vgg = VGGFeatures(load_vgg_state(args.vgg_weights))
     opts = RefineOptions(steps=args.steps, size=args.size, style_weight=args.style_weight,
                          content_weight=args.content_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,
-                         init=args.init, preserve_color=args.preserve_color, precision=args.vgg_precision)
+                         init=args.init, preserve_color=args.preserve_color, precision=vgg_precision)
     out = _out_dir(args.out)
     for prefix, content in contents:
         result, report = refine(content, styles, blend, vgg, opts, device=dev)

@@ -26,7 +26,7 @@ class RefineOptions:
     optimizer: str = "lbfgs"  # lbfgs | adam
     init: str = "content"  # content | noise
     preserve_color: bool = False  # keep the content's colours, transfer only luminance structure
-    precision: str = "bf16"  # autocast dtype through VGG: bf16 | no
+    precision: str = "no"  # autocast dtype through VGG: bf16 (fast, pair with adam) | no
     seed: int = 0  # noise init
 
 
@@ -71,7 +71,8 @@ class _Objective:
         lt = tv_loss(x)
         o = self.opts
         total = o.style_weight * ls + o.content_weight * lc + o.tv_weight * lt
-        return total, {"style": float(ls), "content": float(lc), "tv": float(lt), "total": float(total)}
+        return total, {"style": float(ls.detach()), "content": float(lc.detach()), "tv": float(lt.detach()),
+                       "total": float(total.detach())}
 
 
 def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], vgg: VGGFeatures,
@@ -109,7 +110,10 @@ def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], 
                 bar.update(1)
                 bar.set_postfix(style=f"{parts['style']:.3g}", content=f"{parts['content']:.3g}", refresh=False)
         else:
-            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=steps, history_size=50, line_search_fn="strong_wolfe")
+            # Zero tolerances: run the requested number of evaluations; with bf16 features a step
+            # can leave the loss bit-identical, which the default tolerances read as convergence.
+            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=steps, max_eval=steps, history_size=50,
+                                    tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
 
             def closure():
                 opt.zero_grad()
