@@ -213,7 +213,8 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     from data_prep.store import PreparedDataset, manifest_hash
     from gan.training import rundir
-    from gan.training.loop import Trainer, make_accelerator, share_run_dir
+    from gan.training.loop import Trainer
+    from gan.training.runtime import make_accelerator, share_run_dir
 
     mcfg, cfg, run_dir, ckpt = resolve(args)
     dataset = PreparedDataset(cfg.data, xflip=cfg.xflip)

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train as train_cli  # noqa: E402
 from data_prep.store import PreparedDataset  # noqa: E402
 from gan.training.flops import model_summary  # noqa: E402
-from gan.training.loop import Trainer, make_accelerator, share_run_dir  # noqa: E402
+from gan.training.loop import Trainer  # noqa: E402
+from gan.training.runtime import make_accelerator, share_run_dir  # noqa: E402
 
 # images per preset for the timed run (enough steps to pass warm-up, short on CPU)
 KIMG = {"demo": 3.2, "dcgan64": 1.28, "stylegan128": 0.128, "stylegan256": 0.064, "fewshot256": 0.064}

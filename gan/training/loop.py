@@ -28,6 +28,7 @@ from ..sampling import latents_for_seeds, save_grid
 from . import checkpoint
 from .data import InfiniteSampler
 from .ema import recalibrate_batchnorm, update_ema
+from .runtime import checksum, is_oom, next_multiple, parse_faults
 
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
@@ -50,11 +51,6 @@ class Counters:
     def load_state_dict(self, d: dict) -> None:
         for k, v in d.items():
             setattr(self, k, v)
-
-
-def _is_oom(e: BaseException) -> bool:
-    msg = str(e).lower()
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg
 
 
 class Trainer:
@@ -101,7 +97,7 @@ class Trainer:
                 self.metric_names, dataset, cfg.metrics_num, self.run_dir / "metrics_cache", acc.device,
                 acc.process_index, world, gather=(lambda t: acc.gather(t)) if world > 1 else None,
                 log=lambda m: acc.is_main_process and tqdm.write(m))
-        self.faults = _parse_faults(cfg.debug_faults)
+        self.faults = parse_faults(cfg.debug_faults)
         self.stop_signal: int | None = None
         self.last_ckpt: Path | None = None
         self.steady_img_per_s: float | None = None  # end-to-end img/s after warm-up, set by train()
@@ -305,7 +301,7 @@ class Trainer:
         """Multi-process: verify every rank holds identical G, G_ema and D before saving."""
         if self.acc.num_processes == 1:
             return
-        sums = torch.stack([_checksum(self._unwrap(self.G)), _checksum(self.G_ema), _checksum(self._unwrap(self.D))])
+        sums = torch.stack([checksum(self._unwrap(self.G)), checksum(self.G_ema), checksum(self._unwrap(self.D))])
         gathered = self.acc.gather(sums.to(self.acc.device)[None]).cpu()
         if not torch.equal(gathered.min(0).values, gathered.max(0).values):
             raise RuntimeError(f"processes hold different weights (checksums {gathered.tolist()})")
@@ -364,10 +360,10 @@ class Trainer:
             self._snapshot(grid_z, grid_c)
         bar = tqdm(total=total, initial=min(ctr.cur_nimg, total), unit="img", unit_scale=True,
                    disable=not main, dynamic_ncols=True, desc="train")
-        next_snap = _next_multiple(ctr.cur_nimg, cfg.snap * 1000)
-        next_ckpt = _next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
+        next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
+        next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
         metric_every = (cfg.metrics_every or cfg.checkpoint_every) * 1000
-        next_metric = _next_multiple(ctr.cur_nimg, metric_every)
+        next_metric = next_multiple(ctr.cur_nimg, metric_every)
         bad, t0, n0 = 0, time.perf_counter(), ctr.cur_nimg
         t_steady = n_steady = t_end = None
         stats: dict = {}
@@ -411,7 +407,7 @@ class Trainer:
                 done = ctr.cur_nimg >= total
                 if ctr.cur_nimg >= next_snap or done:
                     self._snapshot(grid_z, grid_c)
-                    next_snap = _next_multiple(ctr.cur_nimg, cfg.snap * 1000)
+                    next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
                 stop = self._stop_requested()
                 due_metric = self.evaluator is not None and (ctr.cur_nimg >= next_metric or done)
                 if ctr.cur_nimg >= next_ckpt or done or stop or due_metric:
@@ -422,15 +418,15 @@ class Trainer:
                         continue
                     metric = self._evaluate() if due_metric else None
                     if due_metric:
-                        next_metric = _next_multiple(ctr.cur_nimg, metric_every)
+                        next_metric = next_multiple(ctr.cur_nimg, metric_every)
                     path = self.save_checkpoint(metric)
-                    next_ckpt = _next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
+                    next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
                     if stop:
                         log(f"stopped by signal at {ctr.cur_nimg / 1000:.1f} kimg; checkpoint {path}; "
                             "continue with --resume auto")
                         return 128 + self.stop_signal if self.stop_signal else 130
         except Exception as e:
-            if _is_oom(e):
+            if is_oom(e):
                 raise UserError(f"out of memory with a per-device batch of {self.micro}: try a smaller --batch "
                                 f"or --grad-accum {cfg.grad_accum * 2}") from None
             raise
@@ -473,55 +469,3 @@ class Trainer:
         tracker = self.acc.get_tracker("tensorboard", unwrap=True)
         if tracker is not None and hasattr(tracker, "add_image"):
             tracker.add_image("samples", np.asarray(grid), self.counters.cur_nimg, dataformats="HWC")
-
-
-def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
-    from accelerate.utils import ProjectConfiguration
-
-    try:
-        # The project dir moves to the run dir once it exists (share_run_dir).
-        return Accelerator(mixed_precision=mixed_precision, log_with="tensorboard",
-                           project_config=ProjectConfiguration(project_dir=str(outdir)),
-                           # Without an accelerator, Accelerate only forms a multi-process (gloo)
-                           # group under torchrun when told it runs on CPU.
-                           cpu=not _has_accelerator())
-    except (ValueError, RuntimeError) as e:
-        raise UserError(f"--mixed-precision {mixed_precision}: {str(e).splitlines()[0]}") from None
-
-
-def _has_accelerator() -> bool:
-    xpu = getattr(torch, "xpu", None)
-    return bool(torch.cuda.is_available() or torch.backends.mps.is_available() or (xpu and xpu.is_available()))
-
-
-def share_run_dir(acc: Accelerator, make) -> Path:
-    """Create the run dir on the main process and give every process the same path."""
-    from accelerate.utils import broadcast_object_list
-
-    obj = [str(make()) if acc.is_main_process else None]
-    if acc.num_processes > 1:
-        obj = broadcast_object_list(obj)
-    run_dir = Path(obj[0])
-    acc.project_configuration.project_dir = str(run_dir)
-    acc.project_configuration.logging_dir = str(run_dir)
-    return run_dir
-
-
-def _checksum(model: torch.nn.Module) -> torch.Tensor:
-    total = torch.zeros((), dtype=torch.float64)
-    for i, p in enumerate(model.parameters()):
-        total += (p.detach().double().cpu() * (1 + (torch.arange(p.numel()).reshape(p.shape) % 7))).sum() * (i + 1)
-    return total
-
-
-def _next_multiple(n: int, every: float) -> float:
-    every = max(every, 1)
-    return (n // every + 1) * every
-
-
-def _parse_faults(spec: str) -> dict:
-    out: dict = {}
-    for part in filter(None, spec.split(";")):
-        kind, _, steps = part.partition("@")
-        out[kind.strip()] = {int(s) for s in steps.split(",") if s.strip()}
-    return out

@@ -1,0 +1,67 @@
+"""Process-level plumbing for the trainer: the Accelerator, the shared run dir, and small
+helpers (OOM detection, checksums, fault-injection specs, schedules)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from ..errors import UserError
+
+
+def is_oom(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg or "can't allocate memory" in msg
+
+
+def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
+    from accelerate.utils import ProjectConfiguration
+
+    try:
+        # The project dir moves to the run dir once it exists (share_run_dir).
+        return Accelerator(mixed_precision=mixed_precision, log_with="tensorboard",
+                           project_config=ProjectConfiguration(project_dir=str(outdir)),
+                           # Without an accelerator, Accelerate only forms a multi-process (gloo)
+                           # group under torchrun when told it runs on CPU.
+                           cpu=not _has_accelerator())
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"--mixed-precision {mixed_precision}: {str(e).splitlines()[0]}") from None
+
+
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return bool(torch.cuda.is_available() or torch.backends.mps.is_available() or (xpu and xpu.is_available()))
+
+
+def share_run_dir(acc: Accelerator, make) -> Path:
+    """Create the run dir on the main process and give every process the same path."""
+    from accelerate.utils import broadcast_object_list
+
+    obj = [str(make()) if acc.is_main_process else None]
+    if acc.num_processes > 1:
+        obj = broadcast_object_list(obj)
+    run_dir = Path(obj[0])
+    acc.project_configuration.project_dir = str(run_dir)
+    acc.project_configuration.logging_dir = str(run_dir)
+    return run_dir
+
+
+def checksum(model: torch.nn.Module) -> torch.Tensor:
+    total = torch.zeros((), dtype=torch.float64)
+    for i, p in enumerate(model.parameters()):
+        total += (p.detach().double().cpu() * (1 + (torch.arange(p.numel()).reshape(p.shape) % 7))).sum() * (i + 1)
+    return total
+
+
+def next_multiple(n: int, every: float) -> float:
+    every = max(every, 1)
+    return (n // every + 1) * every
+
+
+def parse_faults(spec: str) -> dict:
+    out: dict = {}
+    for part in filter(None, spec.split(";")):
+        kind, _, steps = part.partition("@")
+        out[kind.strip()] = {int(s) for s in steps.split(",") if s.strip()}
+    return out
