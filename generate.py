@@ -358,7 +358,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import hashlib
     import time
 
     from data_prep.store import PreparedDataset
@@ -382,8 +381,7 @@ def cmd_eval(args) -> int:
     if not ev.names:
         raise UserError(f"none of --metrics {args.metrics} can be computed here (see the note above)")
     t = time.perf_counter()
-    key = hashlib.sha256((ds.root / "manifest.json").read_bytes()).hexdigest()[:16]
-    values = ev.evaluate(sampler, key)
+    values = ev.evaluate(sampler, ds.manifest_hash)
     print(f"{'metric':<12} {'value':>12}")
     for k, v in values.items():
         print(f"{k:<12} {v:>12.5g}")

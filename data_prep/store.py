@@ -232,6 +232,11 @@ class PreparedDataset(torch.utils.data.Dataset):
                                 "checksum; re-run python -m data_prep")
 
     @property
+    def manifest_hash(self) -> str:
+        """Identity of this store's contents (cache key for real-image features)."""
+        return manifest_hash(self.root)
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 

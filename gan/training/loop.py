@@ -139,16 +139,13 @@ class Trainer:
     def _evaluate(self) -> dict | None:
         """Metrics of G_ema on every process (sharded); logged by the main one. Returns the
         ranking metric for the checkpoint, or None."""
-        import hashlib
-
         from ..metrics import primary_value
         from ..sampling import Sampler
 
         self._recalibrate()
         t = time.perf_counter()
-        key = hashlib.sha256((Path(self.dataset.root) / "manifest.json").read_bytes()).hexdigest()[:16]
         sampler = Sampler(self.G_ema, self.mcfg, self.acc.device, self.cfg.mixed_precision)
-        values = self.evaluator.evaluate(sampler, key)
+        values = self.evaluator.evaluate(sampler, self.dataset.manifest_hash)
         self.last_metrics = values
         kimg = self.counters.cur_nimg / 1000
         if self.acc.is_main_process and values:
