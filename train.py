@@ -173,10 +173,9 @@ def finalize(mcfg, cfg, dataset, explicit_resolution: int | None, cond: bool, re
                      ("--keep", cfg.keep >= 1), ("--snap", cfg.snap > 0), ("--checkpoint-every", cfg.checkpoint_every > 0)):
         if not ok:
             raise UserError(f"{name} must be positive")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.batch % (world * cfg.grad_accum):
-        raise UserError(f"--batch {cfg.batch} is not divisible by {world} processes x --grad-accum "
-                        f"{cfg.grad_accum}; pick a multiple of {world * cfg.grad_accum}")
+    from gan.training.runtime import micro_batch
+
+    micro_batch(cfg.batch, int(os.environ.get("WORLD_SIZE", "1")), cfg.grad_accum)  # refuse before a run dir exists
     if cfg.metrics:
         from gan.metrics import parse_metrics
 

@@ -28,7 +28,7 @@ from ..sampling import latents_for_seeds, save_grid
 from . import checkpoint
 from .data import InfiniteSampler
 from .ema import recalibrate_batchnorm, update_ema
-from .runtime import checksum, is_oom, next_multiple, parse_faults
+from .runtime import checksum, is_oom, micro_batch, next_multiple, parse_faults
 
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
@@ -58,11 +58,7 @@ class Trainer:
                  resume_from: Path | None = None):
         self.mcfg, self.cfg, self.dataset, self.run_dir = model_cfg, cfg, dataset, Path(run_dir)
         self.acc = acc
-        world = self.acc.num_processes
-        if cfg.batch % (world * cfg.grad_accum):
-            raise UserError(f"--batch {cfg.batch} is not divisible by {world} processes x --grad-accum "
-                            f"{cfg.grad_accum}; pick a multiple of {world * cfg.grad_accum}")
-        self.micro = cfg.batch // (world * cfg.grad_accum)  # per-process micro-batch
+        self.micro = micro_batch(cfg.batch, self.acc.num_processes, cfg.grad_accum)  # per-process micro-batch
         set_seed(cfg.seed)  # identical initial weights on every process
         G, D = build_generator(model_cfg), build_discriminator(model_cfg)
         self.G_ema = build_generator(model_cfg).requires_grad_(False)
@@ -167,7 +163,9 @@ class Trainer:
         return self.acc.no_sync(model) if i < self.cfg.grad_accum - 1 else contextlib.nullcontext()
 
     def _finite_everywhere(self, *tensors) -> bool:
-        ok = torch.tensor(float(all(bool(torch.isfinite(t).all()) for t in tensors)), device=self.acc.device)
+        # One device->host sync for all tensors, not one per parameter.
+        flags = [torch.isfinite(t).all() for t in tensors]
+        ok = torch.stack(flags).all().float().to(self.acc.device) if flags else torch.ones((), device=self.acc.device)
         return bool(self.acc.reduce(ok, "min") > 0) if self.acc.num_processes > 1 else bool(ok > 0)
 
     def _apply(self, opt, model) -> bool:

@@ -65,3 +65,11 @@ def parse_faults(spec: str) -> dict:
         kind, _, steps = part.partition("@")
         out[kind.strip()] = {int(s) for s in steps.split(",") if s.strip()}
     return out
+
+
+def micro_batch(batch: int, world: int, grad_accum: int) -> int:
+    """Per-process micro-batch; a global batch that does not split evenly is a user error."""
+    if batch % (world * grad_accum):
+        raise UserError(f"--batch {batch} is not divisible by {world} processes x --grad-accum "
+                        f"{grad_accum}; pick a multiple of {world * grad_accum}")
+    return batch // (world * grad_accum)
