@@ -24,16 +24,20 @@ test-slow: $(STAMP)
 # The whole product on the built-in procedural art, no downloads: prepare -> train ->
 # sample -> interpolate -> refine. Re-running resumes the finished run instead of retraining.
 demo: $(STAMP)
-	$(PY) -m data_prep --procedural 10000 --seed 0 --out $(DEMO)/data --resolution 32
-	$(PY) train.py --data $(DEMO)/data --preset demo --outdir $(DEMO)/runs --name demo --resume auto
-	$(PY) generate.py sample --model $(RUN) --seeds 0-63 --grid --out $(DEMO)/samples
-	$(PY) generate.py interpolate --model $(RUN) --seeds 0,1,2,3 --frames 48 --loop --out $(DEMO)/walk.gif
-	$(PY) -m data_prep.procedural --style circles --seed 3 --size 256 --out $(DEMO)/style.png
-	$(PY) generate.py refine --model $(RUN) --seeds 7 --style $(DEMO)/style.png --steps 150 --optimizer adam --out $(DEMO)/refined \
-	  || { echo "NOTE: VGG19 ImageNet weights are unavailable (offline, not cached): refining with RANDOM VGG weights;"; \
-	       echo "      see README 'VGG weights' to supply them."; \
-	       $(PY) generate.py refine --model $(RUN) --seeds 7 --style $(DEMO)/style.png --steps 150 --optimizer adam \
-	         --vgg-weights random --out $(DEMO)/refined; }
+	@echo "==> 1/5 preparing 10,000 built-in procedural artworks at 32 px"
+	@$(PY) -m data_prep --procedural 10000 --seed 0 --out $(DEMO)/data --resolution 32
+	@echo "==> 2/5 training the demo DCGAN (200 kimg; a re-run resumes the finished run)"
+	@$(PY) train.py --data $(DEMO)/data --preset demo --outdir $(DEMO)/runs --name demo --resume auto
+	@echo "==> 3/5 sampling seeds 0-63"
+	@$(PY) generate.py sample --model $(RUN) --seeds 0-63 --grid --out $(DEMO)/samples
+	@echo "==> 4/5 interpolating between seeds 0,1,2,3"
+	@$(PY) generate.py interpolate --model $(RUN) --seeds 0,1,2,3 --frames 48 --loop --out $(DEMO)/walk.gif
+	@echo "==> 5/5 refining seed 7 toward a style image with the VGG19 style loss"
+	@$(PY) -m data_prep.procedural --style circles --seed 3 --size 256 --out $(DEMO)/style.png
+	@# Offline without cached VGG19 weights, refine says so in one note and uses random weights.
+	@VGG=$$($(PY) -m gan.weights vgg19 || echo "--vgg-weights random"); \
+	$(PY) generate.py refine --model $(RUN) --seeds 7 --style $(DEMO)/style.png --steps 150 --optimizer adam \
+	  $$VGG --out $(DEMO)/refined
 	@echo
 	@echo "demo done:"
 	@echo "  dataset preview  $(DEMO)/data/preview.png"

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--init", choices=("content", "noise"), default="content")
     r.add_argument("--preserve-color", action="store_true")
     r.add_argument("--vgg-precision", choices=("auto", "bf16", "no"), default="auto",
-                   help="autocast through VGG; auto: bf16 with adam, fp32 with lbfgs (its line search needs an "
+                   help="VGG compute dtype; auto: bf16 with adam, fp32 with lbfgs (its line search needs an "
                         "exact objective)")
     r.add_argument("--vgg-weights", default=None, help="VGG19 .pth/.safetensors, or 'random' (tests only)")
     r.add_argument("--name", default=None, help="output file prefix (default: content name or seedNNNN)")
@@ -169,7 +169,7 @@ def cmd_sample(args) -> int:
     import torch
 
     from gan.errors import UserError
-    from gan.sampling import grid_image, parse_seeds, save_png, to_uint8
+    from gan.sampling import grid_cols, grid_image, parse_seeds, save_png, to_uint8
     from PIL import Image
 
     seeds = parse_seeds(args.seeds)
@@ -183,8 +183,7 @@ def cmd_sample(args) -> int:
         if args.grid:
             imgs.append(img)
     if args.grid:
-        cols = int(len(imgs) ** 0.5 + 0.999)
-        save_png(grid_image(torch.stack(imgs), cols), out / "grid.png")
+        save_png(grid_image(torch.stack(imgs), grid_cols(len(imgs))), out / "grid.png")
     print(f"wrote {len(seeds)} images to {out}" + (f" (+ {out / 'grid.png'})" if args.grid else ""))
     return 0
 
@@ -239,7 +238,7 @@ def cmd_mix(args) -> int:
     if not args.out.lower().endswith(".png"):
         raise UserError(f"--out {args.out}: use a .png file name")
     sampler, c, _ = _sampler(args)
-    if not sampler.stylegan:
+    if not sampler.arch.style_mixing:
         raise UserError(f"style mixing is not supported for {sampler.cfg.arch} (it needs a StyleGAN model)")
     layers = mixing_layers(args.layers, sampler.G.num_ws)
     grid = mixing_grid(sampler, rows, cols, layers, c, args.trunc)
@@ -335,7 +334,8 @@ def cmd_export(args) -> int:
         else:
             imgs = sampler.from_z(latents_for_seeds(seeds, cfg.z_dim), None)
         save_png(grid_image(imgs, 4), tmp / "samples.png")
-        write_model_card(tmp, meta, args.push_to_hub or out.name, args.push_to_hub or str(out))
+        write_model_card(tmp, meta, args.push_to_hub or out.name, args.push_to_hub or out.name)
+        _shareable_modes(tmp)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()
@@ -351,10 +351,33 @@ def cmd_export(args) -> int:
             api.create_repo(args.push_to_hub, private=args.private, exist_ok=True)
             api.upload_folder(repo_id=args.push_to_hub, folder_path=str(out))
         except Exception as e:
-            raise UserError(f"push to {args.push_to_hub} failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                            f"the export in {out} is complete, retry with `huggingface-cli login` first") from None
+            raise UserError(f"push to {args.push_to_hub} failed ({type(e).__name__}: "
+                            f"{(str(e).splitlines() or [''])[0][:160]}); the export in {out} is complete: "
+                            f"{_push_hint(e)}") from None
         print(f"pushed to https://huggingface.co/{args.push_to_hub}")
     return 0
+
+
+def _push_hint(e: Exception) -> str:
+    """What to do after a failed upload: log in only when the Hub refused us, else the network."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if isinstance(e, LocalTokenNotFoundError) or (isinstance(e, HfHubHTTPError) and status in (401, 403)):
+        return "log in with `hf auth login` (a token with write access) and retry"
+    if isinstance(e, HfHubHTTPError) and status is not None:
+        return f"the Hub answered HTTP {status}; check the repo id and retry"
+    return "the Hub could not be reached; check your network (and that HF_HUB_OFFLINE is unset) and retry"
+
+
+def _shareable_modes(folder: Path) -> None:
+    """mkdtemp makes 0700 and copies keep their source's mode: give an export the modes any
+    new file gets under the user's umask, since it is meant to be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for f in folder.iterdir():
+        os.chmod(f, 0o666 & ~umask)
 
 
 def cmd_eval(args) -> int:
@@ -377,7 +400,7 @@ def cmd_eval(args) -> int:
     if sampler.cfg.c_dim and sampler.cfg.c_dim != ds.num_classes:
         raise UserError(f"the model has {sampler.cfg.c_dim} classes but the store has {ds.num_classes}")
     ev = Evaluator(names, ds, args.num, None, sampler.device, batch=args.batch,
-                   inception_weights=args.inception_weights)
+                   inception_weights=args.inception_weights, progress=True)
     if not ev.names:
         raise UserError(f"none of --metrics {args.metrics} can be computed here (see the note above)")
     t = time.perf_counter()

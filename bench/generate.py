@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data_prep.procedural import render  # noqa: E402
-from gan.config import PRESETS, ModelConfig  # noqa: E402
-from gan.errors import UserError  # noqa: E402
-from gan.models import build_generator  # noqa: E402
-from gan.refine import RefineOptions, refine  # noqa: E402
-from gan.sampling import Sampler, latents_for_seeds  # noqa: E402
-from gan.style import VGGFeatures, load_vgg_state  # noqa: E402
+from data_prep.procedural import render
+from gan.config import PRESETS, ModelConfig
+from gan.errors import UserError
+from gan.models import build_generator
+from gan.refine import RefineOptions, refine
+from gan.sampling import Sampler, latents_for_seeds
+from gan.style import VGGFeatures, load_vgg_state
 
 RES = {"demo": 32, "dcgan64": 64, "stylegan128": 128, "stylegan256": 256}
 

@@ -18,12 +18,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train as train_cli  # noqa: E402
-from data_prep.store import PreparedDataset  # noqa: E402
-from gan.training.flops import model_summary  # noqa: E402
-from gan.training.loop import Trainer  # noqa: E402
-from gan.training.runtime import make_accelerator, share_run_dir  # noqa: E402
+import train as train_cli
+from gan.training.flops import model_summary
+from gan.training.loop import launch
+from gan.training.setup import resolve
 
 # images per preset for the timed run (enough steps to pass warm-up, short on CPU)
 KIMG = {"demo": 3.2, "dcgan64": 1.28, "stylegan128": 0.128, "stylegan256": 0.064, "fewshot256": 0.064}
@@ -47,14 +45,10 @@ def run_preset(preset: str, precision: str, store: Path, tmp: Path, batch: int |
         ["--data", str(store), "--preset", preset, "--mixed-precision", precision, "--kimg", str(KIMG[preset]),
          "--snap", "1e6", "--checkpoint-every", "1e6", "--outdir", str(tmp / "runs"), "--aug", "ada"]
         + (["--batch", str(batch or BATCH[preset])] if batch or preset in BATCH else []))
-    mcfg, cfg, _, _ = train_cli.resolve(args)
-    ds = PreparedDataset(store, xflip=True)
-    train_cli.finalize(mcfg, cfg, ds, None, False, resuming=False)
-    acc = make_accelerator(precision, cfg.outdir)
-    from gan.training import rundir
-
-    run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), f"{preset}-{precision}", mcfg, cfg, {}))
-    trainer = Trainer(acc, mcfg, cfg, ds, run_dir)
+    plan = resolve(args)
+    mcfg, cfg = plan.mcfg, plan.cfg
+    cfg.name = f"{preset}-{precision}"
+    trainer = launch(plan)
     trainer.train()
     flops = model_summary(mcfg)["train_flops"]
     ips = trainer.steady_img_per_s or 0.0

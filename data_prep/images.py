@@ -63,7 +63,8 @@ def open_image(src, draft_to: tuple[int, str] | None = None) -> tuple[Image.Imag
                 raise Rejected("not_an_image", "unrecognized format") from None
             except OSError as e:
                 msg = str(e)
-                if "truncated" in msg or "broken data stream" in msg:
+                # "broken data stream" is a decoder error inside the data (flipped bits), not an early end.
+                if "truncated" in msg:
                     raise Rejected("truncated", msg) from None
                 raise Rejected("corrupt", msg) from None
             except (SyntaxError, ValueError, TypeError, IndexError, EOFError, struct.error) as e:

@@ -72,7 +72,6 @@ class StoreWriter:
         self._hash = hashlib.sha256()
         self.labels: list[str | None] = []
         self.entries: list[dict] = []
-        self.preview: list[np.ndarray] = []
 
     def _clean_stale(self) -> None:
         for p in self.out.parent.glob(f".{self.out.name}.tmp-*"):
@@ -86,8 +85,6 @@ class StoreWriter:
         self._hash.update(data)
         self.labels.append(label)
         self.entries.append({"id": source_id, "sha256": hashlib.sha256(data).hexdigest()})
-        if len(self.preview) < 64:
-            self.preview.append(chw.transpose(1, 2, 0))
 
     def reject(self, source_id: str, reason: str, detail: str = "") -> None:
         self._rejected.write(json.dumps({"id": source_id, "reason": reason, "detail": detail},
@@ -123,7 +120,7 @@ class StoreWriter:
             json.dump(manifest, f, indent=1, ensure_ascii=False)
             f.flush()
             os.fsync(f.fileno())
-        preview_grid(self.preview).save(self.tmp / PREVIEW)
+        preview_grid(self._preview_images(labels)).save(self.tmp / PREVIEW)
         _fsync_dir(self.tmp)
 
         old = None
@@ -135,6 +132,16 @@ class StoreWriter:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.out
+
+    def _preview_images(self, labels: np.ndarray, n: int = 64) -> list[np.ndarray]:
+        """Up to n images spread over the whole store, classes taking turns, so the preview
+        shows every class and not just the first files in sorted order."""
+        if not len(labels):
+            return []
+        r = self.resolution
+        pixels = np.memmap(self.tmp / PIXELS, dtype=np.uint8, mode="r", shape=(len(labels), 3, r, r))
+        picks = preview_indices(labels, n)
+        return [np.asarray(pixels[i]).transpose(1, 2, 0) for i in picks]
 
     def abort(self) -> None:
         for f in (self._pixels, self._rejected):
@@ -151,6 +158,23 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def preview_indices(labels: np.ndarray, n: int) -> list[int]:
+    """n indices: classes round-robin (unlabelled images form one group), evenly spaced within each."""
+    groups = [np.flatnonzero(labels == k) for k in np.unique(labels)]
+    quota = [0] * len(groups)
+    total = min(n, len(labels))
+    while sum(quota) < total:
+        for g in range(len(groups)):
+            if quota[g] < len(groups[g]) and sum(quota) < total:
+                quota[g] += 1
+    picks = [grp[np.linspace(0, len(grp) - 1, q).round().astype(int)] for grp, q in zip(groups, quota) if q]
+    # Interleave so each row of the grid mixes classes.
+    out = []
+    for i in range(max((len(p) for p in picks), default=0)):
+        out.extend(int(p[i]) for p in picks if i < len(p))
+    return out
 
 
 def preview_grid(images: list[np.ndarray], cols: int = 8, tile: int = 128) -> Image.Image:

@@ -1,5 +1,9 @@
 """Typed configuration, written into every run dir, checkpoint and export, so any model
-can be rebuilt from its files alone. Standard library only."""
+can be rebuilt from its files alone. Standard library only.
+
+A field declared with `opt(...)` is also a train.py flag: its help text, flag name and
+choices live here, once (gan.training.setup builds the parser table from them).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,19 +12,24 @@ from dataclasses import dataclass, field
 CONFIG_VERSION = 1
 
 
+def opt(default, help: str, flag: str | None = None, choices: tuple | None = None):
+    """A config field that train.py exposes as `--flag` (default: --field-name)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
 @dataclass
 class ModelConfig:
-    arch: str = "stylegan"  # registry name: dcgan | stylegan
-    resolution: int = 64  # output size (power of two)
+    arch: str = opt("stylegan", "dcgan | stylegan")  # registry name
+    resolution: int = opt(64, "must match the store (default: the store's)")  # output size (power of two)
     c_dim: int = 0  # number of classes; 0 = unconditional
     class_names: list = field(default_factory=list)  # names for c_dim classes, in label order
-    z_dim: int = 512  # latent size
-    w_dim: int = 512  # StyleGAN intermediate latent size
-    mapping_layers: int = 8  # StyleGAN mapping-network depth
-    channel_base: int = 16384  # StyleGAN width: channels at res r = min(base // r, max)
-    channel_max: int = 512
-    g_channels: int = 64  # DCGAN width of the last G block (ngf)
-    d_channels: int = 64  # DCGAN width of the first D block (ndf)
+    z_dim: int = opt(512, "latent size")
+    w_dim: int = opt(512, "StyleGAN w size")
+    mapping_layers: int = opt(8, "StyleGAN mapping layers", flag="--map")
+    channel_base: int = opt(16384, "StyleGAN width: channels = min(base / res, max)")
+    channel_max: int = opt(512, "StyleGAN max channels")
+    g_channels: int = opt(64, "DCGAN G width (channels of its last block)")
+    d_channels: int = opt(64, "DCGAN D width (channels of its first block)")
     mbstd_group: int = 4  # StyleGAN D minibatch-stddev group size
 
     def to_dict(self) -> dict:
@@ -37,38 +46,37 @@ class TrainConfig:
     outdir: str = "runs"  # parent of run dirs
     name: str = ""  # run name suffix (default: store name + preset)
     preset: str = ""
-    kimg: float = 100.0  # training length in thousands of real images shown to D
-    batch: int = 32  # global batch (all processes, before accumulation split)
-    grad_accum: int = 1
-    lr_g: float = 0.0025
-    lr_d: float = 0.0025
+    kimg: float = opt(100.0, "training length in thousands of real images shown to D")
+    batch: int = opt(32, "global batch over all processes")
+    grad_accum: int = opt(1, "gradient accumulation steps")
+    lr_g: float = opt(0.0025, "generator learning rate")
+    lr_d: float = opt(0.0025, "discriminator learning rate")
     betas: tuple = (0.0, 0.99)
-    loss: str = "logistic"  # logistic (non-saturating) | hinge
-    r1_gamma: float = 1.0  # 0 disables R1
-    r1_interval: int = 16  # lazy R1: every N D steps, scaled by N
-    pl_weight: float = 0.0  # StyleGAN path-length regularization; 0 disables
-    pl_interval: int = 4
-    style_mixing: float = 0.9  # StyleGAN style-mixing probability
-    aug: str = "auto"  # auto (ada below 10k images) | ada | fixed | none
-    aug_p: float = 0.0  # initial / fixed augmentation probability
-    ada_target: float = 0.6
+    loss: str = opt("logistic", "adversarial loss: logistic (non-saturating) | hinge", choices=("logistic", "hinge"))
+    r1_gamma: float = opt(1.0, "R1 weight (0 disables)")
+    r1_interval: int = opt(16, "lazy R1: every N D steps, scaled by N")
+    pl_weight: float = opt(0.0, "StyleGAN path-length weight (0 disables)")
+    pl_interval: int = opt(4, "lazy path length: every N G steps")
+    style_mixing: float = opt(0.9, "StyleGAN style-mixing probability")
+    aug: str = opt("auto", "auto (ada below 10k images) | ada | fixed | none", choices=("auto", "ada", "fixed", "none"))
+    aug_p: float = opt(0.0, "initial (ada) or fixed augmentation probability")
+    ada_target: float = opt(0.6, "ADA target for E[sign(D(real))]")
     ada_interval: int = 4  # steps between p updates
-    ada_kimg: float = 100.0  # p can go 0 -> 1 in this many kimg
-    ema_kimg: float = 10.0  # G_ema half-life
+    ada_kimg: float = opt(100.0, "ADA speed: p can go 0 -> 1 in this many kimg")
+    ema_kimg: float = opt(10.0, "G_ema half-life in kimg")
     ema_rampup: float = 0.05  # half-life <= this fraction of images seen; 0 disables
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    snap: float = 10.0  # sample grid every N kimg
-    checkpoint_every: float = 50.0  # kimg
-    keep: int = 3  # checkpoints kept (plus the best by metric)
-    seed: int = 0
-    workers: int = 0  # DataLoader worker processes
+    mixed_precision: str = opt("no", "no | bf16 | fp16", choices=("no", "bf16", "fp16"))
+    snap: float = opt(10.0, "sample grid every N kimg")
+    checkpoint_every: float = opt(50.0, "checkpoint every N kimg")
+    keep: int = opt(3, "checkpoints to keep (plus the best by metric)")
+    seed: int = opt(0, "random seed")
+    workers: int = opt(0, "DataLoader worker processes")
     log_every: int = 20  # steps between scalar logs
     nan_patience: int = 4  # consecutive non-finite steps before restoring a checkpoint
     xflip: bool = True  # random horizontal flips of reals
-    metrics: str = ""  # comma-separated: swd, fid, kid, pr ("" = none)
-    metrics_every: float = 0.0  # kimg between evaluations (0: at every checkpoint)
-    metrics_num: int = 2000  # generated (and real) images per evaluation
-    debug_faults: str = ""  # test hooks: "nan@12,13" / "oom@3"
+    metrics: str = opt("", "evaluate G_ema during training: swd[,fid,kid,pr]")
+    metrics_every: float = opt(0.0, "kimg between evaluations (default: every checkpoint)")
+    metrics_num: int = opt(2000, "images per evaluation")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -87,7 +95,20 @@ def _from_dict(cls, d: dict):
     return cls(**{k: v for k, v in d.items() if k in names})
 
 
-# Presets: starting points; explicit CLI flags override any field.
+def cli_fields() -> list[tuple[str, str, type, str, tuple | None]]:
+    """(flag, key, type, help, choices) for every `opt` field; key is 'model.<name>' or '<name>'."""
+    out = []
+    for cls, prefix in ((ModelConfig, "model."), (TrainConfig, "")):
+        for f in dataclasses.fields(cls):
+            if "help" in f.metadata:
+                flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+                out.append((flag, prefix + f.name, type(f.default), f.metadata["help"], f.metadata["choices"]))
+    return out
+
+
+# Presets: starting points; explicit CLI flags override any field. A preset that names a
+# resolution is tuned for it; on a store of another size train.py says so and names the run
+# by the size it really trains at.
 PRESETS: dict[str, dict] = {
     # Tiny and fast: minutes on 2 CPU cores at 32px. A higher lr than classic DCGAN's 2e-4
     # reaches recognizable styles in a few thousand steps on the procedural set.

@@ -77,15 +77,25 @@ def resolve_model(spec: str) -> Path:
                             "export a model with `generate.py export`")
         raise UserError(f"--model {spec}: not a run dir, checkpoint dir or exported model "
                         f"(needs {WEIGHTS} + {CONFIG})")
-    if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(spec, allow_patterns=[WEIGHTS, CONFIG, "README.md"]))
-        except Exception as e:
-            raise UserError(f"--model {spec}: not a local path, and the Hub download failed "
-                            f"({type(e).__name__}); check the id, your network or HF_TOKEN") from None
+    # A Hub id is owner/name; when `owner` is a local folder (runs/00009-x) the user meant a path.
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not p.parent.is_dir():
+        return _download(spec)
     raise UserError(f"--model {spec}: no such file or directory")
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=[WEIGHTS, CONFIG, "README.md"]))
+    except (RepositoryNotFoundError, GatedRepoError) as e:
+        raise UserError(f"--model {repo_id}: no such local path, and the Hub has no model by that id you can "
+                        f"read ({type(e).__name__}); check the id, or log in with `hf auth login` for a "
+                        "private model") from None
+    except Exception as e:  # offline, DNS, timeouts, HF_HUB_OFFLINE with nothing cached
+        raise UserError(f"--model {repo_id}: no such local path, and the Hub could not be reached "
+                        f"({type(e).__name__}); check your network, or pass a local model folder") from None
 
 
 MODEL_CARD = """---
@@ -113,10 +123,26 @@ Files: `model.safetensors` (G_ema weights), `config.json` (everything needed to 
 """
 
 
+# Dataset fields that describe the data without revealing the trainer's machine.
+_CARD_DATA = {"kind", "name", "split", "revision", "label_column", "where", "count", "seed", "styles",
+              "labels_from_folders"}
+
+
+def _public_data(data: dict) -> str:
+    """Dataset description for a shared model card: no local paths (a Hub dataset id stays)."""
+    out = []
+    for k, v in data.items():
+        if k not in _CARD_DATA or v in (None, "", [], {}, False):
+            continue
+        if k == "name" and (str(v).startswith(("/", ".", "~")) or Path(str(v)).exists()):
+            v = "a local dataset"
+        out.append(f"{k}={v}")
+    return ", ".join(out) or "unknown"
+
+
 def write_model_card(folder: Path, meta: dict, name: str, hub_or_path: str) -> None:
     m = meta["model"]
-    data = meta.get("dataset") or {}
-    data_desc = ", ".join(f"{k}={v}" for k, v in data.items() if v not in (None, "", [], {})) or "unknown"
+    data_desc = _public_data(meta.get("dataset") or {})
     metrics = meta.get("metrics") or {}
     card = MODEL_CARD.format(
         name=name, arch=m["arch"], resolution=m["resolution"], z_dim=m["z_dim"],

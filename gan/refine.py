@@ -18,7 +18,7 @@ BASE_SIZE = 256
 
 @dataclass
 class RefineOptions:
-    steps: int = 300  # optimizer steps at the first scale (later scales get a third)
+    steps: int = 300  # optimizer steps at the first scale (later scales: a third, 50 <= n <= steps)
     size: int = 256  # long side of the result, pixels
     style_weight: float = 1e5
     content_weight: float = 1.0
@@ -26,7 +26,7 @@ class RefineOptions:
     optimizer: str = "lbfgs"  # lbfgs | adam
     init: str = "content"  # content | noise
     preserve_color: bool = False  # keep the content's colours, transfer only luminance structure
-    precision: str = "no"  # autocast dtype through VGG: bf16 (fast, pair with adam) | no
+    precision: str = "no"  # VGG compute dtype: bf16 (fast, pair with adam) | no (float32)
     seed: int = 0  # noise init
 
 
@@ -52,20 +52,27 @@ def scales(size: int) -> list[int]:
 class _Objective:
     def __init__(self, vgg: VGGFeatures, content: torch.Tensor, styles: list[torch.Tensor], blend: list[float],
                  opts: RefineOptions):
-        self.vgg, self.opts = vgg, opts
-        dtype = torch.bfloat16 if opts.precision == "bf16" else None
-        self.autocast = lambda: torch.autocast(content.device.type, dtype=dtype, enabled=dtype is not None)
-        with torch.no_grad(), self.autocast():
-            self.content_target = vgg(content)["conv4_2"].float()
+        self.opts = opts
+        # An explicit dtype for VGG's weights and activations instead of autocast: the same
+        # casts on every device (CUDA and CPU autocast cast different op lists, and a bf16
+        # activation meeting a float32 gradient crashed Adam on CUDA). Losses stay float32.
+        self.vgg = vgg.with_dtype(torch.bfloat16 if opts.precision == "bf16" else torch.float32)
+        with torch.no_grad():
+            self.content_target = self.features(content)["conv4_2"]
             grams = None
             for s, wgt in zip(styles, blend):
-                g = {k: gram(v) * wgt for k, v in vgg(s).items() if k != "conv4_2"}
+                g = {k: gram(v) * wgt for k, v in self.features(s).items() if k != "conv4_2"}
                 grams = g if grams is None else {k: grams[k] + g[k] for k in g}
         self.style_targets = grams
 
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.float() for k, v in self.vgg(x).items()}
+
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        with self.autocast():
-            feats = self.vgg(x)
+        # The loss is always that of the image in range: pixels outside [0, 1] cannot lower it,
+        # so what an optimizer reports is what gets saved.
+        x = x.clamp(0, 1)
+        feats = self.features(x)
         ls = style_loss(feats, self.style_targets)
         lc = content_loss(feats, self.content_target)
         lt = tv_loss(x)
@@ -92,7 +99,8 @@ def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], 
         else:
             x0 = F.interpolate(result, size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1).contiguous()
         x = x0.requires_grad_(True)
-        steps = opts.steps if k == 0 else max(opts.steps // 3, 50)
+        # Later scales only polish: a third of the steps, at least 50 but never more than asked for.
+        steps = opts.steps if k == 0 else max(opts.steps // 3, min(opts.steps, 50))
         with torch.no_grad():
             _, start = obj(x)
         hist: list[dict] = []
@@ -129,17 +137,34 @@ def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], 
             with torch.no_grad():
                 x.clamp_(0, 1)
         bar.close()
-        with torch.no_grad():
-            _, end = obj(x)
         result = x.detach()
+        if k == len(plan) - 1:
+            # The final report is measured on the image exactly as saved (8-bit, colours kept).
+            out = to_image(result)
+            if opts.preserve_color:
+                out = _keep_colors(out, content.convert("RGB").resize(out.size, Image.LANCZOS))
+            final = torch.from_numpy(np.asarray(out, np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
+        else:
+            final = result
+        with torch.no_grad():
+            _, end = obj(final)
         report["scales"].append({"size": list(c.shape[-2:]), "steps": len(hist), "start": start, "end": end})
         report["history"].append(hist)
-    out = to_image(result)
-    if opts.preserve_color:
-        out = _keep_colors(out, content.convert("RGB").resize(out.size, Image.LANCZOS))
     report["start"] = report["scales"][0]["start"]
     report["end"] = report["scales"][-1]["end"]
     return out, report
+
+
+def losses_of(image: Image.Image, content: Image.Image, styles: list[Image.Image], blend: list[float],
+              vgg: VGGFeatures, opts: RefineOptions, device="cpu") -> dict:
+    """The refine objective's parts for `image` (e.g. a saved result) at its own size."""
+    vgg = vgg.to(device)
+    size = max(image.size)
+    obj = _Objective(vgg, to_tensor(content, size).to(device), [to_tensor(s, size).to(device) for s in styles],
+                     blend, opts)
+    x = torch.from_numpy(np.asarray(image.convert("RGB"), np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
+    with torch.no_grad():
+        return obj(x)[1]
 
 
 def _keep_colors(result: Image.Image, content: Image.Image) -> Image.Image:

@@ -20,6 +20,18 @@ def to_uint8(imgs: torch.Tensor) -> np.ndarray:
     return x.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def grid_cols(n: int) -> int:
+    """Columns for a grid of n images: the near-square shape with no empty cell (32 -> 4x8,
+    64 -> 8x8), or, when n has no such factoring (a prime), the one with the fewest empty cells."""
+    if n <= 3:
+        return max(n, 1)
+    side = int(np.ceil(np.sqrt(n)))
+    for cols in range(side, 2 * side + 1):  # never more than about 4x wider than tall
+        if n % cols == 0 and n // cols <= cols:
+            return cols
+    return min(range(side, 2 * side + 1), key=lambda c: (-(-n // c) * c - n, c))
+
+
 def grid_image(imgs: torch.Tensor, cols: int) -> Image.Image:
     arr = to_uint8(imgs)
     n, h, w, _ = arr.shape
@@ -89,7 +101,9 @@ class Sampler:
         self.cfg = cfg
         self.device = torch.device(device)
         self.precision = precision  # "no" | "bf16" | "fp16": autocast dtype for synthesis
-        self.stylegan = cfg.arch == "stylegan"
+        from .models import arch_of
+
+        self.arch = arch_of(cfg)  # capabilities: mapping network (truncation / walks in w), mixing
         self._w_means: dict = {}
 
     def _autocast(self):
@@ -119,12 +133,13 @@ class Sampler:
 
     @torch.no_grad()
     def w_mean(self, c: int | None) -> torch.Tensor:
-        """Mean w (over 4096 fixed latents) of the class, or the tracked global w_avg."""
-        if c is None:
+        """Mean w of the class over 4096 fixed latents, or the w_avg tracked during training;
+        models saved before w_avg was tracked (all zeros) get the 4096-latent mean too."""
+        if c is None and bool(self.G.mapping.w_avg.any()):
             return self.G.mapping.w_avg
         if c not in self._w_means:
             z = torch.randn(4096, self.cfg.z_dim, generator=torch.Generator().manual_seed(123)).to(self.device)
-            self._w_means[c] = self.G.mapping(z, self._c(4096, c))[:, 0].mean(0)
+            self._w_means[c] = self.G.mapping(z, self._c(4096, c))[:, 0].float().mean(0)
         return self._w_means[c]
 
     @torch.no_grad()
@@ -143,7 +158,7 @@ class Sampler:
 
     @torch.no_grad()
     def from_z(self, z: torch.Tensor, c: int | None, trunc: float = 1.0) -> torch.Tensor:
-        if self.stylegan:
+        if self.arch.mapping:
             return self.synth(self.ws(z, c, trunc))
         with self._autocast():
             return self.G(z.to(self.device) * trunc, self._c(len(z), c)).float()
@@ -168,7 +183,7 @@ def interpolation_frames(sampler: Sampler, seeds: list[int], frames: int, loop: 
     """`frames` images walking through `seeds` (back to the first when `loop`):
     slerp in z for DCGAN, lerp in w for StyleGAN."""
     z = latents_for_seeds(seeds, sampler.cfg.z_dim)
-    keys = sampler.ws(z, c, trunc)[:, 0] if sampler.stylegan else z * trunc
+    keys = sampler.ws(z, c, trunc)[:, 0] if sampler.arch.mapping else z * trunc
     if loop:
         keys = torch.cat([keys, keys[:1]])
     segments = len(keys) - 1
@@ -179,12 +194,12 @@ def interpolation_frames(sampler: Sampler, seeds: list[int], frames: int, loop: 
         i = min(int(p), segments - 1)
         t = float(p - i)
         a, b = keys[i], keys[i + 1]
-        points.append(a.lerp(b, t) if sampler.stylegan else slerp(a, b, t))
+        points.append(a.lerp(b, t) if sampler.arch.mapping else slerp(a, b, t))
     points = torch.stack(points)
     out = []
     for i in range(0, len(points), batch):
         chunk = points[i : i + batch]
-        if sampler.stylegan:
+        if sampler.arch.mapping:
             imgs = sampler.synth(chunk.to(sampler.device).unsqueeze(1).repeat(1, sampler.G.num_ws, 1))
         else:
             with sampler._autocast(), torch.no_grad():

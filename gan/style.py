@@ -26,8 +26,9 @@ def load_vgg_state(weights: str | None) -> dict | None:
     """State dict for torchvision's vgg19 (None = random init). `weights`: None (torchvision's
     cached/downloaded ImageNet weights), a file path (.pth / .safetensors) or 'random'."""
     if weights == "random":
-        print("warning: --vgg-weights random: VGG19 is randomly initialized; style losses are NOT the "
-              "perceptual Gatys losses, use this only for tests", file=sys.stderr)
+        print("note: --vgg-weights random: VGG19 is randomly initialized, so the style loss is NOT the "
+              "perceptual Gatys loss (the result shows the mechanics, not the real look); README 'VGG weights' "
+              "says how to supply the ImageNet weights", file=sys.stderr)
         return None
     if weights is None:
         from torchvision.models import VGG19_Weights
@@ -56,9 +57,15 @@ class VGGFeatures(nn.Module):
         self.taps = {v: k for k, v in STYLE_LAYERS.items()}
         self.taps[CONTENT_LAYER[1]] = CONTENT_LAYER[0]
 
+    def with_dtype(self, dtype: torch.dtype) -> "VGGFeatures":
+        """Run the convolutions in `dtype` (bf16 or float32); normalization stays float32."""
+        self.features.to(dtype)
+        return self
+
     def forward(self, img01: torch.Tensor) -> dict[str, torch.Tensor]:
-        """img01: (N, 3, H, W) in [0, 1]; normalized the way torchvision's VGG expects."""
-        x = (img01 - self.mean) / self.std
+        """img01: (N, 3, H, W) in [0, 1]; normalized the way torchvision's VGG expects. Outputs
+        come in the dtype of the convolution weights (see `with_dtype`)."""
+        x = ((img01.float() - self.mean) / self.std).to(self.features[0].weight.dtype)
         out = {}
         for i, layer in enumerate(self.features):
             x = layer(x)

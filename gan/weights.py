@@ -39,3 +39,35 @@ def load_state_file(path: str | os.PathLike, what: str, flag: str, error=UserErr
         return torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:
         raise error(f"{flag} {path}: not a readable {what} state dict ({type(e).__name__})") from None
+
+
+def available(url: str) -> bool:
+    """True when the file for `url` is cached or can be downloaded now; prints nothing."""
+    import contextlib
+    import io
+
+    if hub_path(url).exists():
+        return True
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            torch.hub.load_state_dict_from_url(url, progress=False)
+    except Exception:
+        return False
+    return hub_path(url).exists()
+
+
+def _main(argv: list[str]) -> int:
+    """python -m gan.weights vgg19: exit 0 if the VGG19 ImageNet weights are (now) cached, 1 if not."""
+    from torchvision.models import VGG19_Weights
+
+    urls = {"vgg19": VGG19_Weights.IMAGENET1K_V1.url}
+    if len(argv) != 1 or argv[0] not in urls:
+        print(f"usage: python -m gan.weights {{{','.join(urls)}}}")
+        return 2
+    return 0 if available(urls[argv[0]]) else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

@@ -8,11 +8,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, check=None, env=None, timeout=600, **kw):
-    """Run `python <args>` from the repo root; returns the CompletedProcess."""
+def run_cli(*args, check=None, env=None, timeout=600, cwd=ROOT, **kw):
+    """Run `python <args>` (from the repo root unless `cwd`); returns the CompletedProcess."""
     e = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     e.update(env or {})
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+    args = [str(ROOT / a) if i == 0 and str(a).endswith(".py") else str(a) for i, a in enumerate(args)]
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
                           env=e, timeout=timeout, **kw)
     if check is not None and proc.returncode != check:
         raise AssertionError(f"exit {proc.returncode} != {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")

@@ -110,6 +110,10 @@ def messy_folder(tmp_path):
     raw = bytearray((tmp_path / "c.png").read_bytes())
     raw[60:400] = bytes(340)  # valid header, garbage compressed data
     (src / "corrupt.png").write_bytes(bytes(raw))
+    raw = bytearray((tmp_path / "c.png").read_bytes())
+    for i in range(200, len(raw) - 40, 97):  # flipped bits in the compressed data, length intact
+        raw[i] ^= 0x10
+    (src / "bitflip.png").write_bytes(bytes(raw))
     bomb_png(src / "bomb.png")
     (src / ".hidden.png").write_bytes((src / "la.png").read_bytes())
     (src / "readme.txt").write_text("ignored")
@@ -126,7 +130,8 @@ def test_folder_source_survives_bad_input(messy_folder, tmp_path):
     assert reasons["zero.jpg"] == "empty_file"
     assert reasons["notes.jpg"] == "not_an_image"
     assert reasons["truncated.jpg"] == "truncated"
-    assert reasons["corrupt.png"] in ("corrupt", "truncated")
+    assert reasons["corrupt.png"] == "corrupt"
+    assert reasons["bitflip.png"] == "corrupt"  # damaged, not cut short
     assert reasons["bomb.png"] == "decompression_bomb"
     assert reasons["tiny.png"] == "too_small"
     assert reasons["selfloop.png"] == "unreadable"
@@ -311,3 +316,22 @@ def test_store_refuses_mismatched_files(tmp_path, proc_store):
         PreparedDataset(s)
     with pytest.raises(UserError, match="not found"):
         PreparedDataset(tmp_path / "nothing")
+
+
+def test_preview_shows_every_class(tmp_path):
+    """Images arrive sorted by class (folder order); the preview still shows all classes."""
+    from data_prep.store import StoreWriter, preview_indices
+
+    colours = {"a": (255, 0, 0), "b": (0, 255, 0), "c": (0, 0, 255)}
+    w = StoreWriter(tmp_path / "s", 16)
+    for name, n in (("a", 100), ("b", 30), ("c", 3)):
+        for i in range(n):
+            w.add(np.broadcast_to(np.array(colours[name], np.uint8)[:, None, None], (3, 16, 16)), name, f"{name}/{i}")
+    w.commit({"source": {"kind": "test"}}, None)
+    tiles = np.asarray(Image.open(tmp_path / "s" / "preview.png")).reshape(8, 16, 8, 16, 3)[:, 0, :, 0]
+    seen = {tuple(t) for t in tiles.reshape(-1, 3).tolist()}
+    assert set(colours.values()) <= seen
+    labels = np.array([0] * 100 + [1] * 30 + [2] * 3 + [-1] * 5)
+    idx = preview_indices(labels, 64)
+    assert len(idx) == len(set(idx)) == 64 and {int(labels[i]) for i in idx} == {0, 1, 2, -1}
+    assert max(i for i in idx if labels[i] == 0) > 90  # spread over the class, not its first files

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,7 @@ def models(tmp_path_factory):
             from gan.training.ema import recalibrate_batchnorm
 
             recalibrate_batchnorm(G, cfg.z_dim, 0, "cpu", batches=2, batch=64)
-        save_generator(G, cfg, root / name, extra={"kimg": 1.5, "dataset": {"kind": "procedural"}})
+        save_generator(G, cfg, root / name, extra={"kimg": 1.5, "dataset": {"kind": "folder", "path": "/private/art"}})
         out[name] = root / name
     return out
 
@@ -78,12 +80,34 @@ def test_sample_cli_writes_seed_files_grid_and_export_roundtrip(models, tmp_path
     exp = tmp_path / "exported"
     gen("export", "--model", models["style"], "--out", exp)
     assert {p.name for p in exp.iterdir()} == {"model.safetensors", "config.json", "README.md", "samples.png"}
-    assert "stylegan" in (exp / "README.md").read_text() and "1.5 kimg" in (exp / "README.md").read_text()
+    card = (exp / "README.md").read_text()
+    assert "stylegan" in card and "1.5 kimg" in card and "kind=folder" in card
+    assert "/private/art" not in card and str(tmp_path) not in card  # no local paths in a shared card
+    # A model meant for sharing gets the modes the umask gives new files, not mkdtemp's 0700.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(exp.stat().st_mode) == 0o777 & ~umask
+    assert {stat.S_IMODE(p.stat().st_mode) for p in exp.iterdir()} == {0o666 & ~umask}
+    # Offline push: the export stays, and the hint is about the network, not about logging in.
+    pushed = tmp_path / "pushed"
+    proc = gen("export", "--model", models["style"], "--out", pushed, "--push-to-hub", "someone/art", check=None)
+    assert_user_error(proc, "push to someone/art failed", "network")
+    assert "login" not in proc.stderr and (pushed / "model.safetensors").exists()
     G1, cfg1, _ = load_generator(models["style"])
     G2, cfg2, _ = load_generator(exp)
     z = latents_for_seeds([3, 4], cfg1.z_dim)
     assert torch.equal(Sampler(G1, cfg1).from_z(z, 2, 0.5), Sampler(G2, cfg2).from_z(z, 2, 0.5))
     assert_user_error(gen("export", "--model", models["style"], "--out", exp, check=None), "not an empty directory")
+
+
+def test_grid_shape_follows_the_count(models, tmp_path):
+    gen("sample", "--model", models["dcgan"], "--seeds", "0-31", "--grid", "--out", tmp_path)
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert grid.shape[:2] == (4 * 32, 8 * 32)  # 4x8, not 6x6 with 4 empty cells
+    cells = grid.reshape(4, 32, 8, 32, 3).transpose(0, 2, 1, 3, 4).reshape(32, -1)
+    assert (cells.max(1) > 0).all()  # no black cell
+    seed31 = np.asarray(Image.open(tmp_path / "seed0031.png"))
+    assert np.array_equal(grid[96:, 224:], seed31)
 
 
 def test_sample_from_run_dir_and_checkpoint(tmp_path, proc_store):
@@ -125,7 +149,7 @@ def test_refine_lowers_style_loss(models, tmp_path):
     res = gen("refine", "--model", models["style"], "--class", "Impressionism", "--seeds", 3, "--style", style,
               "--vgg-weights", "random", "--steps", 40, "--size", 64, "--out", out, "--optimizer", "adam",
               "--vgg-precision", "no", "--style-weight", 1e4)
-    assert "random" in res.stderr and "warning" in res.stderr
+    assert "random" in res.stderr and "note:" in res.stderr
     rep = json.loads((out / "seed0003_report.json").read_text())
     assert rep["end"]["style"] <= 0.5 * rep["start"]["style"], rep
     assert rep["end"]["content"] < 10 * max(rep["start"]["content"], 1e-3) + 1.0
@@ -155,6 +179,11 @@ def test_generate_user_errors(models, tmp_path):
                       "Rococo", "Impressionism")
     assert_user_error(gen("sample", "--model", m, "--seeds", 1, "--out", out, check=None), "--class")
     assert_user_error(gen("sample", "--model", tmp_path / "nope", "--seeds", 1, "--out", out, check=None), "no such")
+    # owner/name looks like a Hub id, but when `owner` is a local folder the user meant a path.
+    (tmp_path / "runs").mkdir()
+    proc = run_cli("generate.py", "sample", "--model", "runs/00009-nope", "--seeds", 1, "--out", out, cwd=tmp_path)
+    assert_user_error(proc, "runs/00009-nope", "no such file or directory")
+    assert "Hub" not in proc.stderr
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((m / "config.json").read_text())
@@ -217,3 +246,43 @@ def test_interpolate_mp4_needs_ffmpeg_or_writes_video(models, tmp_path):
         assert not out.exists()
     else:
         assert proc.returncode == 0 and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("optimizer,precision", [("lbfgs", "no"), ("adam", "no"), ("adam", "bf16")])
+def test_refine_report_is_the_saved_image(tmp_path, optimizer, precision):
+    """The final losses in the report are those of the PNG written, whatever the optimizer:
+    LBFGS used to run pixels far out of [0, 1] and report losses the clamped image did not have."""
+    from data_prep.procedural import render
+    from gan.refine import RefineOptions, losses_of, refine
+    from gan.sampling import save_png
+    from gan.style import VGGFeatures
+
+    torch.manual_seed(0)
+    vgg = VGGFeatures(None)
+    content, style = render(2, 0, 64)[0], render(0, 2, 64)[0]
+    opts = RefineOptions(steps=25, size=64, optimizer=optimizer, precision=precision, style_weight=1e4)
+    out, report = refine(content, [style], [1.0], vgg, opts, progress=False)
+    path = save_png(out, tmp_path / "r.png")
+    again = losses_of(Image.open(path), content, [style], [1.0], vgg, opts)
+    for k in ("style", "content", "tv", "total"):
+        assert again[k] == pytest.approx(report["end"][k], rel=1e-3, abs=1e-6), (k, again, report["end"])
+    assert report["end"]["style"] < 0.5 * report["start"]["style"]
+    # What the progress bar showed last is what was delivered (LBFGS used to show 10x lower).
+    assert report["end"]["total"] <= 1.25 * report["history"][-1][-1]["total"], (report["end"], report["history"][-1][-1])
+
+
+def test_demo_vgg_check_is_quiet_offline(tmp_path):
+    """`make demo` asks `python -m gan.weights vgg19` before refining: offline and uncached it
+    answers by exit code alone (no download attempt or error printed mid-demo)."""
+    import tomllib
+
+    proc = run_cli("-m", "gan.weights", "vgg19", env={"TORCH_HOME": str(tmp_path / "torch")})
+    assert proc.returncode == 1 and proc.stdout == "" and proc.stderr == "", proc
+    path = tmp_path / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"cached")
+    proc = run_cli("-m", "gan.weights", "vgg19", env={"TORCH_HOME": str(tmp_path / "torch")})
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+    # An SPDX string, not the deprecated table that made setuptools print a warning block twice.
+    meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "MIT"

@@ -127,6 +127,12 @@ def test_eval_without_inception_weights_says_so(tmp_path, proc_store):
                   "--num", 16, env=env)
     assert res.returncode == 0, res.stderr
     assert "skipping fid, kid, pr" in res.stderr
+    assert "generated" in res.stderr and "16/16" in res.stderr  # a progress bar for the generated images
+    assert "fewer than" not in res.stderr
+    # More images compared than the store holds: said, with the way out.
+    many = run_cli("generate.py", "eval", "--model", run, "--data", proc_store, "--metrics", "swd", "--num", 300,
+                   "--batch", 100, env=env, check=0)
+    assert "store has 256 images, fewer than the 300" in many.stderr and "--num 256" in many.stderr
     assert ("torch-fidelity" in res.stderr) if not have_fidelity else ("weights are not cached" in res.stderr)
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert "swd" in result["metrics"] and "fid" not in result["metrics"]

@@ -1,12 +1,15 @@
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import ROOT, assert_user_error, run_cli
 from gan.export import load_generator
@@ -18,6 +21,11 @@ TINY_STYLE = ["--arch", "stylegan", "--channel-base", 256, "--channel-max", 32, 
 
 def train(*args, check=0, **kw):
     return run_cli("train.py", *args, check=check, **kw)
+
+
+def faults(spec):
+    """Fault injection comes from the test's environment, never from flags or saved config."""
+    return {"ARTGAN_TEST_FAULTS": spec}
 
 
 def only_run(outdir):
@@ -36,8 +44,15 @@ def test_dry_run_prints_config_and_flops(tmp_path, proc_store):
     out = train("--data", proc_store, "--preset", "demo", "--outdir", tmp_path / "runs", "--dry-run").stdout
     assert '"arch": "dcgan"' in out and "GFLOP" in out and "M params" in out
     assert not (tmp_path / "runs").exists()
-    out = train("--data", proc_store, "--preset", "stylegan128", "--dry-run", "--kimg", 3).stdout
+    proc = train("--data", proc_store, "--preset", "stylegan128", "--dry-run", "--kimg", 3)
+    out = proc.stdout
     assert '"resolution": 32' in out and '"kimg": 3.0' in out and '"aug": "ada"' in out
+    # The preset's 128px yields to the store's 32px: said in one line, and the run is named by what it is.
+    note = [l for l in proc.stderr.splitlines() if l.startswith("note:")]
+    assert len(note) == 1 and "128px" in note[0] and "32px" in note[0], proc.stderr
+    assert '"name": "proc32-stylegan32"' in out
+    out = train("--data", proc_store, "--preset", "demo", "--dry-run").stdout
+    assert '"name": "proc32-demo"' in out
 
 
 def test_train_writes_run_dir_checkpoint_export_and_samples(tmp_path, proc_store):
@@ -68,7 +83,7 @@ def test_resume_is_bit_identical(tmp_path, proc_store, arch):
               "--seed", 3, "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
     if arch == "stylegan":
         common += ["--pl-weight", 1.0]
-    train(*common, "--kimg", 0.064, "--outdir", tmp_path / "a")
+    train(*common, "--kimg", 0.064, "--outdir", tmp_path / "a", "--snap", 0.032)
     train(*common, "--kimg", 0.032, "--outdir", tmp_path / "b")
     train(*common, "--kimg", 0.064, "--outdir", tmp_path / "b", "--resume", "auto")
     a = checkpoint.latest(only_run(tmp_path / "a"))
@@ -84,21 +99,52 @@ def test_resume_is_bit_identical(tmp_path, proc_store, arch):
     ea, eb = load_file(str(a / "export/model.safetensors")), load_file(str(b / "export/model.safetensors"))
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
     assert checkpoint.read_state(a)["aug_p"] == checkpoint.read_state(b)["aug_p"]
+    if arch == "stylegan":
+        check_truncation_centre(a / "export", tmp_path)
+
+
+def check_truncation_centre(export, tmp_path):
+    """w_avg is tracked in training: it is the mean w, so --trunc 0 gives one image, the mean-w image."""
+    from gan.sampling import Sampler
+
+    G, cfg, _ = load_generator(export)
+    z = torch.randn(8192, cfg.z_dim, generator=torch.Generator().manual_seed(1))
+    mean_w = G.mapping(z)[:, 0].mean(0)
+    w_avg = G.mapping.w_avg
+    assert (w_avg - mean_w).norm() < 0.05 * mean_w.norm(), ((w_avg - mean_w).norm(), mean_w.norm())
+    out = tmp_path / "trunc0"
+    run_cli("generate.py", "sample", "--model", export, "--seeds", "0-3", "--trunc", 0, "--out", out, check=0)
+    pics = [np.asarray(Image.open(out / f"seed{i:04d}.png")).astype(int) for i in range(4)]
+    assert all(np.array_equal(pics[0], p) for p in pics[1:])
+    centre = Sampler(G, cfg).synth(w_avg[None, None].repeat(1, G.num_ws, 1))
+    from gan.sampling import to_uint8
+
+    assert np.abs(to_uint8(centre)[0].astype(int) - pics[0]).max() <= 1
+    other = to_uint8(Sampler(G, cfg).synth(torch.zeros(1, G.num_ws, cfg.w_dim)))[0].astype(int)
+    assert np.abs(other - pics[0]).mean() > 1  # not the w = 0 image
 
 
 def test_non_finite_steps_restore_and_lower_lr(tmp_path, proc_store):
     runs = tmp_path / "runs"
     train("--data", proc_store, *TINY_DCGAN, "--kimg", 0.16, "--batch", 16, "--outdir", runs,
-          "--debug-faults", "nan@2,3,4,5")
+          "--checkpoint-every", 0.08, env=faults("nan@2,3,4,5"))
     run = only_run(runs)
     events = [json.loads(l)["event"] for l in (run / "events.jsonl").read_text().splitlines()]
-    assert sum("step skipped" in e for e in events) == 4
+    skipped = [e for e in events if "step skipped" in e]
+    assert [e.split(":")[0] for e in skipped] == ["step 2", "step 3", "step 4", "step 5"]  # the steps that failed
     assert any("restored kimg000000" in e and "x0.5" in e for e in events)
     last = checkpoint.latest(run)
     st = checkpoint.read_state(last)
     assert st["lr_scale"] == 0.5 and st["cur_nimg"] >= 160
     for tensors in load_state(last).values():
         assert all(torch.isfinite(t).all() for t in tensors.values())
+    # The test hook is not part of the run: not in config.json or the export, and a resume does not re-fire it.
+    for cfg_file in (run / "config.json", last / "export" / "config.json"):
+        assert "fault" not in cfg_file.read_text()
+    mid = checkpoint.complete_checkpoints(run)[0][1]
+    train("--resume", mid, "--kimg", 0.24)
+    events = [json.loads(l)["event"] for l in (run / "events.jsonl").read_text().splitlines()]
+    assert sum("step skipped" in e for e in events) == 4
 
 
 def test_user_errors(tmp_path, proc_store):
@@ -109,6 +155,8 @@ def test_user_errors(tmp_path, proc_store):
     (bad / "manifest.json").write_text("{")
     assert_user_error(train("--data", bad, "--outdir", runs, check=None), "malformed")
     assert_user_error(train("--data", proc_store, "--resolution", 64, "--outdir", runs, check=None), "--resolution 64")
+    assert_user_error(train("--data", proc_store, "--resolution", 100, "--outdir", runs, check=None),
+                      "--resolution 100", "64 or 128")
     assert_user_error(train("--data", proc_store, "--preset", "nosuch", "--outdir", runs, check=None), "unknown preset", "demo")
     assert_user_error(train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--grad-accum", 3, "--outdir", runs,
                             check=None), "not divisible")
@@ -120,7 +168,7 @@ def test_user_errors(tmp_path, proc_store):
     assert_user_error(train("--data", store16, "--arch", "dcgan", "--outdir", runs, check=None), "does not support 16px")
     # out of memory mid-run: actionable message, and the run dir's checkpoint is intact
     proc = train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--kimg", 1, "--outdir", runs,
-                 "--debug-faults", "oom@2", check=None)
+                 env=faults("oom@2"), check=None)
     assert_user_error(proc, "out of memory", "--batch", "--grad-accum")
     run = only_run(runs)
     assert checkpoint.latest(run).name == "kimg000000"
@@ -146,8 +194,12 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path, proc_store):
     st = checkpoint.read_state(checkpoint.latest(run))
     assert st["cur_nimg"] > 0 and "stopped by signal" in (run / "events.jsonl").read_text()
     target = st["cur_nimg"] / 1000 + 0.032
-    train("--data", proc_store, "--outdir", runs, "--resume", run, "--kimg", target)
+    proc = train("--data", proc_store, "--outdir", runs, "--resume", run, "--kimg", target)
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] >= st["cur_nimg"] + 32
+    # The resumed progress bar keeps its total and ends full (e.g. "400/400").
+    last_bar = [seg for seg in re.split(r"[\r\n]", proc.stderr) if seg.startswith("train:")][-1]
+    done = re.search(r"\| *([\d.]+k?)/([\d.]+k?) ", last_bar)
+    assert done and done.group(1) == done.group(2), last_bar
 
 
 def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_store):
@@ -163,3 +215,26 @@ def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_st
     assert checkpoint.read_state(ck)["cur_nimg"] == 64 and (ck / "random_states_1.pkl").exists()
     train("--data", proc_store, "--resume", ck, "--kimg", 0.096, "--batch", 8)
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 96
+
+
+def _class_diversity(export, seeds=16):
+    """Mean per-pixel std (0-255 scale) across seeds, for each class (or the one unconditional set)."""
+    from gan.sampling import Sampler, latents_for_seeds
+
+    G, cfg, _ = load_generator(export)
+    s = Sampler(G, cfg)
+    z = latents_for_seeds(range(seeds), cfg.z_dim)
+    return [((s.from_z(z, c) + 1) * 127.5).std(0).mean().item() for c in (range(cfg.c_dim) if cfg.c_dim else [None])]
+
+
+def test_conditional_dcgan_uses_z(tmp_path, proc_store):
+    """Samples of one class differ across seeds about as much as an unconditional model's do
+    (a learned class code concatenated to z collapsed to one image per class: std 4 vs 13)."""
+    common = ["--data", proc_store, "--preset", "demo", "--kimg", 4, "--g-channels", 24, "--d-channels", 24,
+              "--snap", 100, "--checkpoint-every", 100]
+    train(*common, "--cond", "--outdir", tmp_path / "cond")
+    train(*common, "--outdir", tmp_path / "uncond")
+    cond = _class_diversity(checkpoint.latest(only_run(tmp_path / "cond")) / "export")
+    (uncond,) = _class_diversity(checkpoint.latest(only_run(tmp_path / "uncond")) / "export")
+    assert len(cond) == 4 and uncond > 5, (cond, uncond)
+    assert min(cond) > 0.6 * uncond, (cond, uncond)

@@ -41,7 +41,7 @@ def primary_value(names: list[str], values: dict) -> tuple[str, float] | None:
 class Evaluator:
     def __init__(self, names: list[str], dataset, num: int, cache_dir: Path | None, device,
                  rank: int = 0, world: int = 1, gather=None, inception_weights: str | None = None,
-                 batch: int = 64, log=lambda m: print(m, file=sys.stderr)):
+                 batch: int = 64, log=lambda m: print(m, file=sys.stderr), progress: bool = False):
         self.names = names
         self.dataset = dataset  # PreparedDataset
         self.device = device
@@ -51,6 +51,7 @@ class Evaluator:
         self.total = self.per_rank * world
         self.batch = batch
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.progress = progress and rank == 0  # tqdm bars for the real and generated passes
         self.inception = None
         if any(n in INCEPTION_METRICS for n in names):
             try:
@@ -60,16 +61,23 @@ class Evaluator:
                 self.names = [n for n in names if n not in INCEPTION_METRICS]
         perm = np.random.default_rng(0).permutation(len(dataset))
         self.real_index = perm[np.arange(self.total) % len(dataset)]  # repeats when the store is small
+        if self.total > len(dataset):
+            log(f"note: the store has {len(dataset)} images, fewer than the {self.total} compared: each real image "
+                f"is used up to {-(-self.total // len(dataset))} times (pass --num {len(dataset)} to use each once)")
 
     # ------------------------------------------------------------------ features
     def _mine(self) -> np.ndarray:
         return np.arange(self.rank, self.total, self.world)
 
-    def _features(self, image_batches):
+    def _features(self, image_batches, desc: str):
         """image_batches yields (global indices, uint8 NCHW); returns gathered, index-sorted features."""
+        from tqdm import tqdm
+
         swd_levels: list[list] = []
         incep, idx = [], []
+        bar = tqdm(total=len(self._mine()), desc=desc, unit="img", disable=not self.progress, dynamic_ncols=True)
         for gi, imgs in image_batches:
+            bar.update(len(gi))
             idx.append(torch.as_tensor(gi))
             if "swd" in self.names:
                 per = [swdlib.descriptors(imgs[j : j + 1], int(gi[j])) for j in range(len(gi))]
@@ -77,6 +85,7 @@ class Evaluator:
                 swd_levels = [a + [b] for a, b in zip(swd_levels, levels)] if swd_levels else [[b] for b in levels]
             if self.inception is not None:
                 incep.append(self.inception(imgs))
+        bar.close()
         idx = self.gather(torch.cat(idx).to(self.device)).cpu()
         order = torch.argsort(idx)
         out = {}
@@ -107,7 +116,7 @@ class Evaluator:
                 feats["inception"] = data["inception"]
             if ("swd" not in self.names or "swd" in feats) and (self.inception is None or "inception" in feats):
                 return feats
-        feats = self._features(self._real_batches())
+        feats = self._features(self._real_batches(), "real features")
         if path is not None and self.rank == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             tensors = {f"swd_{i}": t.contiguous() for i, t in enumerate(feats.get("swd", []))}
@@ -134,7 +143,7 @@ class Evaluator:
     # ------------------------------------------------------------------ evaluate
     def evaluate(self, sampler, cache_key: str) -> dict:
         real = self.real_features(cache_key)
-        fake = self._features(self._fake_batches(sampler))
+        fake = self._features(self._fake_batches(sampler), "generated")
         out: dict = {}
         if "swd" in self.names:
             out.update(swdlib.swd(real["swd"], fake["swd"], self.dataset.resolution))

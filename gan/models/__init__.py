@@ -1,5 +1,11 @@
-"""Model registry: every model is rebuilt from its ModelConfig alone."""
+"""Model registry: every model is rebuilt from its ModelConfig alone.
+
+What an architecture can do is data on its entry, so the training loop and the sampler ask
+the entry instead of testing architecture names.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch.nn as nn
 
@@ -7,16 +13,41 @@ from ..config import ModelConfig
 from ..errors import UserError
 from . import dcgan, stylegan
 
+
+@dataclass(frozen=True)
+class Arch:
+    generator: type  # nn.Module class built from a ModelConfig
+    discriminator: type
+    resolutions: tuple  # output sizes it supports
+    mapping: bool  # G has a mapping network: truncation toward the mean w, interpolation in w
+    style_mixing: bool  # G(..., style_mixing=p) and `generate.py mix`
+    path_length: bool  # G.mapping / G.synthesis split that path-length regularization needs
+    noise_modes: bool  # G(..., noise="random"|"const"|"none")
+
+
 REGISTRY = {
-    "dcgan": (dcgan.DCGANGenerator, dcgan.DCGANDiscriminator, dcgan.RESOLUTIONS),
-    "stylegan": (stylegan.StyleGANGenerator, stylegan.StyleGANDiscriminator, stylegan.RESOLUTIONS),
+    "dcgan": Arch(dcgan.DCGANGenerator, dcgan.DCGANDiscriminator, dcgan.RESOLUTIONS,
+                  mapping=False, style_mixing=False, path_length=False, noise_modes=False),
+    "stylegan": Arch(stylegan.StyleGANGenerator, stylegan.StyleGANDiscriminator, stylegan.RESOLUTIONS,
+                     mapping=True, style_mixing=True, path_length=True, noise_modes=True),
 }
 
 
-def check_config(cfg: ModelConfig) -> None:
+def arch_of(cfg: ModelConfig) -> Arch:
     if cfg.arch not in REGISTRY:
         raise UserError(f"unknown architecture {cfg.arch!r}; choose from {', '.join(REGISTRY)}")
-    supported = REGISTRY[cfg.arch][2]
+    return REGISTRY[cfg.arch]
+
+
+def nearest_sizes(res: int, supported: tuple) -> str:
+    """'64 or 128' for 100: the supported sizes just below and above `res`."""
+    below = [r for r in supported if r < res]
+    above = [r for r in supported if r > res]
+    return " or ".join(str(r) for r in ([below[-1]] if below else []) + ([above[0]] if above else []))
+
+
+def check_config(cfg: ModelConfig) -> None:
+    supported = arch_of(cfg).resolutions
     if cfg.resolution not in supported:
         raise UserError(f"--arch {cfg.arch} does not support {cfg.resolution}px; it supports "
                         f"{', '.join(map(str, supported))} (prepare the store at one of those)")
@@ -24,9 +55,9 @@ def check_config(cfg: ModelConfig) -> None:
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
     check_config(cfg)
-    return REGISTRY[cfg.arch][0](cfg)
+    return REGISTRY[cfg.arch].generator(cfg)
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
     check_config(cfg)
-    return REGISTRY[cfg.arch][1](cfg)
+    return REGISTRY[cfg.arch].discriminator(cfg)

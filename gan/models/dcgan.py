@@ -1,7 +1,10 @@
 """DCGAN family (Radford et al. 2016): transposed convs + batch norm in G, strided convs in D.
 
 At 64px with g_channels=d_channels=64 and z_dim=100 this is the classic 3.6M / 2.8M model.
-Conditional: a class embedding is concatenated to z in G; D uses a projection head.
+Conditional: class-conditional batch norm in G (a per-class gain and bias after every
+normalization, as in SNGAN/BigGAN), so z stays G's only input and the class modulates
+features; D uses a projection head. Concatenating a learned class embedding to z instead
+let G grow the class code until BN squashed z's share: one image per class whatever the seed.
 """
 from __future__ import annotations
 
@@ -18,9 +21,24 @@ RESOLUTIONS = (32, 64, 128, 256)
 def _init(m: nn.Module) -> None:
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, nn.BatchNorm2d):
+    elif isinstance(m, nn.BatchNorm2d) and m.affine:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
+
+
+class ClassBatchNorm(nn.Module):
+    """BatchNorm without its own affine map, followed by a gain and bias looked up per class."""
+
+    def __init__(self, channels: int, c_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(c_dim, channels)  # starts at 1: plain BN at initialization
+        self.bias = nn.Embedding(c_dim, channels)  # starts at 0
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(c)[:, :, None, None].to(x.dtype) + self.bias(c)[:, :, None, None].to(x.dtype)
 
 
 class DCGANGenerator(nn.Module):
@@ -31,20 +49,22 @@ class DCGANGenerator(nn.Module):
         self.c_dim = cfg.c_dim
         n_up = int(math.log2(cfg.resolution)) - 2  # 4px -> resolution
         chans = [cfg.g_channels * 2 ** (n_up - 1 - i) for i in range(n_up)]  # e.g. 512,256,128,64
-        self.embed = nn.Embedding(cfg.c_dim, cfg.z_dim) if cfg.c_dim else None
-        in_dim = cfg.z_dim * (2 if cfg.c_dim else 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(in_dim, chans[0], 4, 1, 0, bias=False),
-                                   nn.BatchNorm2d(chans[0]), nn.ReLU(True)]
+        def norm(ch: int) -> nn.Module:
+            return ClassBatchNorm(ch, cfg.c_dim) if cfg.c_dim else nn.BatchNorm2d(ch)
+
+        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.z_dim, chans[0], 4, 1, 0, bias=False),
+                                   norm(chans[0]), nn.ReLU(True)]
         for a, b in zip(chans[:-1], chans[1:]):
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), norm(b), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(_init)
 
-    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, **_) -> torch.Tensor:
-        if self.embed is not None:
-            z = torch.cat([z, self.embed(c)], dim=1)
-        return self.net(z[:, :, None, None])
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        x = z[:, :, None, None]
+        for layer in self.net:
+            x = layer(x, c) if isinstance(layer, ClassBatchNorm) else layer(x)
+        return x
 
 
 class DCGANDiscriminator(nn.Module):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import signal
 import time
 from pathlib import Path
@@ -23,12 +22,12 @@ from ..augment import AdaptiveP, augment
 from ..config import ModelConfig, TrainConfig
 from ..errors import UserError
 from ..export import save_generator
-from ..models import build_discriminator, build_generator
-from ..sampling import latents_for_seeds, save_grid
+from ..models import arch_of, build_discriminator, build_generator
+from ..sampling import grid_cols, latents_for_seeds, save_grid
 from . import checkpoint
 from .data import InfiniteSampler
 from .ema import recalibrate_batchnorm, update_ema
-from .runtime import checksum, is_oom, micro_batch, next_multiple, parse_faults
+from .runtime import checksum, is_oom, micro_batch, next_multiple
 
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
@@ -55,8 +54,9 @@ class Counters:
 
 class Trainer:
     def __init__(self, acc: Accelerator, model_cfg: ModelConfig, cfg: TrainConfig, dataset, run_dir: Path,
-                 resume_from: Path | None = None):
+                 resume_from: Path | None = None, faults: dict | None = None):
         self.mcfg, self.cfg, self.dataset, self.run_dir = model_cfg, cfg, dataset, Path(run_dir)
+        self.arch = arch_of(model_cfg)  # what G can do: style mixing, path length, noise modes
         self.acc = acc
         self.micro = micro_batch(cfg.batch, self.acc.num_processes, cfg.grad_accum)  # per-process micro-batch
         set_seed(cfg.seed)  # identical initial weights on every process
@@ -70,7 +70,7 @@ class Trainer:
             ratio = interval / (interval + 1) if interval else 1.0
             b1, b2 = cfg.betas
             return torch.optim.Adam(params, lr=lr * ratio, betas=(b1 ** ratio, b2 ** ratio), eps=1e-8)
-        g_int = cfg.pl_interval if cfg.pl_weight > 0 and model_cfg.arch == "stylegan" else 0
+        g_int = cfg.pl_interval if self._pl_on() else 0
         d_int = cfg.r1_interval if cfg.r1_gamma > 0 else 0
         opt_G, opt_D = opt(G.parameters(), cfg.lr_g, g_int), opt(D.parameters(), cfg.lr_d, d_int)
         self.base_lrs = [opt_G.param_groups[0]["lr"], opt_D.param_groups[0]["lr"]]
@@ -93,12 +93,15 @@ class Trainer:
                 self.metric_names, dataset, cfg.metrics_num, self.run_dir / "metrics_cache", acc.device,
                 acc.process_index, world, gather=(lambda t: acc.gather(t)) if world > 1 else None,
                 log=lambda m: acc.is_main_process and tqdm.write(m))
-        self.faults = parse_faults(cfg.debug_faults)
+        # Test hooks ("nan" / "oom" at given steps) come from the caller, never from the saved config.
+        self.faults = {k: set(v) for k, v in (faults or {}).items()}
         self.stop_signal: int | None = None
         self.last_ckpt: Path | None = None
         self.steady_img_per_s: float | None = None  # end-to-end img/s after warm-up, set by train()
         if resume_from is not None:
             self._load(resume_from)
+        else:
+            self._init_w_avg()
         self._make_loader()
 
     # ------------------------------------------------------------------ data
@@ -126,11 +129,30 @@ class Trainer:
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.mcfg.z_dim, device=self.acc.device)
 
-    def _gen(self, G, z, c, **kw):
-        if self.mcfg.arch == "stylegan":
-            kw.setdefault("style_mixing", self.cfg.style_mixing)
-            return G(z, c, **kw)
-        return G(z, c)
+    def _pl_on(self) -> bool:
+        return self.cfg.pl_weight > 0 and self.arch.path_length
+
+    def _gen(self, G, z, c, update_w_avg: bool = False):
+        kw = {}
+        if self.arch.style_mixing:
+            kw["style_mixing"] = self.cfg.style_mixing
+        if self.arch.mapping:
+            kw["update_w_avg"] = update_w_avg
+        return G(z, c, **kw)
+
+    @torch.no_grad()
+    def _init_w_avg(self) -> None:
+        """Start the tracked mean w (truncation's centre) at the mean of the initial mapping,
+        not at zero, so it is the mean w from the first step on; the D phase then tracks it."""
+        if not self.arch.mapping:
+            return
+        G = self._unwrap(self.G)
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        z = torch.randn(1024, self.mcfg.z_dim, generator=gen).to(self.acc.device)
+        c = (torch.randint(0, self.mcfg.c_dim, (1024,), generator=gen).to(self.acc.device)
+             if self.mcfg.c_dim else None)
+        G.mapping.w_avg.copy_(G.mapping(z, c)[:, 0].float().mean(0))
+        self.G_ema.mapping.w_avg.copy_(G.mapping.w_avg)
 
     def _evaluate(self) -> dict | None:
         """Metrics of G_ema on every process (sharded); logged by the main one. Returns the
@@ -183,7 +205,8 @@ class Trainer:
         for i in range(cfg.grad_accum):
             real, c = self._next_real()
             with torch.no_grad(), acc.autocast():
-                fake = self._gen(G, self._z(real.shape[0]), c)
+                # The mean w used for truncation is tracked here, on fakes D is about to see.
+                fake = self._gen(G, self._z(real.shape[0]), c, update_w_avg=True)
             # DDP decides at forward time whether backward all-reduces: wrap both.
             with self._sync_last(self.D, i):
                 with acc.autocast():
@@ -335,7 +358,7 @@ class Trainer:
     def train(self) -> int:
         cfg, acc, ctr = self.cfg, self.acc, self.counters
         main = acc.is_main_process
-        total = int(cfg.kimg * 1000)
+        total = round(cfg.kimg * 1000)  # round, not int(): 0.384 * 1000 is 383.99999...
         events = self.run_dir / "events.jsonl"
 
         def log(msg: str) -> None:
@@ -353,7 +376,10 @@ class Trainer:
         if self.last_ckpt is None:
             self.save_checkpoint()  # a restore point before the first step
             self._snapshot(grid_z, grid_c)
-        bar = tqdm(total=total, initial=min(ctr.cur_nimg, total), unit="img", unit_scale=True,
+        # The bar ends where training really ends: the first multiple of the batch past `total`
+        # (a bar whose count overshoots its total drops the total from its display).
+        end = ctr.cur_nimg + max(0, -(-(total - ctr.cur_nimg) // cfg.batch)) * cfg.batch
+        bar = tqdm(total=end, initial=ctr.cur_nimg, unit="img", unit_scale=True,
                    disable=not main, dynamic_ncols=True, desc="train")
         next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
         next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
@@ -370,14 +396,15 @@ class Trainer:
                 if ok and cfg.r1_gamma > 0 and ctr.step % cfg.r1_interval == 0:
                     ok = self._d_reg_phase(stats)
                 ok = ok and self._g_phase(stats)
-                if ok and cfg.pl_weight > 0 and self.mcfg.arch == "stylegan" and ctr.step % cfg.pl_interval == 0:
+                if ok and self._pl_on() and ctr.step % cfg.pl_interval == 0:
                     ok = self._g_reg_phase(stats)
                 if cfg.aug == "ada" and ctr.step % cfg.ada_interval == 0:
                     self.aug.update(lambda t: acc.reduce(t.to(acc.device), "sum").cpu())
+                failed_step = ctr.step  # 0-based index of the step just run, as fault specs count
                 ctr.step += 1
                 if not ok:
                     bad += 1
-                    log(f"step {ctr.step}: non-finite loss or gradient, step skipped ({bad} in a row)")
+                    log(f"step {failed_step}: non-finite loss or gradient, step skipped ({bad} in a row)")
                     if bad >= cfg.nan_patience:
                         self._recover(log)
                         bad = 0
@@ -455,12 +482,32 @@ class Trainer:
             return
         self._recalibrate()
         with self.acc.autocast():
-            kw = {"noise": "const"} if self.mcfg.arch == "stylegan" else {}
+            kw = {"noise": "const"} if self.arch.noise_modes else {}
             imgs = self.G_ema(z, c, **kw).float()
         path = self.run_dir / "samples" / f"fakes_{checkpoint.name_for(self.counters.cur_nimg)}.png"
         if path.exists():
             path = path.with_name(f"fakes_{checkpoint.name_for(self.counters.cur_nimg, exact=True)}.png")
-        grid = save_grid(imgs, path, cols=int(math.ceil(math.sqrt(len(imgs)))))
+        grid = save_grid(imgs, path, cols=grid_cols(len(imgs)))
         tracker = self.acc.get_tracker("tensorboard", unwrap=True)
         if tracker is not None and hasattr(tracker, "add_image"):
             tracker.add_image("samples", np.asarray(grid), self.counters.cur_nimg, dataformats="HWC")
+
+
+def launch(plan, command: list | None = None, faults: dict | None = None) -> Trainer:
+    """The Accelerator, the run dir (new, or the resumed one with its config refreshed) and a
+    Trainer ready to `train()`, from a `setup.resolve` plan."""
+    from . import rundir
+    from .runtime import make_accelerator, share_run_dir
+
+    cfg = plan.cfg
+    acc = make_accelerator(cfg.mixed_precision, cfg.outdir)
+    extra = {"data_manifest_hash": plan.dataset.manifest_hash, "command": list(command or [])}
+    if plan.ckpt is not None:
+        run_dir = share_run_dir(acc, lambda: plan.run_dir)
+        if acc.is_main_process:
+            rundir.write_config(run_dir, plan.mcfg, cfg, extra)
+    else:
+        run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg, extra))
+    if acc.is_main_process:
+        print(f"run dir: {run_dir}")
+    return Trainer(acc, plan.mcfg, cfg, plan.dataset, run_dir, resume_from=plan.ckpt, faults=faults)

@@ -2,6 +2,7 @@
 helpers (OOM detection, checksums, fault-injection specs, schedules)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -57,6 +58,14 @@ def checksum(model: torch.nn.Module) -> torch.Tensor:
 def next_multiple(n: int, every: float) -> float:
     every = max(every, 1)
     return (n // every + 1) * every
+
+
+FAULTS_ENV = "ARTGAN_TEST_FAULTS"  # test hook: "nan@12,13;oom@3" (step indices, 0-based)
+
+
+def faults_from_env() -> dict:
+    """Fault injection for tests, from the environment only: never saved, never resumed."""
+    return parse_faults(os.environ.get(FAULTS_ENV, ""))
 
 
 def parse_faults(spec: str) -> dict:

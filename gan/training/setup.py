@@ -1,0 +1,197 @@
+"""Parsed train.py flags -> a validated plan (configs, store, run dir, checkpoint).
+
+Shared by train.py and bench/train.py. The flag table is derived from the config
+dataclasses (gan.config.cli_fields); presets and store checks live here, not in the CLI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import PRESETS, ModelConfig, TrainConfig, cli_fields
+from ..errors import UserError
+from ..models import REGISTRY, arch_of, check_config, nearest_sizes
+from . import checkpoint, rundir
+
+# (flag, key, type, help, choices); key is a TrainConfig field or "model.<field>".
+OVERRIDES = [(flag, key, typ, help_, tuple(REGISTRY) if key == "model.arch" else choices)
+             for flag, key, typ, help_, choices in cli_fields()]
+ARCH_DEFAULTS = {"dcgan": {"z_dim": 100}, "stylegan": {}}
+
+
+@dataclass
+class Plan:
+    mcfg: ModelConfig
+    cfg: TrainConfig
+    dataset: object  # data_prep.store.PreparedDataset
+    run_dir: Path | None = None  # set when resuming
+    ckpt: Path | None = None  # checkpoint to resume from
+    notes: list = field(default_factory=list)  # one-line messages for the user
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def explicit_overrides(args) -> dict:
+    """{key: value} for every override flag given on the command line."""
+    vals = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key, *_ in OVERRIDES}
+    return {k: v for k, v in vals.items() if v is not None}
+
+
+def open_store(path: str, xflip: bool = False):
+    from data_prep.store import PreparedDataset
+
+    return PreparedDataset(path, xflip=xflip)
+
+
+def preset_resolution(args) -> int | None:
+    return PRESETS.get(args.preset or "", {}).get("model", {}).get("resolution")
+
+
+def default_name(args, store_resolution: int) -> str:
+    """<store>-<preset or arch>; when a preset's resolution differs from the store's, the run
+    is named by what it trains: <store>-<arch><store resolution>."""
+    store = Path(args.data.rstrip("/")).name if args.data else "run"
+    res = preset_resolution(args)
+    if args.preset and (res is None or res == store_resolution):
+        return f"{store}-{args.preset}"
+    arch = args.arch or PRESETS.get(args.preset or "", {}).get("model", {}).get("arch", "stylegan")
+    return f"{store}-{arch}{store_resolution}" if args.preset else f"{store}-{arch}"
+
+
+def resolve(args) -> Plan:
+    """Everything train.py needs before the Accelerator exists; raises UserError on bad input."""
+    explicit = explicit_overrides(args)
+    run_dir = ckpt = None
+    dataset = open_store(args.data) if args.data else None
+    if args.resume and args.resume != "auto":
+        target = Path(args.resume)
+        if (target / checkpoint.STATE).exists():
+            ckpt, run_dir = target, target.parent.parent
+        elif (target / "config.json").exists():
+            run_dir, ckpt = target, checkpoint.latest(target)
+            if ckpt is None:
+                raise UserError(f"--resume {target}: the run has no complete checkpoint yet")
+        else:
+            raise UserError(f"--resume {target}: not a checkpoint dir (no {checkpoint.STATE}) or run dir (no config.json)")
+    elif args.resume == "auto":
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+            if not (run_dir / "config.json").exists():
+                raise UserError(f"--run-dir {run_dir} is not a run dir (no config.json)")
+        elif dataset is not None:
+            run_dir = rundir.newest_run(Path(args.outdir), args.name or default_name(args, dataset.resolution))
+        ckpt = checkpoint.latest(run_dir) if run_dir else None
+        if ckpt is None:
+            if dataset is None:
+                raise UserError("--resume auto found nothing to resume: pass --data STORE (and the same --name/"
+                                "--preset as the run), or --run-dir RUN")
+            run_dir = None
+            if is_main():
+                print("resume auto: no complete checkpoint found, starting a new run", file=sys.stderr)
+
+    if ckpt is not None:
+        mcfg, cfg, _ = rundir.read_config(run_dir)
+        for k, v in explicit.items():
+            if k.startswith("model.") and getattr(mcfg, k[6:]) != v:
+                raise UserError(f"cannot change {k[6:]} when resuming ({getattr(mcfg, k[6:])} in the run, {v} given)")
+            if not k.startswith("model."):
+                setattr(cfg, k, v)
+        if args.data:
+            cfg.data = args.data
+        plan = Plan(mcfg, cfg, dataset or open_store(cfg.data), run_dir, ckpt)
+        _check_resume(plan)
+        plan.dataset.xflip = cfg.xflip
+        return plan
+
+    if dataset is None:
+        raise UserError("--data STORE is required (prepare one with python -m data_prep)")
+    if args.preset and args.preset not in PRESETS:
+        raise UserError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    preset = PRESETS.get(args.preset or "", {"model": {}, "train": {}})
+    arch = explicit.get("model.arch", preset["model"].get("arch", "stylegan"))
+    mcfg = ModelConfig(**{**ARCH_DEFAULTS[arch], **preset["model"]})
+    cfg = TrainConfig(**preset["train"])
+    for k, v in explicit.items():
+        if k.startswith("model."):
+            setattr(mcfg, k[6:], v)
+        else:
+            setattr(cfg, k, v)
+    cfg.betas = tuple(cfg.betas)
+    cfg.data, cfg.preset, cfg.outdir = args.data, args.preset or "", args.outdir
+    cfg.name = args.name or default_name(args, dataset.resolution)
+    plan = Plan(mcfg, cfg, dataset)
+    _finalize_new(plan, explicit.get("model.resolution"), args.cond, preset_resolution(args))
+    dataset.xflip = cfg.xflip
+    return plan
+
+
+def _check_resume(plan: Plan) -> None:
+    mcfg, ds = plan.mcfg, plan.dataset
+    if mcfg.resolution != ds.resolution:
+        raise UserError(f"the store is {ds.resolution}px but the run's model is {mcfg.resolution}px; "
+                        "prepare the store at the model's resolution")
+    if mcfg.c_dim and mcfg.c_dim != ds.num_classes:
+        raise UserError(f"the run is conditional on {mcfg.c_dim} classes but the store has {ds.num_classes}")
+
+
+def _finalize_new(plan: Plan, explicit_resolution: int | None, cond: bool, preset_res: int | None) -> None:
+    """Fit a new run's config to the store and validate what the store decides."""
+    mcfg, cfg, ds = plan.mcfg, plan.cfg, plan.dataset
+    res = ds.resolution
+    supported = arch_of(mcfg).resolutions
+    if explicit_resolution is not None and explicit_resolution != res:
+        if explicit_resolution not in supported:
+            raise UserError(f"--resolution {explicit_resolution}: {mcfg.arch} trains at "
+                            f"{', '.join(map(str, supported))}px; the nearest are "
+                            f"{nearest_sizes(explicit_resolution, supported)} (the store {cfg.data} is {res}px)")
+        raise UserError(f"--resolution {explicit_resolution} but the store {cfg.data} is {res}px; "
+                        f"prepare it again with --resolution {explicit_resolution} or drop the flag")
+    if preset_res is not None and preset_res != res:
+        plan.notes.append(f"note: preset {cfg.preset} is tuned for {preset_res}px but the store is {res}px: "
+                          f"training a {res}px {mcfg.arch} with the preset's other settings (run name {cfg.name})")
+    mcfg.resolution = res
+    check_config(mcfg)
+    if cond:
+        if ds.num_classes < 2:
+            raise UserError(f"--cond needs a store with at least 2 classes; {cfg.data} has {ds.num_classes} "
+                            "(use --labels-from-folders or --label-column when preparing)")
+        mcfg.c_dim, mcfg.class_names = ds.num_classes, list(ds.class_names)
+    if cfg.aug == "auto":
+        cfg.aug = "ada" if len(ds) < 10000 else "none"
+    for name, ok in (("--batch", cfg.batch >= 1), ("--grad-accum", cfg.grad_accum >= 1), ("--kimg", cfg.kimg > 0),
+                     ("--keep", cfg.keep >= 1), ("--snap", cfg.snap > 0), ("--checkpoint-every", cfg.checkpoint_every > 0),
+                     ("--r1-interval", cfg.r1_interval >= 1), ("--pl-interval", cfg.pl_interval >= 1)):
+        if not ok:
+            raise UserError(f"{name} must be positive")
+    for name, v in (("--r1-gamma", cfg.r1_gamma), ("--pl-weight", cfg.pl_weight), ("--lr-g", cfg.lr_g),
+                    ("--lr-d", cfg.lr_d), ("--ema-kimg", cfg.ema_kimg), ("--workers", cfg.workers)):
+        if v < 0:
+            raise UserError(f"{name} must be >= 0")
+    from .runtime import micro_batch
+
+    micro_batch(cfg.batch, int(os.environ.get("WORLD_SIZE", "1")), cfg.grad_accum)  # refuse before a run dir exists
+    if cfg.metrics:
+        from ..metrics import parse_metrics
+
+        parse_metrics(cfg.metrics)
+        if cfg.metrics_num < 2:
+            raise UserError("--metrics-num must be at least 2")
+    for name, v in (("--aug-p", cfg.aug_p), ("--style-mixing", cfg.style_mixing)):
+        if not 0 <= v <= 1:
+            raise UserError(f"{name} must be between 0 and 1")
+
+
+def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:
+    from .flops import model_summary
+
+    s = model_summary(mcfg)
+    lines = [json.dumps({"model": mcfg.to_dict(), "train": cfg.to_dict()}, indent=2),
+             f"G: {s['g_params'] / 1e6:.2f}M params, {s['g_flops'] / 1e9:.3f} GFLOP/img forward",
+             f"D: {s['d_params'] / 1e6:.2f}M params, {s['d_flops'] / 1e9:.3f} GFLOP/img forward",
+             f"training: ~{s['train_flops'] / 1e9:.2f} GFLOP per real image (4 G + 9 D forward-equivalents)"]
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""Fast in-process checks of the math: regularizers against finite differences, augmentation,
+the ADA controller, EMA half-life, the sharded sampler, modulated convolution, grid shapes."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gan import losses
+from gan.augment import AdaptiveP, augment
+from gan.models.layers import ModulatedConv2d
+from gan.sampling import grid_cols, grid_image
+from gan.training.data import InfiniteSampler
+from gan.training.ema import update_ema
+
+
+def _tiny_d():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 5 * 5, 1)).double()
+
+
+def test_r1_matches_finite_differences():
+    D = _tiny_d()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    r1 = losses.r1_penalty(D(x), x)
+    eps = 1e-6
+    for n in range(2):
+        grad = torch.zeros(3 * 5 * 5, dtype=torch.float64)
+        for i in range(grad.numel()):
+            d = torch.zeros(3 * 5 * 5, dtype=torch.float64)
+            d[i] = eps
+            d = d.view(3, 5, 5)
+            with torch.no_grad():
+                hi = D((x[n] + d)[None]).sum()
+                lo = D((x[n] - d)[None]).sum()
+            grad[i] = (hi - lo) / (2 * eps)
+        assert r1[n].item() == pytest.approx(grad.square().sum().item(), rel=1e-6)
+    # It is differentiable (R1 is minimized through D's weights; the last bias cannot affect it).
+    r1.sum().backward()
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in (D[0], D[3]))
+
+
+def test_path_length_matches_finite_differences():
+    torch.manual_seed(1)
+    n, num_ws, w_dim = 3, 2, 4
+    A = torch.randn(num_ws * w_dim, 3 * 4 * 4, dtype=torch.float64)
+
+    def synth(ws):  # a smooth, non-linear stand-in for the synthesis network
+        return torch.tanh(ws.reshape(n, -1) @ A).reshape(n, 3, 4, 4)
+
+    ws = torch.randn(n, num_ws, w_dim, dtype=torch.float64, requires_grad=True)
+    img = synth(ws)
+    torch.manual_seed(7)
+    penalty, new_mean = losses.path_length(img, ws, torch.tensor(0.5), decay=0.1)
+    torch.manual_seed(7)
+    y = torch.randn_like(img) / 4.0  # the same projection noise, / sqrt(H * W)
+    eps = 1e-6
+    lengths = []
+    for s in range(n):
+        g = torch.zeros(num_ws * w_dim, dtype=torch.float64)
+        for i in range(g.numel()):
+            d = torch.zeros(num_ws * w_dim, dtype=torch.float64)
+            d[i] = eps
+            w_hi, w_lo = ws.detach().clone(), ws.detach().clone()
+            w_hi[s] += d.view(num_ws, w_dim)
+            w_lo[s] -= d.view(num_ws, w_dim)
+            g[i] = ((synth(w_hi)[s] * y[s]).sum() - (synth(w_lo)[s] * y[s]).sum()) / (2 * eps)
+        lengths.append(g.view(num_ws, w_dim).square().sum(1).mean().sqrt())
+    lengths = torch.stack(lengths)
+    expect_mean = 0.5 + 0.1 * (lengths.mean() - 0.5)
+    assert new_mean.item() == pytest.approx(expect_mean.item(), rel=1e-5)
+    assert torch.allclose(penalty.detach().double(), (lengths - expect_mean).square(), rtol=1e-4, atol=1e-7)
+
+
+def test_augment_identity_at_p0_and_moves_pixels_at_p1():
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    assert augment(x, 0.0) is x
+    torch.manual_seed(0)
+    y = augment(x, 1.0)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert (y - x).abs().mean() > 0.1
+    # Gradients flow through every op (G learns through D's augmented view).
+    z = x.clone().requires_grad_(True)
+    augment(z, 0.5).sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_adaptive_p_moves_toward_target():
+    ada = AdaptiveP(0.2, target=0.6, batch=16, interval=4, kimg=1.0, adaptive=True)
+    step = 16 * 4 / 1000
+    ada.accumulate(torch.ones(16))  # D sure the reals are real: overfitting, more augmentation
+    ada.update()
+    assert ada.p == pytest.approx(0.2 + step) and ada.last_rt == 1.0
+    ada.accumulate(-torch.ones(16))
+    ada.update()
+    ada.accumulate(-torch.ones(16))
+    ada.update()
+    assert ada.p == pytest.approx(0.2 - step)
+    for _ in range(100):
+        ada.accumulate(-torch.ones(16))
+        ada.update()
+    assert ada.p == 0.0  # clamped
+    fixed = AdaptiveP(0.3, 0.6, 16, 4, 1.0, adaptive=False)
+    fixed.accumulate(torch.ones(16))
+    fixed.update()
+    assert fixed.p == 0.3
+
+
+def test_ema_half_life():
+    G, G_ema = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.ones_(G.weight)
+    torch.nn.init.zeros_(G_ema.weight)
+    batch, ema_kimg = 10, 0.5  # half-life: 500 images = 50 steps
+    for step in range(50):
+        update_ema(G_ema, G, batch, (step + 1) * batch, ema_kimg, rampup=0)
+    assert G_ema.weight.item() == pytest.approx(0.5, rel=1e-5)
+
+
+def test_sampler_shards_are_disjoint_and_resume_exactly():
+    size, world = 23, 3
+    per = [len(range(r, size, world)) for r in range(world)]
+    firsts = [list(itertools.islice(iter(InfiniteSampler(size, r, world, seed=5)), per[r])) for r in range(world)]
+    flat = sum(firsts, [])
+    assert sorted(flat) == list(range(size))  # one epoch over all ranks: every index exactly once
+    for r in range(world):
+        full = list(itertools.islice(iter(InfiniteSampler(size, r, world, seed=5)), 40))
+        for start in (0, 3, per[r], 17):
+            resumed = list(itertools.islice(iter(InfiniteSampler(size, r, world, seed=5, start=start)), 40 - start))
+            assert resumed == full[start:]
+    assert firsts[0] != list(itertools.islice(iter(InfiniteSampler(size, 0, world, seed=6)), per[0]))
+
+
+@pytest.mark.parametrize("up,demod", [(False, True), (True, True), (False, False)])
+def test_modulated_conv_equals_per_sample_weights(up, demod):
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(5, 6, 3 if demod else 1, w_dim=7, demodulate=demod, up=up)
+    x, w = torch.randn(2, 5, 8, 8), torch.randn(2, 7)
+    out = conv(x, w)
+    styles = conv.affine(w)
+    ref = []
+    for n in range(2):
+        if demod:
+            weight = conv.weight * conv.scale * styles[n][None, :, None, None]
+            weight = weight * (weight.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).rsqrt()
+        else:
+            weight = conv.weight * (styles[n] * conv.scale)[None, :, None, None]
+        xi = x[n : n + 1]
+        if up:
+            xi = conv.up(xi)
+        ref.append(F.conv2d(xi, weight, padding=weight.shape[-1] // 2))
+    assert torch.allclose(out, torch.cat(ref), atol=1e-4, rtol=1e-4)
+
+
+def test_grid_shape_from_count():
+    assert grid_cols(32) == 8 and grid_cols(64) == 8 and grid_cols(16) == 4 and grid_cols(12) == 4
+    assert grid_cols(7) == 4 and grid_cols(1) == 1 and grid_cols(3) == 3
+    for n in range(1, 200):
+        c = grid_cols(n)
+        rows = -(-n // c)
+        assert rows <= c <= 4 * rows + 3, n
+        if any(n % k == 0 and k >= n // k and k <= 2 * int(np.ceil(np.sqrt(n))) for k in range(1, n + 1)):
+            assert n % c == 0, n  # a full grid whenever a near-square one exists
+    img = grid_image(torch.ones(32, 3, 4, 4), grid_cols(32))
+    assert img.size == (8 * 4, 4 * 4) and np.asarray(img).min() == 255  # no black cells
