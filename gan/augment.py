@@ -61,15 +61,16 @@ class AdaptiveP:
         self.last_rt = 0.0  # last measured E[sign(D(real))], for logging
 
     def accumulate(self, real_logits: torch.Tensor) -> None:
-        if self.adaptive:
-            self._sum += float(torch.sign(real_logits.detach().float()).sum())
+        if self.adaptive:  # a device tensor between updates: no host sync per step
+            self._sum = self._sum + torch.sign(real_logits.detach().float()).sum().double()
             self._n += real_logits.numel()
 
     def update(self, reduce=lambda t: t) -> None:
         """Call every `interval` steps; `reduce` sums statistics over processes."""
         if not self.adaptive:
             return
-        stats = reduce(torch.tensor([self._sum, float(self._n)], dtype=torch.float64))
+        stats = reduce(torch.stack([torch.as_tensor(self._sum, dtype=torch.float64).cpu(),
+                                    torch.tensor(float(self._n), dtype=torch.float64)]))
         self._sum, self._n = 0.0, 0
         if stats[1] <= 0:
             return
@@ -77,7 +78,7 @@ class AdaptiveP:
         self.p = min(max(self.p + self.step_size * (1 if self.last_rt > self.target else -1), 0.0), 1.0)
 
     def state_dict(self) -> dict:
-        return {"p": self.p, "sum": self._sum, "n": self._n, "last_rt": self.last_rt}
+        return {"p": self.p, "sum": float(self._sum), "n": self._n, "last_rt": self.last_rt}
 
     def load_state_dict(self, d: dict) -> None:
         self.p, self._sum, self._n, self.last_rt = float(d["p"]), float(d["sum"]), int(d["n"]), float(d["last_rt"])

@@ -25,16 +25,28 @@ def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown loss {kind!r}")
 
 
-def r1_penalty(real_logits: torch.Tensor, real_img: torch.Tensor) -> torch.Tensor:
+def _scaled_grad(out: torch.Tensor, inp: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """d out / d inp, kept in the graph. Under fp16 the inner backward runs on `out * scale`
+    (the GradScaler's scale) and is divided back, so small fp16 gradients do not underflow;
+    an overflow shows up as inf, which the scaler then skips."""
+    if scale is not None:
+        out = out * scale
+    (grad,) = torch.autograd.grad(out, inp, create_graph=True)
+    grad = grad.float()
+    return grad / scale if scale is not None else grad
+
+
+def r1_penalty(real_logits: torch.Tensor, real_img: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample squared gradient norm of D at real images (Mescheder et al. 2018)."""
-    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_img, create_graph=True)
-    return grad.float().square().sum(dim=(1, 2, 3))
+    grad = _scaled_grad(real_logits.float().sum(), real_img, scale)
+    return grad.square().sum(dim=(1, 2, 3))
 
 
-def path_length(img: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tensor, decay: float = 0.01):
+def path_length(img: torch.Tensor, ws: torch.Tensor, pl_mean: torch.Tensor, decay: float = 0.01,
+                scale: torch.Tensor | None = None):
     """StyleGAN2 path-length regularizer. Returns (penalty per sample, updated pl_mean)."""
     noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
-    (grad,) = torch.autograd.grad((img * noise).float().sum(), ws, create_graph=True)
-    lengths = grad.float().square().sum(2).mean(1).sqrt()
+    grad = _scaled_grad((img * noise).float().sum(), ws, scale)
+    lengths = grad.square().sum(2).mean(1).sqrt()
     new_mean = pl_mean.lerp(lengths.mean().detach(), decay)
     return (lengths - new_mean).square(), new_mean

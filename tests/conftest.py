@@ -20,6 +20,21 @@ def run_cli(*args, check=None, env=None, timeout=600, cwd=ROOT, **kw):
     return proc
 
 
+def run_main(main, *args):
+    """A CLI's main() in-process, for quick checks of argument validation (the subprocess tests
+    cover start-up); returns a CompletedProcess like run_cli. An unexpected exception propagates."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            rc = e.code
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
+
+
 def assert_user_error(proc, *needles):
     """Exit 2, one-line message, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_user_error, run_cli
+from conftest import assert_user_error, run_cli, run_main
 from gan.config import ModelConfig
 from gan.errors import UserError
 from gan.export import load_generator, save_generator
@@ -168,17 +168,22 @@ def test_refine_lowers_style_loss(models, tmp_path):
 
 
 def test_generate_user_errors(models, tmp_path):
+    import generate
+
+    def quick(*args):  # validation only: in-process is enough and saves a second per call
+        return run_main(generate.main, *args)
+
     out = tmp_path / "o"
     m = models["style"]
     for seeds in ("0-", "5-2", "a", "-1", "4294967296"):
-        assert_user_error(gen("sample", "--model", m, "--class", "Cubism", "--seeds", seeds, "--out", out, check=None),
+        assert_user_error(quick("sample", "--model", m, "--class", "Cubism", "--seeds", seeds, "--out", out),
                           "--seeds")
-    assert_user_error(gen("sample", "--model", m, "--class", "Cubism", "--seeds", 1, "--trunc", 1.5, "--out", out,
-                          check=None), "--trunc")
-    assert_user_error(gen("sample", "--model", m, "--class", "Rococo", "--seeds", 1, "--out", out, check=None),
+    assert_user_error(quick("sample", "--model", m, "--class", "Cubism", "--seeds", 1, "--trunc", 1.5, "--out", out),
+                      "--trunc")
+    assert_user_error(quick("sample", "--model", m, "--class", "Rococo", "--seeds", 1, "--out", out),
                       "Rococo", "Impressionism")
-    assert_user_error(gen("sample", "--model", m, "--seeds", 1, "--out", out, check=None), "--class")
-    assert_user_error(gen("sample", "--model", tmp_path / "nope", "--seeds", 1, "--out", out, check=None), "no such")
+    assert_user_error(quick("sample", "--model", m, "--seeds", 1, "--out", out), "--class")
+    assert_user_error(quick("sample", "--model", tmp_path / "nope", "--seeds", 1, "--out", out), "no such")
     # owner/name looks like a Hub id, but when `owner` is a local folder the user meant a path.
     (tmp_path / "runs").mkdir()
     proc = run_cli("generate.py", "sample", "--model", "runs/00009-nope", "--seeds", 1, "--out", out, cwd=tmp_path)
@@ -188,30 +193,30 @@ def test_generate_user_errors(models, tmp_path):
     broken.mkdir()
     (broken / "config.json").write_text((m / "config.json").read_text())
     (broken / "model.safetensors").write_bytes(b"\x00" * 100)
-    assert_user_error(gen("sample", "--model", broken, "--seeds", 1, "--out", out, check=None), "cannot load")
+    assert_user_error(quick("sample", "--model", broken, "--seeds", 1, "--out", out), "cannot load")
     future = tmp_path / "future"
     future.mkdir()
     cfg = json.loads((m / "config.json").read_text())
     cfg["artgan_config_version"] = 99
     (future / "config.json").write_text(json.dumps(cfg))
     (future / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes())
-    assert_user_error(gen("sample", "--model", future, "--seeds", 1, "--out", out, check=None), "incompatible")
+    assert_user_error(quick("sample", "--model", future, "--seeds", 1, "--out", out), "incompatible")
     pick = tmp_path / "pickled"
     pick.mkdir()
     torch.save({"x": 1}, pick / "model.pt")
-    assert_user_error(gen("sample", "--model", pick, "--seeds", 1, "--out", out, check=None), "only safetensors")
+    assert_user_error(quick("sample", "--model", pick, "--seeds", 1, "--out", out), "only safetensors")
     bad_img = tmp_path / "bad.jpg"
     bad_img.write_text("nope")
     assert_user_error(gen("refine", "--content", bad_img, "--style", bad_img, "--vgg-weights", "random",
                           "--out", out, check=None), "not a readable image")
     good = tmp_path / "good.png"
     Image.new("RGB", (40, 40), (9, 9, 9)).save(good)
-    assert_user_error(gen("refine", "--content", good, "--style", good, "--vgg-weights", "random", "--name",
-                          "../escape", "--out", out, check=None), "--name")
-    assert_user_error(gen("refine", "--content", good, "--style", good, "--vgg-weights", tmp_path / "missing.pth",
-                          "--out", out, check=None), "no such file")
-    assert_user_error(gen("interpolate", "--model", m, "--class", "Cubism", "--seeds", "1,2", "--out", out / "x.avi",
-                          check=None), ".gif or .mp4")
+    assert_user_error(quick("refine", "--content", good, "--style", good, "--vgg-weights", "random", "--name",
+                            "../escape", "--out", out), "--name")
+    assert_user_error(quick("refine", "--content", good, "--style", good, "--vgg-weights", tmp_path / "missing.pth",
+                            "--out", out), "no such file")
+    assert_user_error(quick("interpolate", "--model", m, "--class", "Cubism", "--seeds", "1,2", "--out", out / "x.avi"),
+                      ".gif or .mp4")
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
 
 

@@ -238,3 +238,32 @@ def test_conditional_dcgan_uses_z(tmp_path, proc_store):
     (uncond,) = _class_diversity(checkpoint.latest(only_run(tmp_path / "uncond")) / "export")
     assert len(cond) == 4 and uncond > 5, (cond, uncond)
     assert min(cond) > 0.6 * uncond, (cond, uncond)
+
+
+def test_fp16_overflow_steps_are_skipped_not_divergence(tmp_path, proc_store):
+    """fp16's GradScaler (here a CPU one, by test hook) skips steps with inf gradients and halves
+    its scale; that is not divergence: no restore, no lr halving, training goes on."""
+    runs = tmp_path / "runs"
+    train("--data", proc_store, *TINY_STYLE, "--kimg", 0.16, "--batch", 8, "--outdir", runs, "--r1-interval", 4,
+          "--pl-weight", 1, "--snap", 100, env=faults("scaler;overflow@2,3,4,5,6,7"))
+    run = only_run(runs)
+    events = (run / "events.jsonl").read_text()
+    assert "restored" not in events and "step skipped" not in events, events
+    last = checkpoint.latest(run)
+    st = checkpoint.read_state(last)
+    assert st["lr_scale"] == 1.0 and st["cur_nimg"] == 160
+    scaler = torch.load(last / "scaler.pt", weights_only=True)
+    # Every phase with an injected overflow halved the scale once: D and G at each of 6 steps,
+    # plus R1 at step 4 and path length at steps 4 (every 4th step).
+    assert scaler["scale"] == 2.0 ** 16 / 2 ** (6 * 2 + 2), scaler
+    for tensors in load_state(last).values():
+        assert all(torch.isfinite(t).all() for t in tensors.values())
+    # A streak the scale cannot settle is divergence: restore and lower the learning rate.
+    runs2 = tmp_path / "runs2"
+    train("--data", proc_store, *TINY_DCGAN, "--kimg", 1.0, "--batch", 16, "--outdir", runs2, "--snap", 100,
+          "--r1-gamma", 0, env=faults("scaler;overflow@" + ",".join(map(str, range(1, 52)))))
+    events = (only_run(runs2) / "events.jsonl").read_text()
+    assert "overflowed 50 steps in a row" in events and "restored kimg000000" in events
+    # Without a GPU, fp16 would silently be float32: refused.
+    assert_user_error(train("--data", proc_store, *TINY_DCGAN, "--mixed-precision", "fp16", "--outdir",
+                            tmp_path / "r3", check=None), "fp16 needs a GPU", "bf16")

@@ -31,6 +31,15 @@ from .runtime import checksum, is_oom, micro_batch, next_multiple
 
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
+# Outcome of a phase, worst last. SKIPPED: fp16's GradScaler found inf/NaN gradients, skipped
+# the update and lowered its scale (normal while the scale settles). BAD: a non-finite loss, or
+# non-finite gradients without a scaler: divergence, counted toward a restore.
+OK, SKIPPED, BAD = "ok", "skipped", "bad"
+OVERFLOW_PATIENCE = 50  # consecutive scaler-skipped steps that count as divergence
+
+
+def worst(a: str, b: str) -> str:
+    return max(a, b, key=(OK, SKIPPED, BAD).index)
 
 
 class Counters:
@@ -45,7 +54,9 @@ class Counters:
         self.restores = 0
 
     def state_dict(self) -> dict:
-        return dict(vars(self))
+        d = dict(vars(self))
+        d["pl_mean"] = float(d["pl_mean"])  # kept on the device while training (no per-step sync)
+        return d
 
     def load_state_dict(self, d: dict) -> None:
         for k, v in d.items():
@@ -74,6 +85,10 @@ class Trainer:
         d_int = cfg.r1_interval if cfg.r1_gamma > 0 else 0
         opt_G, opt_D = opt(G.parameters(), cfg.lr_g, g_int), opt(D.parameters(), cfg.lr_d, d_int)
         self.base_lrs = [opt_G.param_groups[0]["lr"], opt_D.param_groups[0]["lr"]]
+        # Test hooks, from the caller only: "scaler" gives a CPU run fp16's GradScaler logic.
+        self.faults = {k: set(v) for k, v in (faults or {}).items()}
+        if "scaler" in self.faults and self.acc.scaler is None:
+            self.acc.scaler = torch.amp.GradScaler(self.acc.device.type)
         self.G, self.D, self.opt_G, self.opt_D = self.acc.prepare(G, D, opt_G, opt_D)
         self.G_ema.to(self.acc.device)
         adaptive = cfg.aug == "ada"
@@ -93,8 +108,7 @@ class Trainer:
                 self.metric_names, dataset, cfg.metrics_num, self.run_dir / "metrics_cache", acc.device,
                 acc.process_index, world, gather=(lambda t: acc.gather(t)) if world > 1 else None,
                 log=lambda m: acc.is_main_process and tqdm.write(m))
-        # Test hooks ("nan" / "oom" at given steps) come from the caller, never from the saved config.
-        self.faults = {k: set(v) for k, v in (faults or {}).items()}
+        self.overflows = 0  # scaler-skipped steps in this process's run (logged)
         self.stop_signal: int | None = None
         self.last_ckpt: Path | None = None
         self.steady_img_per_s: float | None = None  # end-to-end img/s after warm-up, set by train()
@@ -190,15 +204,28 @@ class Trainer:
         ok = torch.stack(flags).all().float().to(self.acc.device) if flags else torch.ones((), device=self.acc.device)
         return bool(self.acc.reduce(ok, "min") > 0) if self.acc.num_processes > 1 else bool(ok > 0)
 
-    def _apply(self, opt, model) -> bool:
-        grads = [p.grad for p in self._unwrap(model).parameters() if p.grad is not None]
-        ok = self._finite_everywhere(*grads) if grads else True
+    def _grad_scale(self) -> torch.Tensor | None:
+        """fp16's current loss scale as a device tensor (no host sync), or None without a scaler."""
+        if self.acc.scaler is None:
+            return None
+        return self.acc.scaler.scale(torch.ones((), device=self.acc.device))
+
+    def _apply(self, opt, model) -> str:
+        params = [p for p in self._unwrap(model).parameters() if p.grad is not None]
+        if self.acc.scaler is not None:
+            # fp16: the scaler unscales, skips the update on inf/NaN gradients and backs off.
+            if params and self.counters.step in self.faults.get("overflow", ()):
+                params[0].grad.view(-1)[0] = float("inf")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return SKIPPED if opt.step_was_skipped else OK
+        ok = self._finite_everywhere(*[p.grad for p in params]) if params else True
         if ok:
             opt.step()
         opt.zero_grad(set_to_none=True)
-        return ok
+        return OK if ok else BAD
 
-    def _d_phase(self, stats: dict) -> bool:
+    def _d_phase(self, stats: dict) -> str:
         cfg, acc = self.cfg, self.acc
         G = self._unwrap(self.G)
         finite = True
@@ -220,31 +247,33 @@ class Trainer:
                 finite &= self._finite_everywhere(loss)
                 if finite:
                     acc.backward(loss / cfg.grad_accum)
-            stats["loss_D"] = float(loss.detach())
-            stats["logits_real"] = float(real_logits.detach().float().mean())
-            stats["logits_fake"] = float(fake_logits.detach().float().mean())
+            stats["loss_D"] = loss.detach()
+            stats["logits_real"] = real_logits.detach().float().mean()
+            stats["logits_fake"] = fake_logits.detach().float().mean()
         self._last_real = (real, c)
         if not finite:
             self.opt_D.zero_grad(set_to_none=True)
-            return False
+            return BAD
         return self._apply(self.opt_D, self.D)
 
-    def _d_reg_phase(self, stats: dict) -> bool:
+    def _d_reg_phase(self, stats: dict) -> str:
         real, c = self._last_real
         real = real.detach().requires_grad_(True)
         with self.acc.autocast():
             logits = self.D(augment(real, self.aug.p), c)
-        r1 = losses.r1_penalty(logits, real)
+        scale = self._grad_scale()
+        r1 = losses.r1_penalty(logits, real, scale)
         # `logits * 0` keeps every D parameter in the graph so DDP's reducer sees them all.
         loss = (r1.mean() * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval) + logits.float().mean() * 0
-        if not self._finite_everywhere(loss):
+        # With a scaler an overflowing penalty is the scaler's to skip (its gradients are inf).
+        if scale is None and not self._finite_everywhere(loss):
             self.opt_D.zero_grad(set_to_none=True)
-            return False
+            return BAD
         self.acc.backward(loss)
-        stats["loss_R1"] = float(r1.detach().mean())
+        stats["loss_R1"] = r1.detach().mean()
         return self._apply(self.opt_D, self.D)
 
-    def _g_phase(self, stats: dict) -> bool:
+    def _g_phase(self, stats: dict) -> str:
         cfg, acc = self.cfg, self.acc
         D = self._unwrap(self.D).requires_grad_(False)
         _, c = self._last_real
@@ -258,15 +287,15 @@ class Trainer:
                     finite &= self._finite_everywhere(loss)
                     if finite:
                         acc.backward(loss / cfg.grad_accum)
-                stats["loss_G"] = float(loss.detach())
+                stats["loss_G"] = loss.detach()
         finally:
             D.requires_grad_(True)
         if not finite:
             self.opt_G.zero_grad(set_to_none=True)
-            return False
+            return BAD
         return self._apply(self.opt_G, self.G)
 
-    def _g_reg_phase(self, stats: dict) -> bool:
+    def _g_reg_phase(self, stats: dict) -> str:
         """Path-length regularization (StyleGAN). Runs on the unwrapped G, so gradients are
         averaged across processes by hand."""
         G = self._unwrap(self.G)
@@ -276,18 +305,21 @@ class Trainer:
             ws = G.mapping(self._z(n), c[:n] if c is not None else None)
             ws.requires_grad_(True)
             img = G.synthesis(ws)
-        penalty, new_mean = losses.path_length(img, ws, torch.tensor(self.counters.pl_mean, device=img.device))
+        old_mean = torch.as_tensor(self.counters.pl_mean, dtype=torch.float32, device=img.device)
+        scale = self._grad_scale()
+        penalty, new_mean = losses.path_length(img, ws, old_mean, scale=scale)
         loss = penalty.mean() * self.cfg.pl_weight * self.cfg.pl_interval + img.float().mean() * 0
-        if not self._finite_everywhere(loss):
+        if scale is None and not self._finite_everywhere(loss):
             self.opt_G.zero_grad(set_to_none=True)
-            return False
-        loss.backward()
+            return BAD
+        self.acc.backward(loss)  # scaled under fp16, like every other phase
         if self.acc.num_processes > 1:
             for p in G.parameters():
                 if p.grad is not None:
                     p.grad = self.acc.reduce(p.grad, "mean")
-        self.counters.pl_mean = float(new_mean)
-        stats["loss_PL"] = float(penalty.detach().mean())
+        # An overflowing (scaler-skipped) step must not poison the running mean.
+        self.counters.pl_mean = torch.where(torch.isfinite(new_mean), new_mean, old_mean).detach()
+        stats["loss_PL"] = penalty.detach().mean()
         return self._apply(self.opt_G, self.G)
 
     # ------------------------------------------------------------------ checkpoints
@@ -385,24 +417,26 @@ class Trainer:
         next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
         metric_every = (cfg.metrics_every or cfg.checkpoint_every) * 1000
         next_metric = next_multiple(ctr.cur_nimg, metric_every)
-        bad, t0, n0 = 0, time.perf_counter(), ctr.cur_nimg
+        bad, overflow, t0, n0 = 0, 0, time.perf_counter(), ctr.cur_nimg
         t_steady = n_steady = t_end = None
         stats: dict = {}
         try:
             while ctr.cur_nimg < total:
                 if ctr.step in self.faults.get("oom", ()):
                     raise torch.OutOfMemoryError("injected out of memory")
-                ok = self._d_phase(stats)
-                if ok and cfg.r1_gamma > 0 and ctr.step % cfg.r1_interval == 0:
-                    ok = self._d_reg_phase(stats)
-                ok = ok and self._g_phase(stats)
-                if ok and self._pl_on() and ctr.step % cfg.pl_interval == 0:
-                    ok = self._g_reg_phase(stats)
+                outcome = self._d_phase(stats)
+                if outcome != BAD and cfg.r1_gamma > 0 and ctr.step % cfg.r1_interval == 0:
+                    outcome = worst(outcome, self._d_reg_phase(stats))
+                if outcome != BAD:
+                    outcome = worst(outcome, self._g_phase(stats))
+                if outcome != BAD and self._pl_on() and ctr.step % cfg.pl_interval == 0:
+                    outcome = worst(outcome, self._g_reg_phase(stats))
                 if cfg.aug == "ada" and ctr.step % cfg.ada_interval == 0:
                     self.aug.update(lambda t: acc.reduce(t.to(acc.device), "sum").cpu())
                 failed_step = ctr.step  # 0-based index of the step just run, as fault specs count
+                self.faults.get("overflow", set()).discard(failed_step)  # injected once, like "nan"
                 ctr.step += 1
-                if not ok:
+                if outcome == BAD:
                     bad += 1
                     log(f"step {failed_step}: non-finite loss or gradient, step skipped ({bad} in a row)")
                     if bad >= cfg.nan_patience:
@@ -411,6 +445,18 @@ class Trainer:
                         bar.n = ctr.cur_nimg
                     continue
                 bad = 0
+                if outcome == SKIPPED:
+                    overflow += 1
+                    self.overflows += 1
+                    if overflow >= OVERFLOW_PATIENCE:
+                        log(f"step {failed_step}: fp16 gradients overflowed {overflow} steps in a row "
+                            "(the loss scale cannot settle)")
+                        self._recover(log)
+                        overflow = 0
+                        bar.n = ctr.cur_nimg
+                        continue
+                else:
+                    overflow = 0
                 ctr.cur_nimg += cfg.batch
                 if ctr.step == WARMUP_STEPS:
                     t_steady, n_steady = time.perf_counter(), ctr.cur_nimg
@@ -418,13 +464,17 @@ class Trainer:
                 bar.update(cfg.batch)
                 if ctr.step % cfg.log_every == 0:
                     rate = (ctr.cur_nimg - n0) / max(time.perf_counter() - t0, 1e-9)
-                    scalars = {f"Loss/{k[5:]}": v for k, v in stats.items() if k.startswith("loss_")}
-                    scalars.update({"Logits/real": stats.get("logits_real", 0.0), "Logits/fake": stats.get("logits_fake", 0.0),
+                    # Stats stay on the device between logs: one host sync here, none per step.
+                    values = dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
+                    scalars = {f"Loss/{k[5:]}": v for k, v in values.items() if k.startswith("loss_")}
+                    if self.acc.scaler is not None:
+                        scalars.update({"AMP/scale": self.acc.scaler.get_scale(), "AMP/skipped_steps": self.overflows})
+                    scalars.update({"Logits/real": values.get("logits_real", 0.0), "Logits/fake": values.get("logits_fake", 0.0),
                                     "Aug/p": self.aug.p, "Aug/rt": self.aug.last_rt, "Speed/img_per_s": rate,
                                     "LR/G": self.opt_G.param_groups[0]["lr"], "LR/D": self.opt_D.param_groups[0]["lr"],
                                     "Progress/kimg": ctr.cur_nimg / 1000})
                     acc.log(scalars, step=ctr.cur_nimg)
-                    bar.set_postfix(D=f"{stats.get('loss_D', 0):.3f}", G=f"{stats.get('loss_G', 0):.3f}",
+                    bar.set_postfix(D=f"{values.get('loss_D', 0):.3f}", G=f"{values.get('loss_G', 0):.3f}",
                                     p=f"{self.aug.p:.2f}", ips=f"{rate:.0f}", refresh=False)
                 done = ctr.cur_nimg >= total
                 if ctr.cur_nimg >= next_snap or done:

@@ -19,6 +19,9 @@ def is_oom(e: BaseException) -> bool:
 def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
     from accelerate.utils import ProjectConfiguration
 
+    if mixed_precision == "fp16" and not _has_accelerator():
+        # Accelerate would quietly train in float32 here: CPUs have no fp16 loss scaling.
+        raise UserError("--mixed-precision fp16 needs a GPU; on CPU use --mixed-precision bf16 (or no)")
     try:
         # The project dir moves to the run dir once it exists (share_run_dir).
         return Accelerator(mixed_precision=mixed_precision, log_with="tensorboard",
