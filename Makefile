@@ -5,12 +5,13 @@ STAMP  := $(VENV)/.stamp-install
 DEMO   ?= demo
 RUN     = $$(ls -d $(DEMO)/runs/*-demo | tail -n 1)
 
-.PHONY: install test test-slow demo bench clean-demo
+.PHONY: install test test-slow test-gpu demo bench clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	@# PYTHONWARNINGS reaches the build backend: no setuptools editable-install banner
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,6 +21,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# On a CUDA machine: every precision, resume, sampling, refine and metrics on the GPU.
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu tests/gpu
 
 # The whole product on the built-in procedural art, no downloads: prepare -> train ->
 # sample -> interpolate -> refine. Re-running resumes the finished run instead of retraining.

@@ -71,7 +71,7 @@ class TrainConfig:
     keep: int = opt(3, "checkpoints to keep (plus the best by metric)")
     seed: int = opt(0, "random seed")
     workers: int = opt(0, "DataLoader worker processes")
-    log_every: int = 20  # steps between scalar logs
+    log_every: int = opt(20, "steps between scalar logs (TensorBoard, progress bar)")
     nan_patience: int = 4  # consecutive non-finite steps before restoring a checkpoint
     xflip: bool = True  # random horizontal flips of reals
     metrics: str = opt("", "evaluate G_ema during training: swd[,fid,kid,pr]")

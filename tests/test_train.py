@@ -267,3 +267,13 @@ def test_fp16_overflow_steps_are_skipped_not_divergence(tmp_path, proc_store):
     # Without a GPU, fp16 would silently be float32: refused.
     assert_user_error(train("--data", proc_store, *TINY_DCGAN, "--mixed-precision", "fp16", "--outdir",
                             tmp_path / "r3", check=None), "fp16 needs a GPU", "bf16")
+
+
+@pytest.mark.slow
+def test_conditional_demo_model_varies_per_class_like_the_issue(tmp_path):
+    """The reported setting in full: demo preset, --cond, 40 kimg, 16 seeds per class (make test-slow)."""
+    store = tmp_path / "proc"
+    run_cli("-m", "data_prep", "--procedural", 3000, "--out", store, "--resolution", 32, "--no-progress", check=0)
+    train("--data", store, "--preset", "demo", "--cond", "--kimg", 40, "--outdir", tmp_path / "runs")
+    cond = _class_diversity(checkpoint.latest(only_run(tmp_path / "runs")) / "export")
+    assert min(cond) > 20, cond  # 1.9-3.3 before conditional batch norm; 21-74 for unconditional models

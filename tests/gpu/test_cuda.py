@@ -1,0 +1,135 @@
+"""The CUDA path, run with `make test-gpu` on a GPU machine; skipped where no CUDA device exists
+(CPU CI). Tolerances are stated per test: cuDNN picks algorithms per shape and uses TF32
+convolutions, so GPU results match CPU ones closely, not bit for bit."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_cli
+from gan.export import load_generator
+from gan.training import checkpoint
+from test_train import TINY_DCGAN, TINY_STYLE, faults, load_state, only_run
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def train(*args, check=0, **kw):
+    return run_cli("train.py", *args, check=check, **kw)
+
+
+def scalars(run, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = []
+    for f in sorted((run / "tb").rglob("events.out.tfevents*")):
+        acc = EventAccumulator(str(f.parent))
+        acc.Reload()
+        if tag in acc.Tags().get("scalars", []):
+            values += [e.value for e in acc.Scalars(tag)]
+    return values
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16", "fp16"])
+@pytest.mark.parametrize("arch", ["dcgan", "stylegan"])
+def test_train_every_precision_and_resume(tmp_path, proc_store, arch, precision):
+    """~200 steps: no non-finite storm (fp16's first overflow steps are the scaler's, not
+    divergence), losses that move, and a resume that continues the same run."""
+    tiny = TINY_STYLE + ["--pl-weight", 1, "--r1-interval", 4] if arch == "stylegan" else TINY_DCGAN
+    common = ["--data", proc_store, *tiny, "--batch", 16, "--mixed-precision", precision, "--snap", 100,
+              "--outdir", tmp_path / "runs", "--name", "g", "--log-every", 10]
+    train(*common, "--kimg", 3.2, "--checkpoint-every", 1.6)
+    run = only_run(tmp_path / "runs")
+    events = (run / "events.jsonl").read_text()
+    assert "restored" not in events and events.count("step skipped") <= 2, events
+    loss_g = scalars(run, "Loss/G")
+    assert len(loss_g) >= 10 and all(np.isfinite(loss_g)) and np.std(loss_g) > 1e-3, loss_g
+    ck = checkpoint.latest(run)
+    assert checkpoint.read_state(ck)["cur_nimg"] == 3200
+    for tensors in load_state(ck).values():
+        assert all(torch.isfinite(t).all() for t in tensors.values())
+    train("--resume", run, "--kimg", 4.0)
+    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 4000
+
+
+def test_resume_on_gpu_continues_the_same_run(tmp_path, proc_store):
+    """2N steps == N + resume + N, fp32: bit-identical where cuDNN is deterministic, else within 1e-3."""
+    common = ["--data", proc_store, *TINY_DCGAN, "--batch", 16, "--seed", 3, "--snap", 100, "--checkpoint-every", 100,
+              "--name", "r", "--aug", "ada", "--aug-p", 0.2]
+    env = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    train(*common, "--kimg", 0.128, "--outdir", tmp_path / "a", env=env)
+    train(*common, "--kimg", 0.064, "--outdir", tmp_path / "b", env=env)
+    train(*common, "--kimg", 0.128, "--outdir", tmp_path / "b", "--resume", "auto", env=env)
+    sa = load_state(checkpoint.latest(only_run(tmp_path / "a")))
+    sb = load_state(checkpoint.latest(only_run(tmp_path / "b")))
+    for name in sa:
+        for k in sa[name]:
+            a, b = sa[name][k].float(), sb[name][k].float()
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), (name, k, (a - b).abs().max())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, proc_store):
+    out = tmp_path_factory.mktemp("trained")
+    train("--data", proc_store, *TINY_STYLE, "--cond", "--batch", 16, "--kimg", 0.32, "--outdir", out, "--snap", 100)
+    return checkpoint.latest(only_run(out)) / "export"
+
+
+def test_sample_cpu_gpu_agree_and_batch_invariant(trained):
+    from gan.sampling import Sampler
+
+    G, cfg, _ = load_generator(trained)
+    cpu = dict(Sampler(G, cfg, "cpu").seeds([1, 5, 9, 13], 2, 0.7, batch=4))
+    G, cfg, _ = load_generator(trained, "cuda")
+    s = Sampler(G, cfg, "cuda")
+    gpu4 = dict(s.seeds([1, 5, 9, 13], 2, 0.7, batch=4))
+    gpu1 = dict(s.seeds([13, 9, 5, 1], 2, 0.7, batch=1))
+    for k in cpu:
+        assert (cpu[k] - gpu4[k]).abs().max() < 2e-2, k  # TF32 convolutions on the GPU
+        assert (gpu4[k] - gpu1[k]).abs().max() < 1e-3, k
+    bf16 = dict(Sampler(G, cfg, "cuda", "bf16").seeds([1], 2, 0.7))
+    assert (bf16[1] - gpu4[1]).abs().mean() < 5e-2
+
+
+def test_every_cli_command_on_cuda(trained, tmp_path, proc_store):
+    for cmd in (["sample", "--seeds", "0-7", "--grid", "--out", tmp_path / "s"],
+                ["interpolate", "--seeds", "0,1", "--frames", 4, "--out", tmp_path / "w.gif"],
+                ["mix", "--rows", "0-1", "--cols", "2-3", "--out", tmp_path / "m.png"],
+                ["refine", "--seeds", 1, "--style", proc_store / "preview.png", "--vgg-weights", "random", "--steps", 10,
+                 "--size", 64, "--optimizer", "adam", "--out", tmp_path / "r"],
+                ["eval", "--data", proc_store, "--metrics", "swd", "--num", 64, "--json", tmp_path / "e.json"]):
+        run_cli("generate.py", cmd[0], "--model", trained, "--device", "cuda", "--class", "grid", *cmd[1:], check=0)
+    assert Image.open(tmp_path / "s" / "grid.png").size == (4 * 32, 2 * 32)
+    cpu = run_cli("generate.py", "eval", "--model", trained, "--device", "cpu", "--data", proc_store, "--metrics", "swd",
+                  "--num", 64, "--json", tmp_path / "c.json", check=0)
+    g = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    c = json.loads((tmp_path / "c.json").read_text())["metrics"]
+    assert g["swd"] == pytest.approx(c["swd"], rel=5e-2), (g, c, cpu.stderr[-500:])
+
+
+@pytest.mark.parametrize("optimizer,precision", [("lbfgs", "no"), ("adam", "no"), ("adam", "bf16"), ("lbfgs", "bf16")])
+def test_refine_every_optimizer_and_precision_on_cuda(tmp_path, optimizer, precision):
+    from data_prep.procedural import render
+    from gan.refine import RefineOptions, losses_of, refine
+    from gan.sampling import save_png
+    from gan.style import VGGFeatures
+
+    torch.manual_seed(0)
+    vgg = VGGFeatures(None)
+    content, style = render(2, 0, 64)[0], render(0, 2, 64)[0]
+    opts = RefineOptions(steps=30, size=64, optimizer=optimizer, precision=precision, style_weight=1e4)
+    out, report = refine(content, [style], [1.0], vgg, opts, device="cuda", progress=False)
+    assert report["end"]["style"] < 0.7 * report["start"]["style"], report["end"]
+    again = losses_of(Image.open(save_png(out, tmp_path / "r.png")), content, [style], [1.0], vgg, opts, "cuda")
+    assert again["total"] == pytest.approx(report["end"]["total"], rel=1e-3)
+
+
+def test_fp16_scaler_on_gpu_backs_off_from_injected_overflows(tmp_path, proc_store):
+    train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--kimg", 0.16, "--mixed-precision", "fp16",
+          "--outdir", tmp_path / "runs", "--snap", 100, env=faults("overflow@2,3,4"))
+    run = only_run(tmp_path / "runs")
+    assert "restored" not in (run / "events.jsonl").read_text()
+    scale = torch.load(checkpoint.latest(run) / "scaler.pt", weights_only=True)["scale"]
+    assert scale <= 2.0 ** 16 / 2 ** 6
