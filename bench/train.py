@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 
-import train as train_cli
-from gan.training.flops import model_summary
-from gan.training.loop import launch
-from gan.training.setup import resolve
+# This file is also named train.py: put the repo root first so `import train` is the CLI.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train as train_cli  # noqa: E402
+from gan.training.flops import model_summary  # noqa: E402
+from gan.training.loop import launch  # noqa: E402
+from gan.training.setup import resolve  # noqa: E402
 
 # images per preset for the timed run (enough steps to pass warm-up, short on CPU)
 KIMG = {"demo": 3.2, "dcgan64": 1.28, "stylegan128": 0.128, "stylegan256": 0.064, "fewshot256": 0.064}
