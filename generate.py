@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--vgg-precision", choices=("auto", "bf16", "no"), default="auto",
                    help="VGG compute dtype; auto: bf16 with adam, fp32 with lbfgs (its line search needs an "
                         "exact objective)")
-    r.add_argument("--vgg-weights", default=None, help="VGG19 .pth/.safetensors, or 'random' (tests only)")
+    r.add_argument("--vgg", choices=("vgg19", "vgg16"), default="vgg19", help="feature network for the style loss")
+    r.add_argument("--vgg-weights", default=None, help="VGG .pth/.safetensors, or 'random' (tests, offline demos)")
     r.add_argument("--name", default=None, help="output file prefix (default: content name or seedNNNN)")
     r.add_argument("--out", required=True, help="output directory")
 
@@ -293,7 +294,7 @@ def cmd_refine(args) -> int:
     elif vgg_precision == "bf16" and args.optimizer == "lbfgs":
         print("warning: --optimizer lbfgs with --vgg-precision bf16 may stop early (bf16 makes the loss too coarse "
               "for its line search); --optimizer adam is the fast bf16 mode", file=sys.stderr)
-    vgg = VGGFeatures(load_vgg_state(args.vgg_weights))
+    vgg = VGGFeatures(load_vgg_state(args.vgg_weights, args.vgg), args.vgg)
     opts = RefineOptions(steps=args.steps, size=args.size, style_weight=args.style_weight,
                          content_weight=args.content_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,
                          init=args.init, preserve_color=args.preserve_color, precision=vgg_precision)

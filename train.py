@@ -24,6 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "PATH: a checkpoint dir or run dir")
     p.add_argument("--run-dir", default=None, help="with --resume auto: the run to continue")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config, model sizes and FLOPs; exit")
+    f = p.add_argument_group("fine-tune toward a style")
+    f.add_argument("--from", dest="from_model", default=None, metavar="MODEL",
+                   help="start from this model (run dir, checkpoint dir, export or Hub id); preset finetune by default")
+    f.add_argument("--style-image", action="append", default=None, metavar="IMAGE",
+                   help="add the VGG Gram style loss toward this image to G's objective (repeat to blend)")
+    f.add_argument("--class", dest="cls", default=None, metavar="NAME",
+                   help="conditional --from model on an unlabelled store: train every image as this class")
     for flag, _, typ, help_, choices in OVERRIDES:
         p.add_argument(flag, type=typ, default=None, help=help_, choices=choices)
     return p

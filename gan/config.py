@@ -77,6 +77,17 @@ class TrainConfig:
     metrics: str = opt("", "evaluate G_ema during training: swd[,fid,kid,pr]")
     metrics_every: float = opt(0.0, "kimg between evaluations (default: every checkpoint)")
     metrics_num: int = opt(2000, "images per evaluation")
+    # Fine-tuning toward a style (gan.training.finetune).
+    init_from: str = ""  # --from: the model this run started from ("" = from scratch)
+    fixed_class: int = -1  # conditional base model on an unlabelled store: every image is this class
+    freeze_d: int = opt(0, "fine-tuning: freeze the first K discriminator blocks (FreezeD)")
+    style_images: list = field(default_factory=list)  # --style-image paths (copies live in the run dir)
+    style_weight: float = opt(3.0, "weight of the VGG Gram style loss in G's objective (with --style-image)")
+    style_every: int = opt(4, "a style-loss step every N steps, scaled by N (like lazy regularization)")
+    style_batch: int = opt(4, "generated images per style-loss step")
+    vgg: str = opt("vgg19", "feature network of the style loss", choices=("vgg19", "vgg16"))
+    vgg_weights: str = opt("", "VGG weights file, or 'random' (tests, offline demos); default: torchvision's "
+                               "cached ImageNet weights")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -127,4 +138,10 @@ PRESETS: dict[str, dict] = {
     "fewshot256": dict(model=dict(arch="stylegan", resolution=256, channel_base=16384, channel_max=512,
                                   mapping_layers=2),
                        train=dict(kimg=5000, batch=32, r1_gamma=2.0, ema_kimg=10.0, aug="ada")),
+    # With --from (the default there): 20-500 images of a style. The architecture, learning rates
+    # and loss come from the base run; this shortens the run, turns adaptive augmentation on and
+    # lets it react within a few kimg, and averages G over a short horizon.
+    "finetune": dict(model=dict(),
+                     train=dict(kimg=40, aug="ada", ada_kimg=10, ema_kimg=1.0, ema_rampup=0.0, snap=5,
+                                checkpoint_every=10, freeze_d=1)),
 }

@@ -56,7 +56,7 @@ def load_generator(folder: str | os.PathLike, device: str | torch.device = "cpu"
     return G.to(device).eval().requires_grad_(False), cfg, meta
 
 
-def resolve_model(spec: str) -> Path:
+def resolve_model(spec: str, flag: str = "--model") -> Path:
     """A run dir (newest checkpoint's G_ema), a checkpoint dir, an exported folder, or a Hub id."""
     from .training import checkpoint
 
@@ -69,32 +69,32 @@ def resolve_model(spec: str) -> Path:
         if (p / "checkpoints").is_dir() or (p / CONFIG).exists():
             ck = checkpoint.latest(p)
             if ck is None:
-                raise UserError(f"--model {spec}: the run has no complete checkpoint yet")
+                raise UserError(f"{flag} {spec}: the run has no complete checkpoint yet")
             return ck / "export"
         pickles = [f.name for f in p.glob("*") if f.suffix in (".pt", ".pth", ".pkl", ".bin")] if p.is_dir() else []
         if pickles:
-            raise UserError(f"--model {spec}: only safetensors models are loaded (found {', '.join(pickles)}); "
+            raise UserError(f"{flag} {spec}: only safetensors models are loaded (found {', '.join(pickles)}); "
                             "export a model with `generate.py export`")
-        raise UserError(f"--model {spec}: not a run dir, checkpoint dir or exported model "
+        raise UserError(f"{flag} {spec}: not a run dir, checkpoint dir or exported model "
                         f"(needs {WEIGHTS} + {CONFIG})")
     # A Hub id is owner/name; when `owner` is a local folder (runs/00009-x) the user meant a path.
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not p.parent.is_dir():
-        return _download(spec)
-    raise UserError(f"--model {spec}: no such file or directory")
+        return _download(spec, flag)
+    raise UserError(f"{flag} {spec}: no such file or directory")
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, flag: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=[WEIGHTS, CONFIG, "README.md"]))
     except (RepositoryNotFoundError, GatedRepoError) as e:
-        raise UserError(f"--model {repo_id}: no such local path, and the Hub has no model by that id you can "
+        raise UserError(f"{flag} {repo_id}: no such local path, and the Hub has no model by that id you can "
                         f"read ({type(e).__name__}); check the id, or log in with `hf auth login` for a "
                         "private model") from None
     except Exception as e:  # offline, DNS, timeouts, HF_HUB_OFFLINE with nothing cached
-        raise UserError(f"--model {repo_id}: no such local path, and the Hub could not be reached "
+        raise UserError(f"{flag} {repo_id}: no such local path, and the Hub could not be reached "
                         f"({type(e).__name__}); check your network, or pass a local model folder") from None
 
 

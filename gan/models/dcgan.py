@@ -84,6 +84,15 @@ class DCGANDiscriminator(nn.Module):
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
+    def input_blocks(self) -> list[nn.Module]:
+        """One group per strided conv (with its norm and activation), input side first."""
+        groups: list[list[nn.Module]] = []
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                groups.append([])
+            groups[-1].append(m)
+        return [nn.ModuleList(g) for g in groups]
+
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(img)
         logits = self.out(h).flatten(1)

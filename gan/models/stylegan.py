@@ -177,6 +177,11 @@ class StyleGANDiscriminator(nn.Module):
         # Projection head: class embedding dotted with the final features.
         self.embed = EqualLinear(cfg.c_dim, cmap) if cfg.c_dim else None
 
+    def input_blocks(self) -> list[nn.Module]:
+        """The residual blocks, input side first; the first carries fromRGB."""
+        blocks = list(self.blocks)
+        return [nn.ModuleList([self.from_rgb, blocks[0]])] + blocks[1:]
+
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = self.blocks(self.from_rgb(img))
         x = self.conv(self.mbstd(x))

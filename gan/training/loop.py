@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..export import save_generator
 from ..models import arch_of, build_discriminator, build_generator
 from ..sampling import grid_cols, latents_for_seeds, save_grid
-from . import checkpoint
+from . import checkpoint, finetune
 from .data import InfiniteSampler
 from .ema import recalibrate_batchnorm, update_ema
 from .runtime import checksum, is_oom, micro_batch, next_multiple
@@ -65,7 +65,8 @@ class Counters:
 
 class Trainer:
     def __init__(self, acc: Accelerator, model_cfg: ModelConfig, cfg: TrainConfig, dataset, run_dir: Path,
-                 resume_from: Path | None = None, faults: dict | None = None):
+                 resume_from: Path | None = None, faults: dict | None = None, base=None,
+                 style_images: list | None = None, vgg_state: dict | None = None):
         self.mcfg, self.cfg, self.dataset, self.run_dir = model_cfg, cfg, dataset, Path(run_dir)
         self.arch = arch_of(model_cfg)  # what G can do: style mixing, path length, noise modes
         self.acc = acc
@@ -74,6 +75,10 @@ class Trainer:
         G, D = build_generator(model_cfg), build_discriminator(model_cfg)
         self.G_ema = build_generator(model_cfg).requires_grad_(False)
         self.G_ema.load_state_dict(G.state_dict())
+        if base is not None and resume_from is None:
+            finetune.apply_base(base, G, D, self.G_ema)  # --from: start from the trained model
+        finetune.freeze_blocks(D, cfg.freeze_d)
+        self._d_trainable = [p for p in D.parameters() if p.requires_grad]
         set_seed(cfg.seed, device_specific=True)  # but different latents / augmentations per process
         # Lazy regularization: scale the betas and lr so the effective optimizer matches an
         # every-step regularized one (StyleGAN2, Appendix B).
@@ -83,7 +88,7 @@ class Trainer:
             return torch.optim.Adam(params, lr=lr * ratio, betas=(b1 ** ratio, b2 ** ratio), eps=1e-8)
         g_int = cfg.pl_interval if self._pl_on() else 0
         d_int = cfg.r1_interval if cfg.r1_gamma > 0 else 0
-        opt_G, opt_D = opt(G.parameters(), cfg.lr_g, g_int), opt(D.parameters(), cfg.lr_d, d_int)
+        opt_G, opt_D = opt(G.parameters(), cfg.lr_g, g_int), opt(self._d_trainable, cfg.lr_d, d_int)
         self.base_lrs = [opt_G.param_groups[0]["lr"], opt_D.param_groups[0]["lr"]]
         # Test hooks, from the caller only: "scaler" gives a CPU run fp16's GradScaler logic.
         self.faults = {k: set(v) for k, v in (faults or {}).items()}
@@ -94,6 +99,13 @@ class Trainer:
         adaptive = cfg.aug == "ada"
         self.aug = AdaptiveP(cfg.aug_p if cfg.aug in ("ada", "fixed") else 0.0, cfg.ada_target, cfg.batch,
                              cfg.ada_interval, cfg.ada_kimg, adaptive)
+        self.style = None  # style-guided training: Gram targets of the style images
+        if style_images:
+            from ..style import StyleTarget, VGGFeatures
+
+            dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
+            vgg = VGGFeatures(vgg_state, cfg.vgg).to(self.acc.device).with_dtype(dtype)
+            self.style = StyleTarget(vgg, style_images, finetune.style_size(model_cfg.resolution))
         self.counters = Counters()
         for obj in (self.G_ema, self.aug, self.counters):
             self.acc.register_for_checkpointing(obj)
@@ -114,7 +126,7 @@ class Trainer:
         self.steady_img_per_s: float | None = None  # end-to-end img/s after warm-up, set by train()
         if resume_from is not None:
             self._load(resume_from)
-        else:
+        elif base is None:  # a base model brings its own tracked mean w
             self._init_w_avg()
         self._make_loader()
 
@@ -133,6 +145,8 @@ class Trainer:
     def _next_real(self):
         x, c = next(self._batches)
         self.counters.data_pos += x.shape[0]
+        if self.mcfg.c_dim and self.cfg.fixed_class >= 0:  # conditional base model, unlabelled store
+            c = torch.full((x.shape[0],), self.cfg.fixed_class, dtype=torch.long)
         c = c.to(self.acc.device) if self.mcfg.c_dim else None
         return x.to(self.acc.device, non_blocking=True), c
 
@@ -275,7 +289,9 @@ class Trainer:
 
     def _g_phase(self, stats: dict) -> str:
         cfg, acc = self.cfg, self.acc
-        D = self._unwrap(self.D).requires_grad_(False)
+        D = self._unwrap(self.D)
+        for p in self._d_trainable:  # FreezeD's frozen blocks stay frozen afterwards
+            p.requires_grad_(False)
         _, c = self._last_real
         finite = True
         try:
@@ -289,10 +305,27 @@ class Trainer:
                         acc.backward(loss / cfg.grad_accum)
                 stats["loss_G"] = loss.detach()
         finally:
-            D.requires_grad_(True)
+            for p in self._d_trainable:
+                p.requires_grad_(True)
         if not finite:
             self.opt_G.zero_grad(set_to_none=True)
             return BAD
+        return self._apply(self.opt_G, self.G)
+
+    def _g_style_phase(self, stats: dict) -> str:
+        """Style-guided training: the VGG Gram distance of a few of G's samples to the style
+        images, added to G's objective every `style_every` steps (scaled by it)."""
+        _, c = self._last_real
+        n = min(self.cfg.style_batch, self.micro)
+        with self.acc.autocast():
+            fake = self._gen(self.G, self._z(n), c[:n] if c is not None else None)
+        dist = self.style.distance(fake)
+        loss = dist.mean() * self.cfg.style_weight * self.cfg.style_every
+        if self.acc.scaler is None and not self._finite_everywhere(loss):
+            self.opt_G.zero_grad(set_to_none=True)
+            return BAD
+        self.acc.backward(loss)
+        stats["loss_style"] = dist.detach().mean()
         return self._apply(self.opt_G, self.G)
 
     def _g_reg_phase(self, stats: dict) -> str:
@@ -431,6 +464,8 @@ class Trainer:
                     outcome = worst(outcome, self._g_phase(stats))
                 if outcome != BAD and self._pl_on() and ctr.step % cfg.pl_interval == 0:
                     outcome = worst(outcome, self._g_reg_phase(stats))
+                if outcome != BAD and self.style is not None and ctr.step % cfg.style_every == 0:
+                    outcome = worst(outcome, self._g_style_phase(stats))
                 if cfg.aug == "ada" and ctr.step % cfg.ada_interval == 0:
                     self.aug.update(lambda t: acc.reduce(t.to(acc.device), "sum").cpu())
                 failed_step = ctr.step  # 0-based index of the step just run, as fault specs count
@@ -467,6 +502,8 @@ class Trainer:
                     # Stats stay on the device between logs: one host sync here, none per step.
                     values = dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
                     scalars = {f"Loss/{k[5:]}": v for k, v in values.items() if k.startswith("loss_")}
+                    if self.style is not None:
+                        scalars["Style/weight"] = cfg.style_weight
                     if self.acc.scaler is not None:
                         scalars.update({"AMP/scale": self.acc.scaler.get_scale(), "AMP/skipped_steps": self.overflows})
                     scalars.update({"Logits/real": values.get("logits_real", 0.0), "Logits/fake": values.get("logits_fake", 0.0),
@@ -560,4 +597,7 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
         run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg, extra))
     if acc.is_main_process:
         print(f"run dir: {run_dir}")
-    return Trainer(acc, plan.mcfg, cfg, plan.dataset, run_dir, resume_from=plan.ckpt, faults=faults)
+        if plan.ckpt is None and plan.style_images:
+            finetune.save_style_images(plan.style_images, run_dir)
+    return Trainer(acc, plan.mcfg, cfg, plan.dataset, run_dir, resume_from=plan.ckpt, faults=faults, base=plan.base,
+                   style_images=plan.style_images, vgg_state=plan.vgg_state)

@@ -30,6 +30,9 @@ class Plan:
     run_dir: Path | None = None  # set when resuming
     ckpt: Path | None = None  # checkpoint to resume from
     notes: list = field(default_factory=list)  # one-line messages for the user
+    base: object = None  # finetune.BaseModel for a new run with --from
+    style_images: list = field(default_factory=list)  # PIL images for style-guided training
+    vgg_state: dict | None = None  # VGG weights for the style loss (None: seeded random)
 
 
 def is_main() -> bool:
@@ -65,6 +68,41 @@ def default_name(args, store_resolution: int) -> str:
 
 def resolve(args) -> Plan:
     """Everything train.py needs before the Accelerator exists; raises UserError on bad input."""
+    if getattr(args, "from_model", None) and not args.preset:
+        args.preset = "finetune"
+    plan = _resolve(args)
+    _style_setup(plan, args)
+    return plan
+
+
+def _style_setup(plan: Plan, args) -> None:
+    """Validate and load what style-guided training needs, before anything is written."""
+    from . import finetune
+
+    cfg = plan.cfg
+    if plan.ckpt is None:
+        cfg.style_images = [str(p) for p in (getattr(args, "style_image", None) or [])]
+        if cfg.style_images:
+            plan.style_images = finetune.read_style_images(cfg.style_images)
+    elif cfg.style_images:
+        plan.style_images = finetune.run_style_images(plan.run_dir)
+        if len(plan.style_images) != len(cfg.style_images):
+            raise UserError(f"{plan.run_dir}/style is missing style images the run was started with")
+    elif getattr(args, "style_image", None):
+        raise UserError("--style-image cannot be added when resuming; start a fine-tune run with --from the checkpoint")
+    for name, v in (("--style-weight", cfg.style_weight),):
+        if v < 0:
+            raise UserError(f"{name} must be >= 0")
+    for name, v in (("--style-every", cfg.style_every), ("--style-batch", cfg.style_batch)):
+        if v < 1:
+            raise UserError(f"{name} must be positive")
+    if plan.style_images:
+        from ..style import load_vgg_state
+
+        plan.vgg_state = load_vgg_state(cfg.vgg_weights or None, cfg.vgg)
+
+
+def _resolve(args) -> Plan:
     explicit = explicit_overrides(args)
     run_dir = ckpt = None
     dataset = open_store(args.data) if args.data else None
@@ -113,6 +151,10 @@ def resolve(args) -> Plan:
     if args.preset and args.preset not in PRESETS:
         raise UserError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS.get(args.preset or "", {"model": {}, "train": {}})
+    if getattr(args, "from_model", None):
+        return _resolve_from(args, explicit, dataset, preset)
+    if getattr(args, "cls", None) is not None:
+        raise UserError("--class is for fine-tuning a conditional model (--from) on an unlabelled store")
     arch = explicit.get("model.arch", preset["model"].get("arch", "stylegan"))
     mcfg = ModelConfig(**{**ARCH_DEFAULTS[arch], **preset["model"]})
     cfg = TrainConfig(**preset["train"])
@@ -126,6 +168,36 @@ def resolve(args) -> Plan:
     cfg.name = args.name or default_name(args, dataset.resolution)
     plan = Plan(mcfg, cfg, dataset)
     _finalize_new(plan, explicit.get("model.resolution"), args.cond, preset_resolution(args))
+    dataset.xflip = cfg.xflip
+    return plan
+
+
+def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
+    """A new run that starts from a trained model: its architecture and training settings, the
+    preset (default: finetune) on top, explicit flags last."""
+    from . import finetune
+
+    base = finetune.load_base(args.from_model)
+    fixed = finetune.check_fit(base, {k: v for k, v in explicit.items() if k.startswith("model.")}, dataset,
+                               args.cls, args.cond)
+    mcfg = ModelConfig.from_dict(base.mcfg.to_dict())
+    keep = {k: v for k, v in base.train.items() if k not in ("data", "outdir", "name", "preset", "init_from",
+                                                              "fixed_class", "style_images", "freeze_d")}
+    cfg = TrainConfig.from_dict({**keep, **preset["train"]})
+    for k, v in explicit.items():
+        if not k.startswith("model."):
+            setattr(cfg, k, v)
+    cfg.betas = tuple(cfg.betas)
+    cfg.data, cfg.preset, cfg.outdir = args.data, args.preset or "", args.outdir
+    cfg.name = args.name or default_name(args, dataset.resolution)
+    cfg.init_from, cfg.fixed_class = str(args.from_model), fixed
+    plan = Plan(mcfg, cfg, dataset, base=base)
+    depth = finetune.discriminator_depth(mcfg)
+    if not 0 <= cfg.freeze_d <= depth:
+        raise UserError(f"--freeze-d {cfg.freeze_d}: this discriminator has {depth} blocks; use 0..{depth}")
+    if cfg.aug == "auto":
+        cfg.aug = "ada" if len(dataset) < 10000 else "none"
+    _check_numbers(cfg)
     dataset.xflip = cfg.xflip
     return plan
 
@@ -163,6 +235,16 @@ def _finalize_new(plan: Plan, explicit_resolution: int | None, cond: bool, prese
         mcfg.c_dim, mcfg.class_names = ds.num_classes, list(ds.class_names)
     if cfg.aug == "auto":
         cfg.aug = "ada" if len(ds) < 10000 else "none"
+    if cfg.freeze_d:
+        from .finetune import discriminator_depth
+
+        if not 0 <= cfg.freeze_d <= discriminator_depth(mcfg):
+            raise UserError(f"--freeze-d {cfg.freeze_d}: this discriminator has {discriminator_depth(mcfg)} blocks; "
+                            f"use 0..{discriminator_depth(mcfg)}")
+    _check_numbers(cfg)
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
     for name, ok in (("--batch", cfg.batch >= 1), ("--grad-accum", cfg.grad_accum >= 1), ("--kimg", cfg.kimg > 0),
                      ("--keep", cfg.keep >= 1), ("--snap", cfg.snap > 0), ("--checkpoint-every", cfg.checkpoint_every > 0),
                      ("--r1-interval", cfg.r1_interval >= 1), ("--pl-interval", cfg.pl_interval >= 1)):

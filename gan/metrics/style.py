@@ -1,0 +1,28 @@
+"""How styled and how varied a generator's samples are: the numbers behind style-guided
+fine-tuning. Both are measured with the same VGG as the style loss (gan.style)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..style import CONTENT_NAME, StyleTarget
+
+
+@torch.no_grad()
+def style_report(images: torch.Tensor, target: StyleTarget, batch: int = 16) -> dict:
+    """images: generator outputs in [-1, 1], (N, 3, R, R), N >= 2.
+
+    style_distance: mean Gram distance of each image to the style images (the style loss).
+    diversity: mean pairwise distance between the images' conv4_2 features (what is where),
+    per feature element, so collapse toward one look shows as a drop."""
+    dists, feats = [], []
+    for i in range(0, len(images), batch):
+        chunk = images[i : i + batch].to(target.vgg.mean.device)
+        dists.append(target.distance(chunk).cpu())
+        x = F.interpolate(((chunk.float() + 1) / 2).clamp(0, 1), size=(target.size, target.size), mode="bilinear",
+                          align_corners=False)
+        feats.append(target.vgg(x)[CONTENT_NAME].float().flatten(1).cpu())
+    f = torch.cat(feats)
+    pair = torch.cdist(f, f) / f.shape[1] ** 0.5
+    n = len(f)
+    return {"style_distance": torch.cat(dists).mean().item(), "diversity": (pair.sum() / (n * (n - 1))).item()}
