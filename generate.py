@@ -25,8 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--class", dest="cls", default=None, help="class name, for conditional models")
         sp.add_argument("--trunc", type=float, default=1.0, help="truncation psi in [0, 1] (1 = none)")
 
+    def finishing(sp):
+        sp.add_argument("--finish", default=None, metavar="STEPS",
+                        help="post-process: colour,detail,upscale2 (any of them, comma-separated)")
+        sp.add_argument("--finish-ref", default=None, metavar="STORE|IMAGE",
+                        help="colour reference (default: the model's training store)")
+
     s = sub.add_parser("sample", help="one PNG per seed (+ grid.png)")
     common(s)
+    finishing(s)
     s.add_argument("--seeds", required=True, help="e.g. 0-63,100")
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--grid", action="store_true", help="also write grid.png")
@@ -47,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--layers", default="coarse", help="coarse | middle | fine | a-b")
     m.add_argument("--out", required=True, help="output PNG")
 
-    r = sub.add_parser("refine", help="push an image toward a style with the VGG19 style loss")
+    r = sub.add_parser("refine", help="push an image toward a style with the VGG style loss")
     common(r, model_required=False)
+    finishing(r)
     r.add_argument("--seeds", default=None, help="content = these generated images (needs --model)")
     r.add_argument("--content", default=None, help="content = this image (plain neural style transfer)")
     r.add_argument("--style", action="append", required=True, help="style image (repeat to blend)")
@@ -77,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--batch", type=int, default=64)
     v.add_argument("--inception-weights", default=None, help="FID Inception-v3 weights file (torch-fidelity format)")
     v.add_argument("--json", default=None, help="also write the results here")
+    v.add_argument("--style", action="append", default=None, metavar="IMAGE",
+                   help="also report style distance to this image and diversity, over --style-seeds")
+    v.add_argument("--style-seeds", default="0-63", help="seeds for the style and diversity figures")
+    v.add_argument("--vgg", choices=("vgg19", "vgg16"), default="vgg19")
+    v.add_argument("--vgg-weights", default=None, help="VGG .pth/.safetensors, or 'random' (tests, offline)")
+
+    f = sub.add_parser("finish", help="post-process images: colour matching, detail, 2x upscaling")
+    f.add_argument("images", nargs="+", help="image files")
+    f.add_argument("--steps", default="colour,detail", help="colour,detail,upscale2 (any of them)")
+    f.add_argument("--ref", default=None, metavar="STORE|IMAGE", help="colour reference: a prepared store or an image")
+    f.add_argument("--out", required=True, help="output directory (same file names, as PNG)")
 
     e = sub.add_parser("export", help="safetensors + config.json + model card (+ push to the Hub)")
     e.add_argument("--model", required=True)
@@ -166,7 +185,27 @@ def _read_image(path: str, what: str):
 
 
 # ---------------------------------------------------------------------------- commands
+def _finisher(args, meta: dict | None):
+    """PIL image -> finished image for --finish (identity without it); the colour reference
+    defaults to the model's training store when it is on this machine."""
+    if not args.finish:
+        return lambda im: im
+    from gan.errors import UserError
+    from gan.finish import finish, parse_steps, reference_stats
+
+    steps = parse_steps(args.finish)
+    ref = None
+    if "colour" in steps:
+        src = args.finish_ref or ((meta or {}).get("train") or {}).get("data")
+        if not src or not Path(src).exists():
+            raise UserError("--finish colour needs a reference: pass --finish-ref STORE_OR_IMAGE (the model's "
+                            "training store is not on this machine)")
+        ref = reference_stats(src)
+    return lambda im: finish(im, steps, ref)
+
+
 def cmd_sample(args) -> int:
+    import numpy as np
     import torch
 
     from gan.errors import UserError
@@ -176,13 +215,15 @@ def cmd_sample(args) -> int:
     seeds = parse_seeds(args.seeds)
     if args.batch < 1:
         raise UserError("--batch must be positive")
-    sampler, c, _ = _sampler(args)
+    sampler, c, meta = _sampler(args)
+    finisher = _finisher(args, meta)
     out = _out_dir(args.out)
     imgs = []
     for seed, img in sampler.seeds(seeds, c, args.trunc, args.batch):
-        save_png(Image.fromarray(to_uint8(img[None])[0]), out / f"seed{seed:04d}.png")
+        pic = finisher(Image.fromarray(to_uint8(img[None])[0]))
+        save_png(pic, out / f"seed{seed:04d}.png")
         if args.grid:
-            imgs.append(img)
+            imgs.append(torch.from_numpy(np.asarray(pic, np.float32) / 127.5 - 1).permute(2, 0, 1))
     if args.grid:
         save_png(grid_image(torch.stack(imgs), grid_cols(len(imgs))), out / "grid.png")
     print(f"wrote {len(seeds)} images to {out}" + (f" (+ {out / 'grid.png'})" if args.grid else ""))
@@ -278,12 +319,13 @@ def cmd_refine(args) -> int:
     blend = [b / sum(blend) for b in blend]
     name = _safe_name(args.name) if args.name else None
     contents: list[tuple[str, Image.Image]] = []
+    meta = None
     if args.content is not None:
         contents.append((name or _safe_name(Path(args.content).stem), _read_image(args.content, "--content")))
         dev = _device(args.device)
     else:
         seeds = parse_seeds(args.seeds)
-        sampler, c, _ = _sampler(args)
+        sampler, c, meta = _sampler(args)
         dev = sampler.device
         for seed, img in sampler.seeds(seeds, c, args.trunc):
             prefix = f"{name}_seed{seed:04d}" if name and len(seeds) > 1 else (name or f"seed{seed:04d}")
@@ -298,10 +340,13 @@ def cmd_refine(args) -> int:
     opts = RefineOptions(steps=args.steps, size=args.size, style_weight=args.style_weight,
                          content_weight=args.content_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,
                          init=args.init, preserve_color=args.preserve_color, precision=vgg_precision)
+    finisher = _finisher(args, meta)
     out = _out_dir(args.out)
     for prefix, content in contents:
         result, report = refine(content, styles, blend, vgg, opts, device=dev)
         save_png(result, out / f"{prefix}_refined.png")
+        if args.finish:  # the report belongs to _refined.png; the finished image is extra
+            save_png(finisher(result), out / f"{prefix}_finished.png")
         before = content.resize(result.size, Image.LANCZOS)
         save_png(strip([before, styles[0], result], result.height), out / f"{prefix}_strip.png")
         summary = {k: report[k] for k in ("start", "end", "scales")}
@@ -381,6 +426,39 @@ def _shareable_modes(folder: Path) -> None:
         os.chmod(f, 0o666 & ~umask)
 
 
+def _style_metrics_setup(args):
+    """For eval --style: style distance of the samples to the style image(s) and their diversity,
+    over --style-seeds (conditional models: --class, else classes in turn)."""
+    import torch
+
+    from gan.errors import UserError
+    from gan.metrics.style import style_report
+    from gan.sampling import latents_for_seeds, parse_seeds
+    from gan.style import StyleTarget, VGGFeatures, load_vgg_state
+    from gan.training.finetune import read_style_images, style_size
+
+    seeds = parse_seeds(args.style_seeds)
+    if len(seeds) < 2:
+        raise UserError("--style-seeds needs at least two seeds (diversity compares samples)")
+    images = read_style_images(args.style)
+    state = load_vgg_state(args.vgg_weights, args.vgg)
+
+    def run(sampler) -> dict:
+        target = StyleTarget(VGGFeatures(state, args.vgg).to(sampler.device), images, style_size(sampler.cfg.resolution))
+        c_dim = sampler.cfg.c_dim
+        imgs = []
+        for i in range(0, len(seeds), 32):
+            chunk = seeds[i : i + 32]
+            if c_dim and args.cls is None:
+                c = torch.tensor([s % c_dim for s in chunk])
+            else:
+                c = sampler.class_index(args.cls) if c_dim else None
+            imgs.append(sampler.from_z(latents_for_seeds(chunk, sampler.cfg.z_dim), c))
+        return style_report(torch.cat(imgs), target)
+
+    return run
+
+
 def cmd_eval(args) -> int:
     import time
 
@@ -404,8 +482,11 @@ def cmd_eval(args) -> int:
                    inception_weights=args.inception_weights, progress=True)
     if not ev.names:
         raise UserError(f"none of --metrics {args.metrics} can be computed here (see the note above)")
+    style_check = _style_metrics_setup(args) if args.style else None  # bad style input fails before the work
     t = time.perf_counter()
     values = ev.evaluate(sampler, ds.manifest_hash)
+    if style_check is not None:
+        values.update(style_check(sampler))
     print(f"{'metric':<12} {'value':>12}")
     for k, v in values.items():
         print(f"{k:<12} {v:>12.5g}")
@@ -419,8 +500,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_finish(args) -> int:
+    from gan.finish import finish, parse_steps, reference_stats
+    from gan.sampling import save_png
+
+    steps = parse_steps(args.steps)
+    if "colour" in steps and not args.ref:
+        from gan.errors import UserError
+
+        raise UserError("--steps colour needs --ref STORE_OR_IMAGE (the colours to match)")
+    pics = [(Path(p), _read_image(p, "image")) for p in args.images]  # all readable before anything is written
+    ref = reference_stats(args.ref) if "colour" in steps else None
+    out = _out_dir(args.out)
+    for path, pic in pics:
+        save_png(finish(pic, steps, ref), out / f"{path.stem}.png")
+    print(f"finished {len(pics)} images ({', '.join(steps)}) into {out}")
+    return 0
+
+
 COMMANDS = {"eval": cmd_eval, "sample": cmd_sample, "interpolate": cmd_interpolate, "mix": cmd_mix, "refine": cmd_refine,
-            "export": cmd_export}
+            "export": cmd_export, "finish": cmd_finish}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -136,3 +136,50 @@ def test_finetune_mismatches_and_bad_input_are_one_line_errors(tmp_path, base, p
                       "--style-weight")
     assert_user_error(quick("--data", proc_store, "--class", "circles"), "--class", "--from")
     assert not runs.exists()  # nothing was written by refused runs
+
+
+def test_finish_colour_detail_upscale_on_real_images(tmp_path, proc_store):
+    import generate
+    from data_prep.procedural import render
+    from gan.finish import colour_stats, lab_to_rgb, match_colour, reference_stats, rgb_to_lab, sharpen, upscale2
+
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 50, 3))
+    assert np.abs(lab_to_rgb(rgb_to_lab(rgb)).astype(int) - rgb).max() <= 1  # Lab round trip
+    # colour: a colour-field painting takes on the palette statistics of the whole store (the
+    # covariance only as far as the sRGB gamut allows)
+    img = render(3, 3, 96)[0]
+    ref = reference_stats(proc_store)
+    mu0, cov0 = colour_stats(np.asarray(img))
+    mu1, cov1 = colour_stats(np.asarray(match_colour(img, ref)))
+    assert np.abs(mu1 - ref[0]).max() < 0.15 * np.abs(mu0 - ref[0]).max() + 1.0, (mu0, mu1, ref[0])
+    assert np.linalg.norm(cov1 - ref[1]) < 0.5 * np.linalg.norm(cov0 - ref[1])
+    # detail: an edge gets crisper, low-amplitude grain in flat areas is not amplified
+    base = np.where(np.arange(64)[None, :] < 32, 80, 170).repeat(64, 0)
+    grain = np.random.default_rng(1).integers(-2, 3, (64, 64))
+    pic = Image.fromarray(np.stack([base + grain] * 3, -1).astype(np.uint8))
+    out = np.asarray(sharpen(pic)).astype(int)[..., 0]
+    cols = out[:, 28:36].mean(0)
+    assert cols.min() < 76 and cols.max() > 174, cols  # overshoot on both sides of the edge
+    assert out[:, 5:20].std() <= 1.2 * (base + grain)[:, 5:20].std()
+    assert upscale2(pic).size == (128, 128)
+    # CLI: the finish subcommand and sample --finish
+    src = tmp_path / "a.png"
+    img.save(src)
+    run_cli("generate.py", "finish", src, "--steps", "colour,detail,upscale2", "--ref", proc_store, "--out",
+            tmp_path / "f", check=0)
+    assert Image.open(tmp_path / "f" / "a.png").size == (192, 192)
+    assert_user_error(run_main(generate.main, "finish", src, "--steps", "colour", "--out", tmp_path / "g"), "--ref")
+    assert_user_error(run_main(generate.main, "finish", src, "--steps", "glow", "--out", tmp_path / "g"), "colour")
+    assert not (tmp_path / "g").exists()
+
+
+def test_eval_reports_style_distance_and_diversity_vgg16(tmp_path, base, proc_store, style_png):
+    from gan.style import LAYERS, VGGFeatures
+
+    res = run_cli("generate.py", "eval", "--model", base, "--data", proc_store, "--metrics", "swd", "--num", 32,
+                  "--style", style_png, "--vgg", "vgg16", "--vgg-weights", "random", "--style-seeds", "0-7",
+                  "--class", "grid", check=0)
+    m = json.loads(res.stdout.strip().splitlines()[-1])["metrics"]
+    assert m["style_distance"] > 0 and m["diversity"] > 0 and m["swd"] > 0
+    feats = VGGFeatures(None, "vgg16")(torch.rand(1, 3, 64, 64))
+    assert set(feats) == set(LAYERS["vgg16"]) and feats["conv5_1"].shape[1] == 512
