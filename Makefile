@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.stamp-install
 DEMO   ?= demo
 RUN     = $$(ls -d $(DEMO)/runs/*-demo | tail -n 1)
 
-.PHONY: install test test-slow test-gpu demo bench clean-demo
+.PHONY: install test test-slow test-gpu demo demo-finetune bench clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -50,6 +50,25 @@ demo: $(STAMP)
 	@echo "  seed grid        $(DEMO)/samples/grid.png"
 	@echo "  interpolation    $(DEMO)/walk.gif"
 	@echo "  refined image    $(DEMO)/refined/seed0007_strip.png"
+
+# After `make demo`: fine-tune the demo model toward the demo's style image (style-guided, on
+# the original data), then before/after grids and style distance / diversity for both.
+FT = $$(ls -d $(DEMO)/finetune/*-styled | tail -n 1)
+demo-finetune: $(STAMP)
+	@test -n "$$(ls -d $(DEMO)/runs/*-demo 2>/dev/null)" || { echo "error: run make demo first"; exit 2; }
+	@echo "==> 1/3 fine-tuning $(RUN) toward $(DEMO)/style.png (10 kimg; a re-run resumes)"
+	@VGG=$$($(PY) -m gan.weights vgg19 || echo "--vgg-weights random"); \
+	$(PY) train.py --data $(DEMO)/data --from $(RUN) --style-image $(DEMO)/style.png --kimg 10 $$VGG \
+	  --outdir $(DEMO)/finetune --name styled --resume auto
+	@echo "==> 2/3 before and after: seeds 0-15"
+	@$(PY) generate.py sample --model $(RUN) --seeds 0-15 --grid --out $(DEMO)/finetune/before
+	@$(PY) generate.py sample --model $(FT) --seeds 0-15 --grid --out $(DEMO)/finetune/after
+	@echo "==> 3/3 style distance to the style image and diversity (seeds 0-63), before and after"
+	@VGG=$$($(PY) -m gan.weights vgg19 || echo "--vgg-weights random"); \
+	for m in $(RUN) $(FT); do $(PY) generate.py eval --model $$m --data $(DEMO)/data --metrics swd --num 1000 \
+	  --style $(DEMO)/style.png $$VGG --json $$m/style-eval.json | grep -E "^(style_distance|diversity|swd) "; done
+	@echo
+	@echo "demo-finetune done: $(DEMO)/finetune/before/grid.png -> $(DEMO)/finetune/after/grid.png"
 
 bench: $(STAMP)
 	$(PY) bench/loader.py

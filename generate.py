@@ -134,7 +134,7 @@ def _device(spec: str):
     return dev
 
 
-def _sampler(args):
+def _sampler(args, need_class: bool = True):
     from gan.errors import UserError
     from gan.export import load_generator, resolve_model
     from gan.sampling import Sampler
@@ -144,6 +144,8 @@ def _sampler(args):
     dev = _device(args.device)
     G, cfg, meta = load_generator(resolve_model(args.model), dev)
     sampler = Sampler(G, cfg, dev, args.precision)
+    if not need_class and args.cls is None:  # eval: classes come from the store (or in turn)
+        return sampler, None, meta
     return sampler, sampler.class_index(args.cls), meta
 
 
@@ -471,7 +473,7 @@ def cmd_eval(args) -> int:
         raise UserError("--num must be >= 2 and --batch >= 1")
     if args.trunc != 1.0:
         raise UserError("eval measures the untruncated model; drop --trunc")
-    sampler, _, meta = _sampler(args)
+    sampler, _, meta = _sampler(args, need_class=False)
     ds = PreparedDataset(args.data)
     if ds.resolution != sampler.cfg.resolution:
         raise UserError(f"the store is {ds.resolution}px but the model makes {sampler.cfg.resolution}px images; "

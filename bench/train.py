@@ -4,12 +4,18 @@ End to end: data loading, augmentation, all loss phases, EMA and logging are ins
 timed loop (periodic checkpoints and sample grids are pushed past the end). Peak matmul
 FLOP/s for bf16 and fp32 are measured in the same run, so ratios are comparable on a
 shared, noisy machine.
-    python bench/train.py [--presets demo,dcgan64,stylegan128] [--precisions no,bf16]
+    python bench/train.py [--presets demo,dcgan64,stylegan128] [--precisions no,bf16] [--device cuda]
+
+On CUDA the presets run at their own batch (the CPU-sized batches below are CPU-only) for
+longer, and `sg2ada256` is StyleGAN2-ADA's single-GPU 256 px config (--preset stylegan256
+--batch 16 --map 2 --r1-gamma 0.8192). Prints s/kimg, img/s, TFLOP/s, MFU against the
+matmul peak measured in the same run, and peak memory (CUDA allocator peak, or max RSS on CPU).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,36 +31,54 @@ from gan.training.flops import model_summary  # noqa: E402
 from gan.training.loop import launch  # noqa: E402
 from gan.training.setup import resolve  # noqa: E402
 
-# images per preset for the timed run (enough steps to pass warm-up, short on CPU)
-KIMG = {"demo": 3.2, "dcgan64": 1.28, "stylegan128": 0.128, "stylegan256": 0.064, "fewshot256": 0.064}
+# images per preset for the timed run (enough steps to pass warm-up): CPU, CUDA
+KIMG = {"demo": (3.2, 40), "dcgan64": (1.28, 40), "stylegan128": (0.128, 4), "stylegan256": (0.064, 4),
+        "fewshot256": (0.064, 2), "sg2ada256": (0.064, 2)}
 # CPU-sized batches for the StyleGAN presets (their own batch is meant for GPUs)
-BATCH = {"stylegan128": 16, "stylegan256": 8, "fewshot256": 8}
-RES = {"demo": 32, "dcgan64": 64, "stylegan128": 128, "stylegan256": 256, "fewshot256": 256}
+BATCH = {"stylegan128": 16, "stylegan256": 8, "fewshot256": 8, "sg2ada256": 8}
+RES = {"demo": 32, "dcgan64": 64, "stylegan128": 128, "stylegan256": 256, "fewshot256": 256, "sg2ada256": 256}
+# Bench configurations that are a preset plus flags.
+CONFIGS = {"sg2ada256": ("stylegan256", ["--batch", "16", "--map", "2", "--r1-gamma", "0.8192"])}
 
 
-def matmul_peak(dtype, n=2048, seconds=1.5) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak(dtype, device: str, seconds=1.5) -> float:
+    n = 8192 if device == "cuda" else 2048
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     a @ b
+    sync()
     k, t = 0, time.perf_counter()
     while time.perf_counter() - t < seconds:
         a @ b
         k += 1
+        if k % 10 == 0:
+            sync()
+    sync()
     return 2 * n ** 3 * k / (time.perf_counter() - t)
 
 
-def run_preset(preset: str, precision: str, store: Path, tmp: Path, batch: int | None) -> dict:
+def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | None, device: str) -> dict:
+    preset, extra = CONFIGS.get(name, (name, []))
+    cpu_batch = ["--batch", str(BATCH[name])] if device == "cpu" and name in BATCH else []
     args = train_cli.build_parser().parse_args(
-        ["--data", str(store), "--preset", preset, "--mixed-precision", precision, "--kimg", str(KIMG[preset]),
-         "--snap", "1e6", "--checkpoint-every", "1e6", "--outdir", str(tmp / "runs"), "--aug", "ada"]
-        + (["--batch", str(batch or BATCH[preset])] if batch or preset in BATCH else []))
+        ["--data", str(store), "--preset", preset, "--mixed-precision", precision,
+         "--kimg", str(KIMG[name][device == "cuda"]), "--snap", "1e6", "--checkpoint-every", "1e6",
+         "--outdir", str(tmp / "runs"), "--aug", "ada"] + extra + cpu_batch + (["--batch", str(batch)] if batch else []))
     plan = resolve(args)
     mcfg, cfg = plan.mcfg, plan.cfg
-    cfg.name = f"{preset}-{precision}"
+    cfg.name = f"{name}-{precision}"
     trainer = launch(plan)
     trainer.train()
     flops = model_summary(mcfg)["train_flops"]
     ips = trainer.steady_img_per_s or 0.0
-    return {"preset": preset, "precision": precision, "batch": cfg.batch, "img_per_s": round(ips, 1),
+    if device == "cuda":
+        peak_gib = torch.cuda.max_memory_allocated() / 2 ** 30
+    else:
+        import resource
+
+        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
+    return {"preset": name, "precision": precision, "batch": cfg.batch, "img_per_s": round(ips, 1),
+            "s_per_kimg": round(1000 / ips, 2) if ips else None, "peak_mem_gib": round(peak_gib, 2),
             "train_gflop_per_img": round(flops / 1e9, 3), "achieved_tflops": round(ips * flops / 1e12, 3)}
 
 
@@ -63,14 +87,21 @@ def main() -> None:
     ap.add_argument("--presets", default="demo,dcgan64,stylegan128")
     ap.add_argument("--precisions", default="no,bf16")
     ap.add_argument("--batch", type=int, default=None, help="override the presets' batch")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)  # PRESET,PRECISION,STORE,TMP
     args = ap.parse_args()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda: no CUDA GPU is available here")
     if args.single:
         # Accelerate's state is per process: each measurement runs in its own interpreter.
         preset, prec, store, tmp = args.single.split(",")
-        print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch)))
+        print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device)))
         return
-    peaks = {"no": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {"no": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    if device == "cuda":
+        peaks["fp16"] = matmul_peak(torch.float16, device)
+    env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}))
     rows = []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
@@ -80,19 +111,21 @@ def main() -> None:
                 subprocess.run([sys.executable, "-m", "data_prep", "--procedural", "512", "--out", str(store),
                                 "--resolution", str(RES[preset]), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
             for prec in args.precisions.split(","):
-                cmd = [sys.executable, __file__, "--single", f"{preset},{prec},{store},{tmp / (preset + prec)}"]
+                cmd = [sys.executable, __file__, "--single", f"{preset},{prec},{store},{tmp / (preset + prec)}",
+                       "--device", device]
                 if args.batch:
                     cmd += ["--batch", str(args.batch)]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                 row = json.loads(next(l for l in out.splitlines() if l.startswith("ROW "))[4:])
-                row["mfu"] = round(row["achieved_tflops"] * 1e12 / peaks[prec], 3)
+                row["mfu"] = round(row["achieved_tflops"] * 1e12 / peaks.get(prec, peaks["no"]), 3)
                 rows.append(row)
-    print(f"\nmatmul peak here: fp32 {peaks['no'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s "
-          f"(bf16/fp32 {peaks['bf16'] / peaks['no']:.2f}x)")
-    print(f"{'preset':<12} {'prec':<5} {'batch':>5} {'img/s':>8} {'GFLOP/img':>10} {'TFLOP/s':>8} {'MFU':>6}")
+    print(f"\nmatmul peak here ({device}): fp32 {peaks['no'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} "
+          f"TFLOP/s (bf16/fp32 {peaks['bf16'] / peaks['no']:.2f}x)")
+    print(f"{'preset':<12} {'prec':<5} {'batch':>5} {'img/s':>8} {'s/kimg':>8} {'GFLOP/img':>10} {'TFLOP/s':>8} "
+          f"{'MFU':>6} {'peak GiB':>8}")
     for r in rows:
-        print(f"{r['preset']:<12} {r['precision']:<5} {r['batch']:>5} {r['img_per_s']:>8} "
-              f"{r['train_gflop_per_img']:>10} {r['achieved_tflops']:>8} {r['mfu']:>6}")
+        print(f"{r['preset']:<12} {r['precision']:<5} {r['batch']:>5} {r['img_per_s']:>8} {r['s_per_kimg']!s:>8} "
+              f"{r['train_gflop_per_img']:>10} {r['achieved_tflops']:>8} {r['mfu']:>6} {r['peak_mem_gib']:>8}")
     for preset in dict.fromkeys(r["preset"] for r in rows):
         by = {r["precision"]: r["img_per_s"] for r in rows if r["preset"] == preset}
         if by.get("no") and by.get("bf16"):

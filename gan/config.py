@@ -82,7 +82,7 @@ class TrainConfig:
     fixed_class: int = -1  # conditional base model on an unlabelled store: every image is this class
     freeze_d: int = opt(0, "fine-tuning: freeze the first K discriminator blocks (FreezeD)")
     style_images: list = field(default_factory=list)  # --style-image paths (copies live in the run dir)
-    style_weight: float = opt(3.0, "weight of the VGG Gram style loss in G's objective (with --style-image)")
+    style_weight: float = opt(30.0, "weight of the VGG Gram style loss in G's objective (with --style-image)")
     style_every: int = opt(4, "a style-loss step every N steps, scaled by N (like lazy regularization)")
     style_batch: int = opt(4, "generated images per style-loss step")
     vgg: str = opt("vgg19", "feature network of the style loss", choices=("vgg19", "vgg16"))

@@ -51,7 +51,7 @@ def _tb_scalars(run, tag):
     return [e.value for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
 
 
-def test_freeze_d_keeps_the_first_blocks_and_transfers_weights(tmp_path, base, unlabelled):
+def test_freeze_d_keeps_the_first_blocks_and_transfers_weights(tmp_path, base, unlabelled, proc_store):
     runs = tmp_path / "runs"
     train("--data", unlabelled, "--from", base, "--class", "circles", "--freeze-d", 2, "--kimg", 0.096,
           "--batch", 16, "--outdir", runs, "--snap", 100)
@@ -72,6 +72,13 @@ def test_freeze_d_keeps_the_first_blocks_and_transfers_weights(tmp_path, base, u
     assert frozen and all(torch.equal(d0[k], d1[k]) for k in frozen), frozen
     assert not torch.equal(d0["features.5.weight"], d1["features.5.weight"])
     assert not torch.equal(d0["out.weight"], d1["out.weight"])
+    # An export has no D: it starts fresh, and the user is told.
+    import shutil
+
+    shutil.copytree(checkpoint.latest(base) / "export", tmp_path / "shared")  # an export on its own
+    proc = train("--data", proc_store, "--from", tmp_path / "shared", "--kimg", 0.016, "--batch", 16,
+                 "--outdir", tmp_path / "from_export", "--snap", 100)
+    assert "has no discriminator" in proc.stderr and "D starts from scratch" in proc.stderr
 
 
 def test_style_guided_finetune_lowers_style_distance_and_resumes(tmp_path, base, proc_store, style_png):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, assert_user_error, run_cli
+from conftest import ROOT, assert_user_error, run_cli, run_main
 from gan.export import load_generator
 from gan.training import checkpoint
 
@@ -44,14 +44,16 @@ def test_dry_run_prints_config_and_flops(tmp_path, proc_store):
     out = train("--data", proc_store, "--preset", "demo", "--outdir", tmp_path / "runs", "--dry-run").stdout
     assert '"arch": "dcgan"' in out and "GFLOP" in out and "M params" in out
     assert not (tmp_path / "runs").exists()
-    proc = train("--data", proc_store, "--preset", "stylegan128", "--dry-run", "--kimg", 3)
+    import train as train_cli
+
+    proc = run_main(train_cli.main, "--data", proc_store, "--preset", "stylegan128", "--dry-run", "--kimg", 3)
     out = proc.stdout
     assert '"resolution": 32' in out and '"kimg": 3.0' in out and '"aug": "ada"' in out
     # The preset's 128px yields to the store's 32px: said in one line, and the run is named by what it is.
     note = [l for l in proc.stderr.splitlines() if l.startswith("note:")]
     assert len(note) == 1 and "128px" in note[0] and "32px" in note[0], proc.stderr
     assert '"name": "proc32-stylegan32"' in out
-    out = train("--data", proc_store, "--preset", "demo", "--dry-run").stdout
+    out = run_main(train_cli.main, "--data", proc_store, "--preset", "demo", "--dry-run").stdout
     assert '"name": "proc32-demo"' in out
 
 
@@ -148,24 +150,29 @@ def test_non_finite_steps_restore_and_lower_lr(tmp_path, proc_store):
 
 
 def test_user_errors(tmp_path, proc_store):
+    import train as train_cli
+
+    def quick(*args):  # validation only: in-process; start-up is covered by the subprocess runs
+        return run_main(train_cli.main, *args)
+
     runs = tmp_path / "runs"
     assert_user_error(train("--data", tmp_path / "nope", "--outdir", runs, check=None), "not found")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "manifest.json").write_text("{")
-    assert_user_error(train("--data", bad, "--outdir", runs, check=None), "malformed")
-    assert_user_error(train("--data", proc_store, "--resolution", 64, "--outdir", runs, check=None), "--resolution 64")
-    assert_user_error(train("--data", proc_store, "--resolution", 100, "--outdir", runs, check=None),
+    assert_user_error(quick("--data", bad, "--outdir", runs), "malformed")
+    assert_user_error(quick("--data", proc_store, "--resolution", 64, "--outdir", runs), "--resolution 64")
+    assert_user_error(quick("--data", proc_store, "--resolution", 100, "--outdir", runs),
                       "--resolution 100", "64 or 128")
-    assert_user_error(train("--data", proc_store, "--preset", "nosuch", "--outdir", runs, check=None), "unknown preset", "demo")
-    assert_user_error(train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--grad-accum", 3, "--outdir", runs,
-                            check=None), "not divisible")
-    assert_user_error(train("--data", proc_store, "--cond", "--arch", "dcgan", "--resume", tmp_path, check=None),
+    assert_user_error(quick("--data", proc_store, "--preset", "nosuch", "--outdir", runs), "unknown preset", "demo")
+    assert_user_error(quick("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--grad-accum", 3, "--outdir", runs),
+                      "not divisible")
+    assert_user_error(quick("--data", proc_store, "--cond", "--arch", "dcgan", "--resume", tmp_path),
                       "not a checkpoint")
     assert not runs.exists()  # nothing was created by refused runs
     store16 = tmp_path / "s16"
     run_cli("-m", "data_prep", "--procedural", 8, "--out", store16, "--resolution", 16, "--no-progress", check=0)
-    assert_user_error(train("--data", store16, "--arch", "dcgan", "--outdir", runs, check=None), "does not support 16px")
+    assert_user_error(quick("--data", store16, "--arch", "dcgan", "--outdir", runs), "does not support 16px")
     # out of memory mid-run: actionable message, and the run dir's checkpoint is intact
     proc = train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--kimg", 1, "--outdir", runs,
                  env=faults("oom@2"), check=None)
