@@ -65,7 +65,7 @@ demo-finetune: $(STAMP)
 	@$(PY) generate.py sample --model $(FT) --seeds 0-15 --grid --out $(DEMO)/finetune/after
 	@echo "==> 3/3 style distance to the style image and diversity (seeds 0-63), before and after"
 	@VGG=$$($(PY) -m gan.weights vgg19 || echo "--vgg-weights random"); \
-	for m in $(RUN) $(FT); do $(PY) generate.py eval --model $$m --data $(DEMO)/data --metrics swd --num 1000 \
+	for m in $(RUN) $(FT); do echo "  $$m:"; $(PY) generate.py eval --model $$m --data $(DEMO)/data --metrics swd --num 1000 \
 	  --style $(DEMO)/style.png $$VGG --json $$m/style-eval.json | grep -E "^(style_distance|diversity|swd) "; done
 	@echo
 	@echo "demo-finetune done: $(DEMO)/finetune/before/grid.png -> $(DEMO)/finetune/after/grid.png"

@@ -308,7 +308,13 @@ def cmd_refine(args) -> int:
                     ("--tv-weight", args.tv_weight)):
         if v < 0:
             raise UserError(f"{name} must be >= 0")
+    from gan.style import MIN_STYLE_SIDE
+
     styles = [_read_image(s, "--style") for s in args.style]
+    for path, im in zip(args.style, styles):
+        if min(im.size) < MIN_STYLE_SIDE:
+            raise UserError(f"--style {path} is {im.size[0]}x{im.size[1]}px; style images need at least "
+                            f"{MIN_STYLE_SIDE}px on the short side (upscaling invents a style the image does not have)")
     if args.style_blend:
         try:
             blend = [float(x) for x in args.style_blend.split(",")]

@@ -28,6 +28,7 @@ LAYERS = {
 STYLE_NAMES = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 CONTENT_NAME = "conv4_2"
 STYLE_LAYERS = {k: LAYERS["vgg19"][k] for k in STYLE_NAMES}  # VGG19's, for callers that only know it
+MIN_STYLE_SIDE = 32  # smaller style images would be upscaled into a style they do not have
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NETWORKS = tuple(LAYERS)

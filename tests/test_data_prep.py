@@ -335,3 +335,23 @@ def test_preview_shows_every_class(tmp_path):
     idx = preview_indices(labels, 64)
     assert len(idx) == len(set(idx)) == 64 and {int(labels[i]) for i in idx} == {0, 1, 2, -1}
     assert max(i for i in idx if labels[i] == 0) > 90  # spread over the class, not its first files
+
+
+def test_killed_prepare_leaves_no_workers_behind(tmp_path):
+    """SIGKILL of data_prep: its pool workers exit with it instead of living on under init."""
+    import psutil
+
+    cmd = [sys.executable, "-m", "data_prep", "--procedural", 200000, "--out", tmp_path / "s", "--resolution", 64,
+           "--workers", 2, "--no-progress"]
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(parent.children()) < 2:
+        time.sleep(0.2)
+    workers = parent.children()
+    assert len(workers) >= 2
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, alive
+    assert not (tmp_path / "s").exists()  # nothing half-written

@@ -213,6 +213,10 @@ def test_generate_user_errors(models, tmp_path):
     Image.new("RGB", (40, 40), (9, 9, 9)).save(good)
     assert_user_error(quick("refine", "--content", good, "--style", good, "--vgg-weights", "random", "--name",
                             "../escape", "--out", out), "--name")
+    dot = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(dot)
+    assert_user_error(quick("refine", "--content", good, "--style", dot, "--vgg-weights", "random", "--out", out),
+                      "1x1px", "at least 32px")
     assert_user_error(quick("refine", "--content", good, "--style", good, "--vgg-weights", tmp_path / "missing.pth",
                             "--out", out), "no such file")
     assert_user_error(quick("interpolate", "--model", m, "--class", "Cubism", "--seeds", "1,2", "--out", out / "x.avi"),

@@ -18,7 +18,7 @@ import torch
 from ..config import ModelConfig
 from ..errors import UserError
 
-MIN_STYLE_SIDE = 32  # smaller style images would be upscaled into a style they do not have
+from ..style import MIN_STYLE_SIDE
 
 
 @dataclass
