@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_user_error, run_cli
+from conftest import ROOT, assert_user_error, run_cli, run_main
 from data_prep.errors import UserError
 from data_prep.procedural import STYLES, render
 from data_prep.store import PreparedDataset
@@ -254,29 +254,36 @@ def test_hf_source_saved_and_parquet_with_filters(tmp_path):
 
 
 def test_user_errors_are_one_line(tmp_path, proc_store):
+    from data_prep.__main__ import main
+
+    def quick(*args, check=None):  # in-process: validation and small stores; start-up is covered elsewhere
+        proc = run_main(main, *args, "--no-progress", "--workers", 1)
+        assert check is None or proc.returncode == check, proc
+        return proc
+
     out = tmp_path / "s"
-    assert_user_error(prep(tmp_path / "missing", "--out", out, "--resolution", 32, check=None), "does not exist")
-    assert_user_error(prep("--procedural", 4, "--out", out, "--resolution", 48, check=None), "power of two")
-    assert_user_error(prep("--out", out, "--resolution", 32, check=None), "exactly one source")
+    assert_user_error(quick(tmp_path / "missing", "--out", out, "--resolution", 32, check=None), "does not exist")
+    assert_user_error(quick("--procedural", 4, "--out", out, "--resolution", 48, check=None), "power of two")
+    assert_user_error(quick("--out", out, "--resolution", 32, check=None), "exactly one source")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_user_error(prep(empty, "--out", out, "--resolution", 32, check=None), "no images")
+    assert_user_error(quick(empty, "--out", out, "--resolution", 32, check=None), "no images")
     bad = tmp_path / "bad"
     bad.mkdir()
     for i in range(3):
         (bad / f"{i}.png").write_bytes(b"junk")
     render(0, 0, 64)[0].save(bad / "good.png")
-    assert_user_error(prep(bad, "--out", out, "--resolution", 32, check=None), "max-failure-ratio")
-    prep(bad, "--out", out, "--resolution", 32, "--max-failure-ratio", "0.9")
+    assert_user_error(quick(bad, "--out", out, "--resolution", 32, check=None), "max-failure-ratio")
+    quick(bad, "--out", out, "--resolution", 32, "--max-failure-ratio", "0.9", check=0)
     for i in range(3):
         (bad / f"{i}.png").unlink()
     Image.new("RGB", (8, 8)).save(bad / "good.png")
-    assert_user_error(prep(bad, "--out", out, "--resolution", 32, check=None), "no usable images", "too_small")
+    assert_user_error(quick(bad, "--out", out, "--resolution", 32, check=None), "no usable images", "too_small")
     assert PreparedDataset(out).count == 1  # the earlier store survived every failed run
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.txt").write_text("do not delete")
-    assert_user_error(prep("--procedural", 4, "--out", precious, "--resolution", 32, check=None), "refusing")
+    assert_user_error(quick("--procedural", 4, "--out", precious, "--resolution", 32, check=None), "refusing")
     assert (precious / "thesis.txt").read_text() == "do not delete"
 
 

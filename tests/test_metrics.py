@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_user_error, run_cli
+from conftest import assert_user_error, run_cli, run_main
 from data_prep.procedural import render
 from gan.metrics import fid as fidlib
 from gan.metrics import swd as swdlib
@@ -130,13 +130,16 @@ def test_eval_without_inception_weights_says_so(tmp_path, proc_store):
     assert "generated" in res.stderr and "16/16" in res.stderr  # a progress bar for the generated images
     assert "fewer than" not in res.stderr
     # More images compared than the store holds: said, with the way out.
-    many = run_cli("generate.py", "eval", "--model", run, "--data", proc_store, "--metrics", "swd", "--num", 300,
-                   "--batch", 100, env=env, check=0)
+    import generate
+
+    many = run_main(generate.main, "eval", "--model", run, "--data", proc_store, "--metrics", "swd", "--num", 300,
+                    "--batch", 100)
+    assert many.returncode == 0, many.stderr
     assert "store has 256 images, fewer than the 300" in many.stderr and "--num 256" in many.stderr
     assert ("torch-fidelity" in res.stderr) if not have_fidelity else ("weights are not cached" in res.stderr)
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert "swd" in result["metrics"] and "fid" not in result["metrics"]
     assert_user_error(run_cli("generate.py", "eval", "--model", run, "--data", proc_store, "--metrics", "fid",
                               "--num", 16, env=env), "none of --metrics")
-    assert_user_error(run_cli("generate.py", "eval", "--model", run, "--data", proc_store, "--metrics", "fidd"),
+    assert_user_error(run_main(generate.main, "eval", "--model", run, "--data", proc_store, "--metrics", "fidd"),
                       "choose from")
