@@ -370,6 +370,7 @@ def cmd_export(args) -> int:
 
     from gan.errors import UserError
     from gan.export import CONFIG, WEIGHTS, load_generator, resolve_model, write_model_card
+    from gan.integrity import write_manifest
     from gan.sampling import Sampler, grid_image, latents_for_seeds, save_png
 
     src = resolve_model(args.model)
@@ -389,6 +390,7 @@ def cmd_export(args) -> int:
             imgs = sampler.from_z(latents_for_seeds(seeds, cfg.z_dim), None)
         save_png(grid_image(imgs, 4), tmp / "samples.png")
         write_model_card(tmp, meta, args.push_to_hub or out.name, args.push_to_hub or out.name)
+        write_manifest(tmp)
         _shareable_modes(tmp)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import CONFIG_VERSION, ModelConfig
 from .errors import UserError
+from .integrity import verify, write_manifest
 from .models import build_generator
 
 WEIGHTS = "model.safetensors"
@@ -26,11 +27,15 @@ def save_generator(G: torch.nn.Module, cfg: ModelConfig, out: str | os.PathLike,
     save_file(state, str(out / WEIGHTS), metadata={"format": "pt", "artgan_config_version": str(CONFIG_VERSION)})
     meta = {"artgan_config_version": CONFIG_VERSION, "model": cfg.to_dict(), **(extra or {})}
     (out / CONFIG).write_text(json.dumps(meta, indent=2))
+    write_manifest(out)
     return out
 
 
 def load_generator(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelConfig, dict]:
     folder = Path(folder)
+    damaged = verify(folder, only=(WEIGHTS, CONFIG))
+    if damaged:
+        raise UserError(f"{folder}: {damaged} (damaged or modified); {_good_alternative(folder)}")
     try:
         meta = json.loads((folder / CONFIG).read_text())
     except FileNotFoundError:
@@ -54,6 +59,19 @@ def load_generator(folder: str | os.PathLike, device: str | torch.device = "cpu"
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"cannot load the generator in {folder}: {first}") from None
     return G.to(device).eval().requires_grad_(False), cfg, meta
+
+
+def _good_alternative(folder: Path) -> str:
+    """Name a checkpoint of the same run that verifies, when the folder is a checkpoint's export."""
+    from .training import checkpoint
+
+    ckpt = folder.parent
+    if (ckpt / checkpoint.STATE).exists() and ckpt.parent.name == "checkpoints":
+        good = checkpoint.newest_good(ckpt.parent.parent, exclude=ckpt)
+        if good is not None:
+            return f"use --model {good} (the newest checkpoint that verifies)"
+        return "no other checkpoint of this run verifies"
+    return "export the model again from its run"
 
 
 def resolve_model(spec: str, flag: str = "--model") -> Path:

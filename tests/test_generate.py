@@ -79,7 +79,8 @@ def test_sample_cli_writes_seed_files_grid_and_export_roundtrip(models, tmp_path
     # export -> load gives identical images
     exp = tmp_path / "exported"
     gen("export", "--model", models["style"], "--out", exp)
-    assert {p.name for p in exp.iterdir()} == {"model.safetensors", "config.json", "README.md", "samples.png"}
+    assert {p.name for p in exp.iterdir()} == {"model.safetensors", "config.json", "README.md", "samples.png",
+                                               "checksums.json"}
     card = (exp / "README.md").read_text()
     assert "stylegan" in card and "1.5 kimg" in card and "kind=folder" in card
     assert "/private/art" not in card and str(tmp_path) not in card  # no local paths in a shared card

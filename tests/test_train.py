@@ -284,3 +284,37 @@ def test_conditional_demo_model_varies_per_class_like_the_issue(tmp_path):
     train("--data", store, "--preset", "demo", "--cond", "--kimg", 40, "--outdir", tmp_path / "runs")
     cond = _class_diversity(checkpoint.latest(only_run(tmp_path / "runs")) / "export")
     assert min(cond) > 20, cond  # 1.9-3.3 before conditional batch norm; 21-74 for unconditional models
+
+
+def _flip(path, n=64):
+    data = bytearray(path.read_bytes())
+    for i in range(n):
+        data[(len(data) // 3 + i * 7) % len(data)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_checkpoints_are_found_and_passed_over(tmp_path, proc_store):
+    """Every checkpoint and export carries checksums.json: a flipped file is named, resume falls
+    back to the newest checkpoint that verifies, generate.py refuses and names the good one."""
+    import generate
+
+    runs = tmp_path / "runs"
+    train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--kimg", 2.0, "--outdir", runs, "--snap", 100,
+          "--checkpoint-every", 1.0, "--keep", 5)
+    run = only_run(runs)
+    ck = [p for _, p in checkpoint.complete_checkpoints(run)]
+    assert [p.name for p in ck] == ["kimg000000", "kimg000001", "kimg000002"]
+    assert all((p / "checksums.json").exists() and (p / "export" / "checksums.json").exists() for p in ck)
+    _flip(ck[2] / "model.safetensors")
+    # generate.py: the run's newest export still verifies, but a damaged export is refused.
+    _flip(ck[2] / "export" / "model.safetensors")
+    proc = run_main(generate.main, "sample", "--model", run, "--seeds", 1, "--out", tmp_path / "s")
+    assert_user_error(proc, "model.safetensors does not match its checksum", str(ck[1]))
+    # resume: the damaged checkpoint is skipped with a warning naming the file, the previous one used.
+    proc = train("--resume", run, "--kimg", 2.5)
+    assert "skipping checkpoint" in proc.stderr and "kimg000002" in proc.stderr and "model.safetensors" in proc.stderr
+    assert f"resuming {ck[1]}" in proc.stdout
+    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 2512
+    # an explicit damaged checkpoint is an error that names the good one
+    _flip(ck[1] / "optimizer.bin")
+    assert_user_error(run_main(__import__("train").main, "--resume", ck[1]), "optimizer.bin", "resume from")

@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..integrity import verify, write_manifest
+
 STATE = "state.json"
 PREFIX = "kimg"
 
@@ -57,6 +59,7 @@ def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn) -> Path 
     if accelerator.is_main_process:
         export_fn(tmp / "export")
         (tmp / STATE).write_text(json.dumps(state, indent=2))
+        write_manifest(tmp)  # last: it covers every file above, the export's own manifest included
         _fsync_tree(tmp)
         if final.exists():  # same kimg written twice (e.g. signal right after a periodic save)
             shutil.rmtree(final)
@@ -91,6 +94,20 @@ def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 def latest(run_dir: Path) -> Path | None:
     ck = complete_checkpoints(run_dir)
     return ck[-1][1] if ck else None
+
+
+def newest_good(run_dir: Path, exclude: Path | None = None, warn=None) -> Path | None:
+    """The newest complete checkpoint whose files match its checksum manifest; each damaged one
+    passed over is reported through `warn` with the file that failed."""
+    for _, path in reversed(complete_checkpoints(run_dir)):
+        if exclude is not None and Path(path).resolve() == Path(exclude).resolve():
+            continue
+        problem = verify(path)
+        if problem is None:
+            return path
+        if warn is not None:
+            warn(f"warning: skipping checkpoint {path}: {problem}")
+    return None
 
 
 def rotate(run_dir: Path, keep: int) -> list[Path]:

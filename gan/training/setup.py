@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import PRESETS, ModelConfig, TrainConfig, cli_fields
 from ..errors import UserError
+from ..integrity import verify
 from ..models import REGISTRY, arch_of, check_config, nearest_sizes
 from . import checkpoint, rundir
 
@@ -110,8 +111,13 @@ def _resolve(args) -> Plan:
         target = Path(args.resume)
         if (target / checkpoint.STATE).exists():
             ckpt, run_dir = target, target.parent.parent
+            problem = verify(ckpt)
+            if problem:
+                good = checkpoint.newest_good(run_dir, exclude=ckpt)
+                raise UserError(f"--resume {ckpt}: {problem} (damaged or modified); "
+                                + (f"resume from {good} instead" if good else "no other checkpoint of the run verifies"))
         elif (target / "config.json").exists():
-            run_dir, ckpt = target, checkpoint.latest(target)
+            run_dir, ckpt = target, _good_checkpoint(target)
             if ckpt is None:
                 raise UserError(f"--resume {target}: the run has no complete checkpoint yet")
         else:
@@ -123,7 +129,7 @@ def _resolve(args) -> Plan:
                 raise UserError(f"--run-dir {run_dir} is not a run dir (no config.json)")
         elif dataset is not None:
             run_dir = rundir.newest_run(Path(args.outdir), args.name or default_name(args, dataset.resolution))
-        ckpt = checkpoint.latest(run_dir) if run_dir else None
+        ckpt = _good_checkpoint(run_dir) if run_dir else None
         if ckpt is None:
             if dataset is None:
                 raise UserError("--resume auto found nothing to resume: pass --data STORE (and the same --name/"
@@ -200,6 +206,16 @@ def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
     _check_numbers(cfg)
     dataset.xflip = cfg.xflip
     return plan
+
+
+def _good_checkpoint(run_dir: Path) -> Path | None:
+    """Newest checkpoint that verifies (damaged ones skipped with a warning naming the file);
+    None when the run has none yet; an error when it has some but none verifies."""
+    warn = (lambda m: print(m, file=sys.stderr)) if is_main() else None
+    good = checkpoint.newest_good(run_dir, warn=warn)
+    if good is None and checkpoint.complete_checkpoints(run_dir):
+        raise UserError(f"no checkpoint of {run_dir} verifies (see the warnings above); nothing to resume from")
+    return good
 
 
 def _check_resume(plan: Plan) -> None:
