@@ -242,14 +242,19 @@ def test_hf_source_saved_and_parquet_with_filters(tmp_path):
         d2 = PreparedDataset(out2)
         assert d2.count == 8 and d2.class_names == ["Impressionism", "Baroque"], (extra, d2.class_names)
     assert (tmp_path / "p" / "images.u8").read_bytes() == (tmp_path / "p--streaming" / "images.u8").read_bytes()
-    assert_user_error(prep("--hf", saved, "--out", out, "--resolution", 32, "--where", "styl=Cubism", check=None),
+    from data_prep.__main__ import main
+
+    def quick(*args):  # validation errors: in-process (importing datasets once, not per call)
+        return run_main(main, *args, "--no-progress")
+
+    assert_user_error(quick("--hf", saved, "--out", out, "--resolution", 32, "--where", "styl=Cubism"),
                       "unknown column 'styl'", "genre")
-    assert_user_error(prep("--hf", saved, "--out", out, "--resolution", 32, "--where", "style=Rococo", check=None),
+    assert_user_error(quick("--hf", saved, "--out", out, "--resolution", 32, "--where", "style=Rococo"),
                       "Rococo", "Impressionism")
-    assert_user_error(prep("--hf", saved, "--out", out, "--resolution", 32, "--where", "genre=sea", check=None),
+    assert_user_error(quick("--hf", saved, "--out", out, "--resolution", 32, "--where", "genre=sea"),
                       "landscape")
-    assert_user_error(prep("--hf", saved, "--out", out, "--resolution", 32, "--image-column", "pic", check=None), "pic")
-    assert_user_error(prep("--hf", str(tmp_path / "nope"), "--out", out, "--resolution", 32, check=None), "cannot load")
+    assert_user_error(quick("--hf", saved, "--out", out, "--resolution", 32, "--image-column", "pic"), "pic")
+    assert_user_error(quick("--hf", str(tmp_path / "nope"), "--out", out, "--resolution", 32), "cannot load")
     assert PreparedDataset(out).count == 8  # failures above left the store alone
 
 

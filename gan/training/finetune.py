@@ -37,7 +37,13 @@ def load_base(spec: str) -> BaseModel:
     from ..export import CONFIG, WEIGHTS, resolve_model
     from . import checkpoint
 
+    from ..integrity import verify
+
     folder = resolve_model(spec, flag="--from")  # the export folder (G_ema + config.json)
+    ckpt_dir = folder.parent if (folder.parent / checkpoint.STATE).exists() else None
+    problem = verify(folder) or (verify(ckpt_dir, only=("model.safetensors", "model_1.safetensors")) if ckpt_dir else None)
+    if problem:
+        raise UserError(f"--from {spec}: {problem} (damaged or modified); start from another checkpoint")
     try:
         meta = json.loads((folder / CONFIG).read_text())
         mcfg = ModelConfig.from_dict(meta["model"])
