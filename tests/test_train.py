@@ -318,3 +318,44 @@ def test_damaged_checkpoints_are_found_and_passed_over(tmp_path, proc_store):
     # an explicit damaged checkpoint is an error that names the good one
     _flip(ck[1] / "optimizer.bin")
     assert_user_error(run_main(__import__("train").main, "--resume", ck[1]), "optimizer.bin", "resume from")
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_never_unpickles_trainer_state(tmp_path, proc_store):
+    """A shared run dir may carry a hostile pickle: resume reads G_ema, counters and ADA state
+    from safetensors + JSON, so the payload never runs; a checkpoint whose trainer state exists
+    only as a pickle (older artgan) is refused, not loaded."""
+    from gan.integrity import write_manifest
+
+    runs = tmp_path / "runs"
+    train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--kimg", 0.032, "--outdir", runs, "--snap", 100)
+    run = only_run(runs)
+    ck = checkpoint.latest(run)
+    assert (ck / "g_ema.safetensors").exists() and (ck / "trainer_state.json").exists()
+    assert not list(ck.glob("custom_checkpoint_*"))
+    marker = tmp_path / "pwned"
+    for i in range(3):
+        torch.save(_Payload(marker), ck / f"custom_checkpoint_{i}.pkl")
+    write_manifest(ck)  # an attacker can rewrite the manifest too
+    assert_user_error(train("--resume", run, "--kimg", 0.048, check=None), "custom_checkpoint_0.pkl", "refusing")
+    assert not marker.exists()
+    for f in ck.glob("custom_checkpoint_*"):
+        f.unlink()
+    write_manifest(ck)
+    train("--resume", run, "--kimg", 0.048)
+    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 48
+    old = checkpoint.latest(run)
+    (old / "trainer_state.json").unlink()
+    write_manifest(old)
+    proc = train("--resume", old, "--kimg", 0.064, check=None)
+    assert_user_error(proc, "older artgan", "--from")
+    assert not marker.exists()

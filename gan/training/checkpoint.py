@@ -1,9 +1,10 @@
 """Complete, atomic, rotated checkpoints on top of Accelerate's save_state/load_state.
 
-Layout: run/checkpoints/kimg000120/ holds Accelerate's state (G, D, optimizers, scaler,
-every process's RNG state, registered objects: G_ema, aug controller, counters), our
-state.json (counters, data position, metric) and export/ (G_ema as safetensors +
-config.json for generate.py). It is built as checkpoints/.tmp-kimg000120, fsynced and
+Layout: run/checkpoints/kimg000120/ holds Accelerate's state (G and D as safetensors,
+optimizers, scaler, every process's RNG state; all loaded with weights_only), our
+g_ema.safetensors and trainer_state.json (counters, data position, ADA state: no pickle),
+state.json (summary, metric), export/ (G_ema as safetensors + config.json for generate.py)
+and checksums.json, written last. It is built as checkpoints/.tmp-kimg000120, fsynced and
 renamed, so a directory without the .tmp- prefix is always complete.
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from ..integrity import verify, write_manifest
 
 STATE = "state.json"
+G_EMA = "g_ema.safetensors"  # G_ema's weights and buffers (as trained, before BN re-calibration)
+TRAINER = "trainer_state.json"  # counters and ADA state: JSON, never a pickle
 PREFIX = "kimg"
 
 
@@ -41,7 +44,7 @@ def _fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
-def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn) -> Path | None:
+def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn, trainer_fn=None) -> Path | None:
     """Collective: every process calls it. Returns the final path on the main process."""
     ckpt_root = Path(run_dir) / "checkpoints"
     final = ckpt_root / name_for(nimg)
@@ -57,6 +60,8 @@ def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn) -> Path 
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if trainer_fn is not None:
+            trainer_fn(tmp)  # before the export: its BN re-calibration changes G_ema's buffers
         export_fn(tmp / "export")
         (tmp / STATE).write_text(json.dumps(state, indent=2))
         write_manifest(tmp)  # last: it covers every file above, the export's own manifest included

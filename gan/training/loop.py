@@ -106,9 +106,10 @@ class Trainer:
             dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
             vgg = VGGFeatures(vgg_state, cfg.vgg).to(self.acc.device).with_dtype(dtype)
             self.style = StyleTarget(vgg, style_images, finetune.style_size(model_cfg.resolution))
+        # G_ema, the ADA controller and the counters are saved by `_save_trainer_state` as
+        # safetensors + JSON, not through Accelerate's custom-object pickle (a pickle in a run dir
+        # someone shared would run code on resume).
         self.counters = Counters()
-        for obj in (self.G_ema, self.aug, self.counters):
-            self.acc.register_for_checkpointing(obj)
         self.evaluator = None
         self.last_metrics: dict = {}
         if cfg.metrics:
@@ -368,7 +369,8 @@ class Trainer:
                  "data_pos_rank0": self.counters.data_pos, "lr_scale": self.counters.lr_scale,
                  "world_size": self.acc.num_processes, "metric": metric}
         self._check_sync()
-        path = checkpoint.save(self.acc, self.run_dir, self.counters.cur_nimg, state, self._export)
+        path = checkpoint.save(self.acc, self.run_dir, self.counters.cur_nimg, state, self._export,
+                               self._save_trainer_state)
         if self.acc.is_main_process:
             checkpoint.rotate(self.run_dir, self.cfg.keep)
         self.acc.wait_for_everyone()
@@ -393,9 +395,35 @@ class Trainer:
                 f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, "event": "ranks in sync",
                                     "processes": self.acc.num_processes, "checksums": sums.tolist()}) + "\n")
 
+    def _save_trainer_state(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.G_ema.state_dict().items()},
+                  str(folder / checkpoint.G_EMA))
+        (folder / checkpoint.TRAINER).write_text(json.dumps(
+            {"counters": self.counters.state_dict(), "aug": self.aug.state_dict()}, indent=1))
+
     def _load(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        ckpt = Path(ckpt)
+        pickles = sorted(p.name for p in ckpt.glob("custom_checkpoint_*"))
+        if pickles and (ckpt / checkpoint.TRAINER).exists():
+            raise UserError(f"{ckpt} holds {', '.join(pickles)}, which artgan never writes; refusing to load it (a "
+                            "pickle can run code). Delete those files if you know where they came from")
+        if not (ckpt / checkpoint.TRAINER).exists():
+            raise UserError(f"{ckpt} was written by an older artgan that pickled its trainer state; it is not "
+                            "loaded (a pickle can run code). Start a new run from its weights with --from "
+                            f"{ckpt}")
         self.acc.load_state(str(ckpt))
-        self.last_ckpt = Path(ckpt)
+        try:
+            self.G_ema.load_state_dict(load_file(str(ckpt / checkpoint.G_EMA), device=str(self.acc.device)))
+            st = json.loads((ckpt / checkpoint.TRAINER).read_text())
+            self.counters.load_state_dict(st["counters"])
+            self.aug.load_state_dict(st["aug"])
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise UserError(f"{ckpt}: cannot read the trainer state ({str(e).splitlines()[0][:160]})") from None
+        self.last_ckpt = ckpt
         self._set_lr()
 
     def _set_lr(self) -> None:
