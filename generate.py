@@ -308,13 +308,9 @@ def cmd_refine(args) -> int:
                     ("--tv-weight", args.tv_weight)):
         if v < 0:
             raise UserError(f"{name} must be >= 0")
-    from gan.style import MIN_STYLE_SIDE
+    from gan.training.finetune import read_style_images
 
-    styles = [_read_image(s, "--style") for s in args.style]
-    for path, im in zip(args.style, styles):
-        if min(im.size) < MIN_STYLE_SIDE:
-            raise UserError(f"--style {path} is {im.size[0]}x{im.size[1]}px; style images need at least "
-                            f"{MIN_STYLE_SIDE}px on the short side (upscaling invents a style the image does not have)")
+    styles = read_style_images(args.style, flag="--style")
     if args.style_blend:
         try:
             blend = [float(x) for x in args.style_blend.split(",")]
@@ -450,7 +446,7 @@ def _style_metrics_setup(args):
     seeds = parse_seeds(args.style_seeds)
     if len(seeds) < 2:
         raise UserError("--style-seeds needs at least two seeds (diversity compares samples)")
-    images = read_style_images(args.style)
+    images = read_style_images(args.style, flag="--style")
     state = load_vgg_state(args.vgg_weights, args.vgg)
 
     def run(sampler) -> dict:

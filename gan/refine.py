@@ -143,7 +143,7 @@ def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], 
             out = to_image(result)
             if opts.preserve_color:
                 out = _keep_colors(out, content.convert("RGB").resize(out.size, Image.LANCZOS))
-            final = torch.from_numpy(np.asarray(out, np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
+            final = to_tensor(out, max(out.size)).to(device)  # same size: no resampling
         else:
             final = result
         with torch.no_grad():
@@ -162,7 +162,7 @@ def losses_of(image: Image.Image, content: Image.Image, styles: list[Image.Image
     size = max(image.size)
     obj = _Objective(vgg, to_tensor(content, size).to(device), [to_tensor(s, size).to(device) for s in styles],
                      blend, opts)
-    x = torch.from_numpy(np.asarray(image.convert("RGB"), np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
+    x = to_tensor(image, size).to(device)
     with torch.no_grad():
         return obj(x)[1]
 

@@ -101,6 +101,21 @@ def latest(run_dir: Path) -> Path | None:
     return ck[-1][1] if ck else None
 
 
+def trainer_state_problem(ckpt: Path) -> str | None:
+    """Why `ckpt` cannot be resumed without unpickling, or None. artgan writes its trainer state
+    as JSON + safetensors; a custom-object pickle (Accelerate loads those with weights_only=False)
+    is either from elsewhere or from an older artgan, and is never loaded."""
+    ckpt = Path(ckpt)
+    pickles = sorted(p.name for p in ckpt.glob("custom_checkpoint_*"))
+    if not (ckpt / TRAINER).exists():
+        return (f"{ckpt} was written by an older artgan that pickled its trainer state; it is not loaded (a "
+                f"pickle can run code). Start a new run from its weights with --from {ckpt}")
+    if pickles:
+        return (f"{ckpt} holds {', '.join(pickles)}, which artgan never writes; refusing to load it (a pickle "
+                "can run code). Delete those files if you know where they came from")
+    return None
+
+
 def newest_good(run_dir: Path, exclude: Path | None = None, warn=None) -> Path | None:
     """The newest complete checkpoint whose files match its checksum manifest; each damaged one
     passed over is reported through `warn` with the file that failed."""

@@ -17,7 +17,6 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import UserError
-
 from ..style import MIN_STYLE_SIDE
 
 
@@ -35,20 +34,18 @@ def load_base(spec: str) -> BaseModel:
     from safetensors.torch import load_file
 
     from ..export import CONFIG, WEIGHTS, resolve_model
+    from ..integrity import verify
     from . import checkpoint
 
-    from ..integrity import verify
-
     folder = resolve_model(spec, flag="--from")  # the export folder (G_ema + config.json)
-    ckpt_dir = folder.parent if (folder.parent / checkpoint.STATE).exists() else None
-    problem = verify(folder) or (verify(ckpt_dir, only=("model.safetensors", "model_1.safetensors")) if ckpt_dir else None)
+    ckpt = folder.parent if (folder.parent / checkpoint.STATE).exists() else None  # G and D live there
+    problem = verify(folder) or (verify(ckpt, only=("model.safetensors", "model_1.safetensors")) if ckpt else None)
     if problem:
         raise UserError(f"--from {spec}: {problem} (damaged or modified); start from another checkpoint")
     try:
         meta = json.loads((folder / CONFIG).read_text())
         mcfg = ModelConfig.from_dict(meta["model"])
         g_ema = load_file(str(folder / WEIGHTS))
-        ckpt = folder.parent if (folder.parent / checkpoint.STATE).exists() else None
         G = load_file(str(ckpt / "model.safetensors")) if ckpt and (ckpt / "model.safetensors").exists() else g_ema
         D = load_file(str(ckpt / "model_1.safetensors")) if ckpt and (ckpt / "model_1.safetensors").exists() else None
     except UserError:
@@ -114,7 +111,8 @@ def freeze_blocks(D: torch.nn.Module, k: int) -> None:
         block.requires_grad_(False)
 
 
-def read_style_images(paths: list[str]) -> list:
+def read_style_images(paths: list[str], flag: str = "--style-image") -> list:
+    """RGB images, each readable and at least MIN_STYLE_SIDE px; errors name `flag`."""
     from PIL import Image
 
     images = []
@@ -124,11 +122,11 @@ def read_style_images(paths: list[str]) -> list:
                 im.load()
                 im = im.convert("RGB")
         except FileNotFoundError:
-            raise UserError(f"--style-image {p}: no such file") from None
+            raise UserError(f"{flag} {p}: no such file") from None
         except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise UserError(f"--style-image {p}: not a readable image ({str(e).splitlines()[0][:120]})") from None
+            raise UserError(f"{flag} {p}: not a readable image ({str(e).splitlines()[0][:120]})") from None
         if min(im.size) < MIN_STYLE_SIDE:
-            raise UserError(f"--style-image {p} is {im.size[0]}x{im.size[1]}px; style images need at least "
+            raise UserError(f"{flag} {p} is {im.size[0]}x{im.size[1]}px; style images need at least "
                             f"{MIN_STYLE_SIDE}px on the short side (upscaling invents a style the image does not have)")
         images.append(im)
     return images

@@ -240,6 +240,17 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         return OK if ok else BAD
 
+    def _backward_apply(self, loss, opt, model, before_step=None) -> str:
+        """A lazy phase's update: skip a non-finite loss (with a scaler, an overflowing one is the
+        scaler's to skip: its gradients are inf), backward, optional `before_step`, step."""
+        if self.acc.scaler is None and not self._finite_everywhere(loss):
+            opt.zero_grad(set_to_none=True)
+            return BAD
+        self.acc.backward(loss)
+        if before_step is not None:
+            before_step()
+        return self._apply(opt, model)
+
     def _d_phase(self, stats: dict) -> str:
         cfg, acc = self.cfg, self.acc
         G = self._unwrap(self.G)
@@ -280,13 +291,8 @@ class Trainer:
         r1 = losses.r1_penalty(logits, real, scale)
         # `logits * 0` keeps every D parameter in the graph so DDP's reducer sees them all.
         loss = (r1.mean() * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval) + logits.float().mean() * 0
-        # With a scaler an overflowing penalty is the scaler's to skip (its gradients are inf).
-        if scale is None and not self._finite_everywhere(loss):
-            self.opt_D.zero_grad(set_to_none=True)
-            return BAD
-        self.acc.backward(loss)
-        stats["loss_R1"] = r1.detach().mean()
-        return self._apply(self.opt_D, self.D)
+        return self._backward_apply(loss, self.opt_D, self.D,
+                                    before_step=lambda: stats.update(loss_R1=r1.detach().mean()))
 
     def _g_phase(self, stats: dict) -> str:
         cfg, acc = self.cfg, self.acc
@@ -322,12 +328,8 @@ class Trainer:
             fake = self._gen(self.G, self._z(n), c[:n] if c is not None else None)
         dist = self.style.distance(fake)
         loss = dist.mean() * self.cfg.style_weight * self.cfg.style_every
-        if self.acc.scaler is None and not self._finite_everywhere(loss):
-            self.opt_G.zero_grad(set_to_none=True)
-            return BAD
-        self.acc.backward(loss)
-        stats["loss_style"] = dist.detach().mean()
-        return self._apply(self.opt_G, self.G)
+        return self._backward_apply(loss, self.opt_G, self.G,
+                                    before_step=lambda: stats.update(loss_style=dist.detach().mean()))
 
     def _g_reg_phase(self, stats: dict) -> str:
         """Path-length regularization (StyleGAN). Runs on the unwrapped G, so gradients are
@@ -343,18 +345,17 @@ class Trainer:
         scale = self._grad_scale()
         penalty, new_mean = losses.path_length(img, ws, old_mean, scale=scale)
         loss = penalty.mean() * self.cfg.pl_weight * self.cfg.pl_interval + img.float().mean() * 0
-        if scale is None and not self._finite_everywhere(loss):
-            self.opt_G.zero_grad(set_to_none=True)
-            return BAD
-        self.acc.backward(loss)  # scaled under fp16, like every other phase
-        if self.acc.num_processes > 1:
-            for p in G.parameters():
-                if p.grad is not None:
-                    p.grad = self.acc.reduce(p.grad, "mean")
-        # An overflowing (scaler-skipped) step must not poison the running mean.
-        self.counters.pl_mean = torch.where(torch.isfinite(new_mean), new_mean, old_mean).detach()
-        stats["loss_PL"] = penalty.detach().mean()
-        return self._apply(self.opt_G, self.G)
+
+        def before_step():
+            if self.acc.num_processes > 1:  # G is unwrapped here: no DDP all-reduce
+                for p in G.parameters():
+                    if p.grad is not None:
+                        p.grad = self.acc.reduce(p.grad, "mean")
+            # An overflowing (scaler-skipped) step must not poison the running mean.
+            self.counters.pl_mean = torch.where(torch.isfinite(new_mean), new_mean, old_mean).detach()
+            stats["loss_PL"] = penalty.detach().mean()
+
+        return self._backward_apply(loss, self.opt_G, self.G, before_step=before_step)
 
     # ------------------------------------------------------------------ checkpoints
     def _export(self, folder: Path) -> None:
@@ -407,14 +408,9 @@ class Trainer:
         from safetensors.torch import load_file
 
         ckpt = Path(ckpt)
-        pickles = sorted(p.name for p in ckpt.glob("custom_checkpoint_*"))
-        if pickles and (ckpt / checkpoint.TRAINER).exists():
-            raise UserError(f"{ckpt} holds {', '.join(pickles)}, which artgan never writes; refusing to load it (a "
-                            "pickle can run code). Delete those files if you know where they came from")
-        if not (ckpt / checkpoint.TRAINER).exists():
-            raise UserError(f"{ckpt} was written by an older artgan that pickled its trainer state; it is not "
-                            "loaded (a pickle can run code). Start a new run from its weights with --from "
-                            f"{ckpt}")
+        problem = checkpoint.trainer_state_problem(ckpt)  # setup checked the resume target; restores too
+        if problem:
+            raise UserError(problem)
         self.acc.load_state(str(ckpt))
         try:
             self.G_ema.load_state_dict(load_file(str(ckpt / checkpoint.G_EMA), device=str(self.acc.device)))

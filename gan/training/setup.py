@@ -91,9 +91,8 @@ def _style_setup(plan: Plan, args) -> None:
             raise UserError(f"{plan.run_dir}/style is missing style images the run was started with")
     elif getattr(args, "style_image", None):
         raise UserError("--style-image cannot be added when resuming; start a fine-tune run with --from the checkpoint")
-    for name, v in (("--style-weight", cfg.style_weight),):
-        if v < 0:
-            raise UserError(f"{name} must be >= 0")
+    if cfg.style_weight < 0:
+        raise UserError("--style-weight must be >= 0")
     for name, v in (("--style-every", cfg.style_every), ("--style-batch", cfg.style_batch)):
         if v < 1:
             raise UserError(f"{name} must be positive")
@@ -139,6 +138,9 @@ def _resolve(args) -> Plan:
                 print("resume auto: no complete checkpoint found, starting a new run", file=sys.stderr)
 
     if ckpt is not None:
+        problem = checkpoint.trainer_state_problem(ckpt)
+        if problem:
+            raise UserError(problem)
         mcfg, cfg, _ = rundir.read_config(run_dir)
         for k, v in explicit.items():
             if k.startswith("model.") and getattr(mcfg, k[6:]) != v:
@@ -174,7 +176,7 @@ def _resolve(args) -> Plan:
     cfg.name = args.name or default_name(args, dataset.resolution)
     plan = Plan(mcfg, cfg, dataset)
     _finalize_new(plan, explicit.get("model.resolution"), args.cond, preset_resolution(args))
-    dataset.xflip = cfg.xflip
+    _settle_new(plan)
     return plan
 
 
@@ -198,13 +200,7 @@ def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
     cfg.name = args.name or default_name(args, dataset.resolution)
     cfg.init_from, cfg.fixed_class = str(args.from_model), fixed
     plan = Plan(mcfg, cfg, dataset, base=base)
-    depth = finetune.discriminator_depth(mcfg)
-    if not 0 <= cfg.freeze_d <= depth:
-        raise UserError(f"--freeze-d {cfg.freeze_d}: this discriminator has {depth} blocks; use 0..{depth}")
-    if cfg.aug == "auto":
-        cfg.aug = "ada" if len(dataset) < 10000 else "none"
-    _check_numbers(cfg)
-    dataset.xflip = cfg.xflip
+    _settle_new(plan)
     return plan
 
 
@@ -249,18 +245,19 @@ def _finalize_new(plan: Plan, explicit_resolution: int | None, cond: bool, prese
             raise UserError(f"--cond needs a store with at least 2 classes; {cfg.data} has {ds.num_classes} "
                             "(use --labels-from-folders or --label-column when preparing)")
         mcfg.c_dim, mcfg.class_names = ds.num_classes, list(ds.class_names)
+
+
+def _settle_new(plan: Plan) -> None:
+    """What every new run (from scratch or --from) decides last: augmentation for the store's
+    size, FreezeD's range, every number's range."""
+    from .finetune import discriminator_depth
+
+    cfg, ds = plan.cfg, plan.dataset
     if cfg.aug == "auto":
         cfg.aug = "ada" if len(ds) < 10000 else "none"
-    if cfg.freeze_d:
-        from .finetune import discriminator_depth
-
-        if not 0 <= cfg.freeze_d <= discriminator_depth(mcfg):
-            raise UserError(f"--freeze-d {cfg.freeze_d}: this discriminator has {discriminator_depth(mcfg)} blocks; "
-                            f"use 0..{discriminator_depth(mcfg)}")
-    _check_numbers(cfg)
-
-
-def _check_numbers(cfg: TrainConfig) -> None:
+    depth = discriminator_depth(plan.mcfg)
+    if not 0 <= cfg.freeze_d <= depth:
+        raise UserError(f"--freeze-d {cfg.freeze_d}: this discriminator has {depth} blocks; use 0..{depth}")
     for name, ok in (("--batch", cfg.batch >= 1), ("--grad-accum", cfg.grad_accum >= 1), ("--kimg", cfg.kimg > 0),
                      ("--keep", cfg.keep >= 1), ("--snap", cfg.snap > 0), ("--checkpoint-every", cfg.checkpoint_every > 0),
                      ("--r1-interval", cfg.r1_interval >= 1), ("--pl-interval", cfg.pl_interval >= 1)):
@@ -282,6 +279,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
     for name, v in (("--aug-p", cfg.aug_p), ("--style-mixing", cfg.style_mixing)):
         if not 0 <= v <= 1:
             raise UserError(f"{name} must be between 0 and 1")
+    ds.xflip = cfg.xflip
 
 
 def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:
