@@ -219,7 +219,7 @@ def _check_resume(plan: Plan) -> None:
     if mcfg.resolution != ds.resolution:
         raise UserError(f"the store is {ds.resolution}px but the run's model is {mcfg.resolution}px; "
                         "prepare the store at the model's resolution")
-    if mcfg.c_dim and mcfg.c_dim != ds.num_classes:
+    if mcfg.c_dim and plan.cfg.fixed_class < 0 and mcfg.c_dim != ds.num_classes:  # --class runs: one class
         raise UserError(f"the run is conditional on {mcfg.c_dim} classes but the store has {ds.num_classes}")
 
 
