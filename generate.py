@@ -108,13 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from data_prep.errors import UserError as PrepError
-    from gan.errors import UserError
+    from gan.errors import EXIT_DISK_FULL, UserError, disk_full, no_space_left
 
     try:
         return COMMANDS[args.cmd](args)
     except (UserError, PrepError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        # Every writer here writes to a temporary name and renames: files already written are
+        # complete, the partial one is gone.
+        where = getattr(e, "filename", None) or getattr(args, "out", None) or getattr(args, "json", None) or "."
+        if not no_space_left(e, where):
+            raise
+        print(f"error: {disk_full(where, 'every file already written is complete; free space and run it again')}",
+              file=sys.stderr)
+        return EXIT_DISK_FULL
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -293,6 +302,7 @@ def cmd_mix(args) -> int:
 
 def cmd_refine(args) -> int:
     from gan.errors import UserError
+    from gan.integrity import write_atomic
     from gan.refine import RefineOptions, refine, strip
     from gan.sampling import parse_seeds, save_png, to_uint8
     from gan.style import VGGFeatures, load_vgg_state
@@ -354,7 +364,7 @@ def cmd_refine(args) -> int:
         before = content.resize(result.size, Image.LANCZOS)
         save_png(strip([before, styles[0], result], result.height), out / f"{prefix}_strip.png")
         summary = {k: report[k] for k in ("start", "end", "scales")}
-        (out / f"{prefix}_report.json").write_text(json.dumps(summary, indent=2))
+        write_atomic(out / f"{prefix}_report.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
         s0, s1 = report["start"]["style"], report["end"]["style"]
         print(f"{prefix}: style loss {s0:.4g} -> {s1:.4g} ({100 * (1 - s1 / s0):.0f}% lower), content loss "
               f"{report['end']['content']:.4g}; wrote {out / (prefix + '_refined.png')} and _strip.png")
@@ -500,9 +510,9 @@ def cmd_eval(args) -> int:
               "seconds": round(time.perf_counter() - t, 2), "metrics": values}
     print(json.dumps(result))
     if args.json:
-        tmp = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(args.json)
+        from gan.integrity import write_atomic
+
+        write_atomic(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
     return 0
 
 

@@ -39,13 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from data_prep.errors import UserError as PrepError
-    from gan.errors import UserError
+    from gan.errors import EXIT_DISK_FULL, DiskFull, UserError
 
     try:
         return _run(args)
     except (UserError, PrepError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DiskFull as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except KeyboardInterrupt:
         print("interrupted before training started; nothing to resume yet", file=sys.stderr)
         return 130

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import EXIT_DISK_FULL, DiskFull, UserError, disk_full, no_space_left
 from .transforms import CROPS
 
 
@@ -54,6 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DiskFull as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DISK_FULL
+    except OSError as e:  # e.g. the Hugging Face cache filling up during a download
+        if not no_space_left(e, e.filename or "."):
+            raise
+        print(f"error: {disk_full(e.filename or '.', 'the previous store is intact; free space and run it again')}",
+              file=sys.stderr)
+        return EXIT_DISK_FULL
     except KeyboardInterrupt:
         print("interrupted: nothing was written (any previous store is intact)", file=sys.stderr)
         return 130

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import procedural, transforms
-from .errors import UserError
+from .errors import UserError, disk_full, no_space_left
 from .images import FAILURE_REASONS, Rejected, open_image, to_rgb
 from .sources import Item, Source
 from .store import StoreWriter, check_output_dir
@@ -212,7 +212,11 @@ def run(source: Source, out: Path, opts: PrepOptions, args_record: dict, progres
             "source_counters": dict(source.counters),
         }
         writer.commit(manifest, source.class_order)
-    except BaseException:
+    except BaseException as e:
+        full = isinstance(e, Exception) and no_space_left(e, writer.tmp)  # before abort frees the space
         writer.abort()
+        if full:
+            raise disk_full(out, (f"the previous store {out} is intact" if (out / "manifest.json").exists()
+                                         else "nothing was written") + "; free space and run it again") from None
         raise
     return {"count": len(writer), "inputs": inputs, "skipped": dict(skipped), "out": str(out)}

@@ -74,10 +74,10 @@ class StoreWriter:
         self.entries: list[dict] = []
 
     def _clean_stale(self) -> None:
-        for p in self.out.parent.glob(f".{self.out.name}.tmp-*"):
-            pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(p, ignore_errors=True)
+        """Undo what a killed run left: its temporary store goes, an old store it had moved aside goes back."""
+        recover_store(self.out)
+        for p in _left_by_dead(self.out, "tmp"):
+            shutil.rmtree(p, ignore_errors=True)
 
     def add(self, chw: np.ndarray, label: str | None, source_id: str) -> None:
         data = np.ascontiguousarray(chw, dtype=np.uint8).tobytes()
@@ -123,11 +123,14 @@ class StoreWriter:
         preview_grid(self._preview_images(labels)).save(self.tmp / PREVIEW)
         _fsync_dir(self.tmp)
 
-        old = None
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
-            os.rename(self.out, old)
-        os.rename(self.tmp, self.out)
+        if self.out.exists() and _exchange(self.tmp, self.out):
+            old = self.tmp  # the old store, swapped out in one atomic step
+        else:
+            old = None
+            if self.out.exists():  # no atomic exchange here: a kill between the renames leaves the old
+                old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"  # store in .old-, put back by
+                os.rename(self.out, old)  # the next run (_clean_stale)
+            os.rename(self.tmp, self.out)
         _fsync_dir(self.out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -145,9 +148,45 @@ class StoreWriter:
 
     def abort(self) -> None:
         for f in (self._pixels, self._rejected):
-            if not f.closed:
+            try:
                 f.close()
+            except OSError:  # its buffered tail cannot be written (disk full): the file goes anyway
+                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _left_by_dead(out: Path, kind: str) -> list[Path]:
+    """.<out>.<kind>-PID siblings whose process is gone."""
+    found = []
+    for p in sorted(Path(out).parent.glob(f".{Path(out).name}.{kind}-*")):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            found.append(p)
+    return found
+
+
+def recover_store(out: Path) -> None:
+    """A run killed between moving the old store aside and renaming the new one in (only where
+    no atomic exchange exists) left the complete old store in .<out>.old-PID: put it back."""
+    for p in _left_by_dead(out, "old"):
+        if not Path(out).exists() and (p / MANIFEST).exists():
+            os.rename(p, out)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where
+    the system or filesystem cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        ok = libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    except (OSError, AttributeError):
+        return False
+    return ok
 
 
 def _pid_alive(pid: int) -> bool:
@@ -195,6 +234,8 @@ def preview_grid(images: list[np.ndarray], cols: int = 8, tile: int = 128) -> Im
 
 def read_manifest(path: str | os.PathLike) -> dict:
     root = Path(path)
+    if not root.is_dir():
+        recover_store(root)
     if not root.is_dir():
         raise UserError(f"prepared store {str(root)!r} not found; create it with `python -m data_prep ... --out {root}`")
     try:

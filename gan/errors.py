@@ -1,4 +1,6 @@
-"""The exception CLIs turn into a one-line message and exit code 2."""
+"""The exceptions CLIs turn into one line: `UserError` (exit 2) and `DiskFull` (exit 28, shared
+with data_prep, which owns the disk-full detection: both packages write to disk)."""
+from data_prep.errors import EXIT_DISK_FULL, DiskFull, disk_full, no_space_left  # noqa: F401
 
 
 class UserError(Exception):

@@ -12,6 +12,20 @@ from pathlib import Path
 MANIFEST = "checksums.json"
 
 
+def write_atomic(path: str | os.PathLike, write) -> Path:
+    """`write(tmp_path)` then rename onto `path`: a crash or a full disk never leaves a truncated
+    file under the final name, and the partial one is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

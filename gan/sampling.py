@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .integrity import write_atomic
+
 
 def latents_for_seeds(seeds, z_dim: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
@@ -46,12 +48,7 @@ def grid_image(imgs: torch.Tensor, cols: int) -> Image.Image:
 
 def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
     """Write atomically: a crash never leaves a truncated PNG behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def save_grid(imgs: torch.Tensor, path: str | os.PathLike, cols: int = 8) -> Image.Image:

@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..errors import disk_full, no_space_left
 from ..integrity import verify, write_manifest
 
 STATE = "state.json"
@@ -53,27 +54,44 @@ def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn, trainer_
         final = ckpt_root / name_for(nimg, exact=True)
     tmp = ckpt_root / f".tmp-{final.name}"
     if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        clean_partial(run_dir)
         ckpt_root.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if trainer_fn is not None:
-            trainer_fn(tmp)  # before the export: its BN re-calibration changes G_ema's buffers
-        export_fn(tmp / "export")
-        (tmp / STATE).write_text(json.dumps(state, indent=2))
-        write_manifest(tmp)  # last: it covers every file above, the export's own manifest included
-        _fsync_tree(tmp)
-        if final.exists():  # same kimg written twice (e.g. signal right after a periodic save)
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        fd = os.open(ckpt_root, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if trainer_fn is not None:
+                trainer_fn(tmp)  # before the export: its BN re-calibration changes G_ema's buffers
+            export_fn(tmp / "export")
+            (tmp / STATE).write_text(json.dumps(state, indent=2))
+            write_manifest(tmp)  # last: it covers every file above, the export's own manifest included
+            _fsync_tree(tmp)
+            if final.exists():  # same kimg written twice (e.g. signal right after a periodic save)
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            fd = os.open(ckpt_root, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+    except Exception as e:
+        full = no_space_left(e, tmp)  # before the partial files go: removing them frees the space
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not full:
+            raise
+        prev = latest(run_dir)
+        raise disk_full(tmp, (f"the previous checkpoint {prev.name} is intact" if prev is not None else
+                              "no checkpoint was written yet") + "; free space and --resume auto") from None
     accelerator.wait_for_everyone()
     return final
+
+
+def clean_partial(run_dir: Path) -> list[Path]:
+    """Remove checkpoints a killed or failed save left half-written (.tmp-kimg…)."""
+    root = Path(run_dir) / "checkpoints"
+    stale = sorted(root.glob(".tmp-*")) if root.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def read_state(ckpt: Path) -> dict | None:
@@ -116,9 +134,64 @@ def trainer_state_problem(ckpt: Path) -> str | None:
     return None
 
 
+def resume_problem(ckpt: Path, rank: int = 0) -> str | None:
+    """Why process `rank` cannot resume `ckpt` safely and exactly (one sentence), or None."""
+    problem = trainer_state_problem(ckpt)
+    if problem is None and (why := _unreadable(Path(ckpt), rank)):
+        problem = f"{ckpt}: {why}; refusing to resume from it"
+    return problem
+
+
+def _unreadable(ckpt: Path, rank: int) -> str | None:
+    """What in `ckpt` process `rank` cannot read, or None: a safetensors file whose
+    header does not parse, a torch file that is not plain tensors (opened with weights_only, as
+    Accelerate opens it, so nothing in it runs), or this process's RNG state missing or unreadable
+    (Accelerate only logs that at info level and the resume silently stops being exact)."""
+    from accelerate.utils import load
+    from safetensors import safe_open
+
+    ckpt = Path(ckpt)
+    rng = f"random_states_{rank}.pkl"
+    for p in sorted(ckpt.glob("*.safetensors")):
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                f.keys()
+        except Exception as e:
+            return f"{p.name} is not a readable safetensors file ({_first_line(e)})"
+    mine = [p for p in sorted(ckpt.iterdir()) if p.suffix in (".bin", ".pt", ".pkl")
+            and (rank == 0 or p.name == rng) and not (p.name.startswith("random_states_") and p.name != rng)]
+    for p in mine:
+        try:
+            obj = load(p, map_location="cpu")
+        except Exception as e:
+            return f"{p.name} is not a plain tensor file ({_first_line(e)})"
+        if p.name == rng and not (isinstance(obj, dict) and {"random_state", "numpy_random_seed",
+                                                              "torch_manual_seed"} <= obj.keys()):
+            return f"{rng} does not hold a random state"
+    saved = (read_state(ckpt) or {}).get("world_size", 1)
+    if rank < saved and not (ckpt / rng).is_file():
+        return f"{rng} is missing: process {rank}'s random state would be lost and the resume would not be exact"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
+
+
+def broken_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint dirs (not .tmp-) without a readable state.json or export: damaged after the save."""
+    root = Path(run_dir) / "checkpoints"
+    complete = {p for _, p in complete_checkpoints(run_dir)}
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p not in complete) \
+        if root.is_dir() else []
+
+
 def newest_good(run_dir: Path, exclude: Path | None = None, warn=None) -> Path | None:
     """The newest complete checkpoint whose files match its checksum manifest; each damaged one
     passed over is reported through `warn` with the file that failed."""
+    if warn is not None:
+        for path in broken_checkpoints(run_dir):
+            warn(f"warning: skipping checkpoint {path}: {STATE} is unreadable or export/ is missing")
     for _, path in reversed(complete_checkpoints(run_dir)):
         if exclude is not None and Path(path).resolve() == Path(exclude).resolve():
             continue

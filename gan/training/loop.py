@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from .. import losses
 from ..augment import AdaptiveP, augment
 from ..config import ModelConfig, TrainConfig
-from ..errors import UserError
+from ..errors import DiskFull, UserError, disk_full, no_space_left
 from ..export import save_generator
 from ..models import arch_of, build_discriminator, build_generator
 from ..sampling import grid_cols, latents_for_seeds, save_grid
@@ -408,7 +409,8 @@ class Trainer:
         from safetensors.torch import load_file
 
         ckpt = Path(ckpt)
-        problem = checkpoint.trainer_state_problem(ckpt)  # setup checked the resume target; restores too
+        # setup checked the resume target; restores come here too
+        problem = checkpoint.resume_problem(ckpt, self.acc.process_index)
         if problem:
             raise UserError(problem)
         self.acc.load_state(str(ckpt))
@@ -462,9 +464,6 @@ class Trainer:
                                            for k, v in cfg.to_dict().items()})
         seeds = list(range(min(64, max(16, 4 * max(self.mcfg.c_dim, 1)))))
         grid_z, grid_c = self._grid_inputs(seeds)
-        if self.last_ckpt is None:
-            self.save_checkpoint()  # a restore point before the first step
-            self._snapshot(grid_z, grid_c)
         # The bar ends where training really ends: the first multiple of the batch past `total`
         # (a bar whose count overshoots its total drops the total from its display).
         end = ctr.cur_nimg + max(0, -(-(total - ctr.cur_nimg) // cfg.batch)) * cfg.batch
@@ -478,6 +477,9 @@ class Trainer:
         t_steady = n_steady = t_end = None
         stats: dict = {}
         try:
+            if self.last_ckpt is None:
+                self.save_checkpoint()  # a restore point before the first step
+                self._snapshot(grid_z, grid_c)
             while ctr.cur_nimg < total:
                 if ctr.step in self.faults.get("oom", ()):
                     raise torch.OutOfMemoryError("injected out of memory")
@@ -558,17 +560,28 @@ class Trainer:
                         log(f"stopped by signal at {ctr.cur_nimg / 1000:.1f} kimg; checkpoint {path}; "
                             "continue with --resume auto")
                         return 128 + self.stop_signal if self.stop_signal else 130
+        except DiskFull:
+            raise
         except Exception as e:
             if is_oom(e):
                 raise UserError(f"out of memory with a per-device batch of {self.micro}: try a smaller --batch "
                                 f"or --grad-accum {cfg.grad_accum * 2}") from None
+            if no_space_left(e, self.run_dir):  # a sample grid, a log line: the checkpoints are intact
+                raise disk_full(getattr(e, "filename", None) or self.run_dir,
+                                (f"the last checkpoint {self.last_ckpt.name} is intact" if self.last_ckpt else
+                                 "no checkpoint was written yet") + "; free space and --resume auto") from None
             raise
         finally:
             t_end = time.perf_counter()
+            failing = sys.exc_info()[1]
             bar.close()
             for s, h in old.items():
                 signal.signal(s, h)
-            acc.end_training()
+            try:
+                acc.end_training()
+            except OSError:  # the trackers' last flush on a full disk must not hide the first error
+                if failing is None:
+                    raise
         if t_steady is not None and ctr.cur_nimg > n_steady:
             self.steady_img_per_s = (ctr.cur_nimg - n_steady) / (t_end - t_steady)
         log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
@@ -617,6 +630,8 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
         run_dir = share_run_dir(acc, lambda: plan.run_dir)
         if acc.is_main_process:
             rundir.write_config(run_dir, plan.mcfg, cfg, extra)
+    elif plan.restart_in is not None:
+        run_dir = share_run_dir(acc, lambda: rundir.restart(plan.restart_in, plan.mcfg, cfg, extra))
     else:
         run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg, extra))
     if acc.is_main_process:

@@ -34,6 +34,16 @@ def create(outdir: Path, name: str, model_cfg: ModelConfig, cfg: TrainConfig, ex
     return run
 
 
+def restart(run: Path, model_cfg: ModelConfig, cfg: TrainConfig, extra: dict) -> Path:
+    """Start a run over in its own dir (it stopped before its first checkpoint): new config,
+    half-written checkpoints removed."""
+    from .checkpoint import clean_partial
+
+    clean_partial(run)
+    write_config(run, model_cfg, cfg, extra)
+    return run
+
+
 def write_config(run: Path, model_cfg: ModelConfig, cfg: TrainConfig, extra: dict) -> None:
     data = {"artgan_config_version": CONFIG_VERSION, "model": model_cfg.to_dict(), "train": cfg.to_dict(), **extra}
     tmp = run / ".config.json.tmp"

@@ -34,6 +34,7 @@ class Plan:
     base: object = None  # finetune.BaseModel for a new run with --from
     style_images: list = field(default_factory=list)  # PIL images for style-guided training
     vgg_state: dict | None = None  # VGG weights for the style loss (None: seeded random)
+    restart_in: Path | None = None  # --resume auto on a run stopped before its first checkpoint: start over in it
 
 
 def is_main() -> bool:
@@ -104,7 +105,7 @@ def _style_setup(plan: Plan, args) -> None:
 
 def _resolve(args) -> Plan:
     explicit = explicit_overrides(args)
-    run_dir = ckpt = None
+    run_dir = ckpt = restart_in = None
     dataset = open_store(args.data) if args.data else None
     if args.resume and args.resume != "auto":
         target = Path(args.resume)
@@ -133,12 +134,17 @@ def _resolve(args) -> Plan:
             if dataset is None:
                 raise UserError("--resume auto found nothing to resume: pass --data STORE (and the same --name/"
                                 "--preset as the run), or --run-dir RUN")
-            run_dir = None
+            if run_dir is not None and not args.run_dir:
+                # Stopped before its first checkpoint: nothing to lose, and a new run dir beside it
+                # would leave the old one (and its partial checkpoint) behind for ever.
+                restart_in = run_dir
             if is_main():
-                print("resume auto: no complete checkpoint found, starting a new run", file=sys.stderr)
+                print(f"resume auto: {restart_in} stopped before its first checkpoint; starting it over"
+                      if restart_in else "resume auto: no complete checkpoint found, starting a new run", file=sys.stderr)
+            run_dir = None
 
     if ckpt is not None:
-        problem = checkpoint.trainer_state_problem(ckpt)
+        problem = checkpoint.resume_problem(ckpt, int(os.environ.get("RANK", "0")))
         if problem:
             raise UserError(problem)
         mcfg, cfg, _ = rundir.read_config(run_dir)
@@ -160,7 +166,9 @@ def _resolve(args) -> Plan:
         raise UserError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS.get(args.preset or "", {"model": {}, "train": {}})
     if getattr(args, "from_model", None):
-        return _resolve_from(args, explicit, dataset, preset)
+        plan = _resolve_from(args, explicit, dataset, preset)
+        plan.restart_in = restart_in
+        return plan
     if getattr(args, "cls", None) is not None:
         raise UserError("--class is for fine-tuning a conditional model (--from) on an unlabelled store")
     arch = explicit.get("model.arch", preset["model"].get("arch", "stylegan"))
@@ -177,6 +185,7 @@ def _resolve(args) -> Plan:
     plan = Plan(mcfg, cfg, dataset)
     _finalize_new(plan, explicit.get("model.resolution"), args.cond, preset_resolution(args))
     _settle_new(plan)
+    plan.restart_in = restart_in
     return plan
 
 
