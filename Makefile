@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.stamp-install
 DEMO   ?= demo
 RUN     = $$(ls -d $(DEMO)/runs/*-demo | tail -n 1)
 
-.PHONY: install test test-slow test-gpu demo demo-finetune bench clean-demo
+.PHONY: install test test-slow test-gpu faults demo demo-finetune bench clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,11 @@ test-slow: $(STAMP)
 # On a CUDA machine: every precision, resume, sampling, refine and metrics on the GPU.
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu tests/gpu
+
+# Every fault-injection trial (kill -9, signals, full disks, damaged and hostile files, a killed
+# rank, a killed data_prep), then the table: fault, trials, survived, data lost, code executed.
+faults: $(STAMP)
+	ARTGAN_FAULTS=full $(PY) -m pytest -q -m "not gpu" tests/faults
 
 # The whole product on the built-in procedural art, no downloads: prepare -> train ->
 # sample -> interpolate -> refine. Re-running resumes the finished run instead of retraining.

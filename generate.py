@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     except Exception as e:
         # Every writer here writes to a temporary name and renames: files already written are
         # complete, the partial one is gone.
-        where = getattr(e, "filename", None) or getattr(args, "out", None) or getattr(args, "json", None) or "."
+        where = getattr(args, "out", None) or getattr(args, "json", None) or getattr(e, "filename", None) or "."
         if not no_space_left(e, where):
             raise
         print(f"error: {disk_full(where, 'every file already written is complete; free space and run it again')}",

@@ -36,8 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signum)
+
+
 def main(argv=None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    # Until the trainer takes over SIGINT/SIGTERM (it then checkpoints and exits), both stop
+    # start-up with one line instead of a traceback or a silent death.
+    signal.signal(signal.SIGTERM, _interrupt)
     from data_prep.errors import UserError as PrepError
     from gan.errors import EXIT_DISK_FULL, DiskFull, UserError
 
@@ -49,9 +58,10 @@ def main(argv=None) -> int:
     except DiskFull as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_DISK_FULL
-    except KeyboardInterrupt:
-        print("interrupted before training started; nothing to resume yet", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
+        print("interrupted before training started; checkpoints already written are intact", file=sys.stderr)
+        return 128 + signum
 
 
 def _run(args) -> int:

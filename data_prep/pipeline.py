@@ -23,7 +23,7 @@ from . import procedural, transforms
 from .errors import UserError, disk_full, no_space_left
 from .images import FAILURE_REASONS, Rejected, open_image, to_rgb
 from .sources import Item, Source
-from .store import StoreWriter, check_output_dir
+from .store import StoreWriter, check_output_dir, die_with_parent
 
 CHUNK = 16  # items per task sent to a worker: amortizes inter-process overhead
 
@@ -80,22 +80,6 @@ def _process_chunk(chunk: list[tuple[int, Item]], opts: PrepOptions):
     return [_process(item, i, opts) for i, item in chunk]
 
 
-def _die_with_parent(parent: int) -> None:
-    """Pool worker initializer: a worker exits when the process that started it dies (SIGKILL
-    included), instead of living on re-parented to init. Linux prctl; elsewhere a no-op."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-
 def _ordered_map(chunks, opts: PrepOptions, workers: int):
     """Yield results chunk by chunk in order, with a bounded number in flight."""
     if workers <= 1:
@@ -103,7 +87,7 @@ def _ordered_map(chunks, opts: PrepOptions, workers: int):
             yield chunk, _process_chunk(chunk, opts)
         return
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         window: deque = deque()
         it = iter(chunks)
         for chunk in islice(it, workers * 4):

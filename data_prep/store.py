@@ -155,6 +155,21 @@ class StoreWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def die_with_parent(parent: int) -> None:
+    """Worker initializer (data_prep's pool, the trainer's DataLoader): a worker exits when the
+    process that started it dies (SIGKILL included) instead of living on re-parented to init.
+    Linux prctl; elsewhere a no-op."""
+    import signal
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+
 def _left_by_dead(out: Path, kind: str) -> list[Path]:
     """.<out>.<kind>-PID siblings whose process is gone."""
     found = []
@@ -326,6 +341,12 @@ class PreparedDataset(torch.utils.data.Dataset):
         x = self._convert(batch)
         labels = torch.from_numpy(self.labels[idx])
         return _Batch(zip(x.unbind(0), labels.tolist()), images=x, labels=labels)
+
+    @staticmethod
+    def worker_init(parent: int, worker_id: int) -> None:
+        """DataLoader worker_init_fn (bind `parent`, the trainer's pid): the worker dies with
+        the trainer (PyTorch's own check of the parent only runs between batches)."""
+        die_with_parent(parent)
 
     @staticmethod
     def collate(samples):

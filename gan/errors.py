@@ -5,3 +5,5 @@ from data_prep.errors import EXIT_DISK_FULL, DiskFull, disk_full, no_space_left 
 
 class UserError(Exception):
     """A problem with the user's input or files: say what was wrong and what to do."""
+
+__all__ = ["EXIT_DISK_FULL", "DiskFull", "UserError", "disk_full", "no_space_left"]

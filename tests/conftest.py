@@ -51,3 +51,48 @@ def proc_store(tmp_path_factory):
     out = tmp_path_factory.mktemp("stores") / "proc32"
     run_cli("-m", "data_prep", "--procedural", 256, "--out", out, "--resolution", 32, "--no-progress", check=0)
     return out
+
+
+class FaultTable:
+    """Rows of the fault-injection suite (tests/faults), printed as a table at the end."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, fault: str, survived: bool, data_lost: int = 0, code_executed: int = 0, note: str = "",
+            detail=()) -> None:
+        self.rows.append({"fault": fault, "survived": bool(survived), "data_lost": int(data_lost),
+                          "code_executed": int(code_executed), "note": note, "detail": list(detail)})
+
+
+@pytest.fixture(scope="session")
+def fault_table(request):
+    table = getattr(request.config, "_artgan_faults", None)
+    if table is None:
+        table = request.config._artgan_faults = FaultTable()
+    return table
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    table = getattr(config, "_artgan_faults", None)
+    if table is None or not table.rows:
+        return
+    from collections import Counter, OrderedDict
+
+    groups: OrderedDict = OrderedDict()
+    for r in table.rows:
+        groups.setdefault(r["fault"], []).append(r)
+    w = max(len(f) for f in groups) + 2
+    tr = terminalreporter
+    tr.write_sep("=", "fault injection")
+    tr.write_line(f"{'fault':<{w}}{'trials':>7}{'survived':>10}{'data lost':>11}{'code executed':>15}  where / what")
+    for fault, rows in groups.items():
+        notes = Counter(r["note"] for r in rows if r["note"])
+        where = ", ".join(f"{k} {v}" if v > 1 else k for k, v in notes.most_common(6))
+        tr.write_line(f"{fault:<{w}}{len(rows):>7}{sum(r['survived'] for r in rows):>10}"
+                      f"{sum(r['data_lost'] for r in rows):>11}{sum(r['code_executed'] for r in rows):>15}  {where[:90]}")
+    path = os.environ.get("ARTGAN_FAULTS_JSON")
+    if path:
+        import json
+
+        Path(path).write_text(json.dumps(table.rows, indent=1))

@@ -1,9 +1,4 @@
 import json
-import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, assert_user_error, run_cli, run_main
+from conftest import assert_user_error, run_cli, run_main
 from gan.export import load_generator
 from gan.training import checkpoint
 
@@ -182,33 +177,6 @@ def test_user_errors(tmp_path, proc_store):
     load_generator(checkpoint.latest(run) / "export")
 
 
-def test_sigterm_checkpoints_and_resume_continues(tmp_path, proc_store):
-    runs = tmp_path / "runs"
-    cmd = [sys.executable, "train.py", "--data", str(proc_store), *map(str, TINY_DCGAN), "--batch", "16",
-           "--kimg", "1000", "--outdir", str(runs), "--checkpoint-every", "1000"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.5)
-        runs_now = list(runs.glob("*/checkpoints/kimg000000")) if runs.exists() else []
-        if runs_now:
-            break
-    time.sleep(3)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    run = only_run(runs)
-    st = checkpoint.read_state(checkpoint.latest(run))
-    assert st["cur_nimg"] > 0 and "stopped by signal" in (run / "events.jsonl").read_text()
-    target = st["cur_nimg"] / 1000 + 0.032
-    proc = train("--data", proc_store, "--outdir", runs, "--resume", run, "--kimg", target)
-    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] >= st["cur_nimg"] + 32
-    # The resumed progress bar keeps its total and ends full (e.g. "400/400").
-    last_bar = [seg for seg in re.split(r"[\r\n]", proc.stderr) if seg.startswith("train:")][-1]
-    done = re.search(r"\| *([\d.]+k?)/([\d.]+k?) ", last_bar)
-    assert done and done.group(1) == done.group(2), last_bar
-
-
 def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_store):
     runs = tmp_path / "runs"
     env = {"OMP_NUM_THREADS": "1"}
@@ -284,78 +252,3 @@ def test_conditional_demo_model_varies_per_class_like_the_issue(tmp_path):
     train("--data", store, "--preset", "demo", "--cond", "--kimg", 40, "--outdir", tmp_path / "runs")
     cond = _class_diversity(checkpoint.latest(only_run(tmp_path / "runs")) / "export")
     assert min(cond) > 20, cond  # 1.9-3.3 before conditional batch norm; 21-74 for unconditional models
-
-
-def _flip(path, n=64):
-    data = bytearray(path.read_bytes())
-    for i in range(n):
-        data[(len(data) // 3 + i * 7) % len(data)] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def test_damaged_checkpoints_are_found_and_passed_over(tmp_path, proc_store):
-    """Every checkpoint and export carries checksums.json: a flipped file is named, resume falls
-    back to the newest checkpoint that verifies, generate.py refuses and names the good one."""
-    import generate
-
-    runs = tmp_path / "runs"
-    train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--kimg", 2.0, "--outdir", runs, "--snap", 100,
-          "--checkpoint-every", 1.0, "--keep", 5)
-    run = only_run(runs)
-    ck = [p for _, p in checkpoint.complete_checkpoints(run)]
-    assert [p.name for p in ck] == ["kimg000000", "kimg000001", "kimg000002"]
-    assert all((p / "checksums.json").exists() and (p / "export" / "checksums.json").exists() for p in ck)
-    _flip(ck[2] / "model.safetensors")
-    # generate.py: the run's newest export still verifies, but a damaged export is refused.
-    _flip(ck[2] / "export" / "model.safetensors")
-    proc = run_main(generate.main, "sample", "--model", run, "--seeds", 1, "--out", tmp_path / "s")
-    assert_user_error(proc, "model.safetensors does not match its checksum", str(ck[1]))
-    # resume: the damaged checkpoint is skipped with a warning naming the file, the previous one used.
-    proc = train("--resume", run, "--kimg", 2.5)
-    assert "skipping checkpoint" in proc.stderr and "kimg000002" in proc.stderr and "model.safetensors" in proc.stderr
-    assert f"resuming {ck[1]}" in proc.stdout
-    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 2512
-    # an explicit damaged checkpoint is an error that names the good one
-    _flip(ck[1] / "optimizer.bin")
-    assert_user_error(run_main(__import__("train").main, "--resume", ck[1]), "optimizer.bin", "resume from")
-
-
-class _Payload:
-    """Unpickling this runs code: it creates the marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def test_resume_never_unpickles_trainer_state(tmp_path, proc_store):
-    """A shared run dir may carry a hostile pickle: resume reads G_ema, counters and ADA state
-    from safetensors + JSON, so the payload never runs; a checkpoint whose trainer state exists
-    only as a pickle (older artgan) is refused, not loaded."""
-    from gan.integrity import write_manifest
-
-    runs = tmp_path / "runs"
-    train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--kimg", 0.032, "--outdir", runs, "--snap", 100)
-    run = only_run(runs)
-    ck = checkpoint.latest(run)
-    assert (ck / "g_ema.safetensors").exists() and (ck / "trainer_state.json").exists()
-    assert not list(ck.glob("custom_checkpoint_*"))
-    marker = tmp_path / "pwned"
-    for i in range(3):
-        torch.save(_Payload(marker), ck / f"custom_checkpoint_{i}.pkl")
-    write_manifest(ck)  # an attacker can rewrite the manifest too
-    assert_user_error(train("--resume", run, "--kimg", 0.048, check=None), "custom_checkpoint_0.pkl", "refusing")
-    assert not marker.exists()
-    for f in ck.glob("custom_checkpoint_*"):
-        f.unlink()
-    write_manifest(ck)
-    train("--resume", run, "--kimg", 0.048)
-    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 48
-    old = checkpoint.latest(run)
-    (old / "trainer_state.json").unlink()
-    write_manifest(old)
-    proc = train("--resume", old, "--kimg", 0.064, check=None)
-    assert_user_error(proc, "older artgan", "--from")
-    assert not marker.exists()

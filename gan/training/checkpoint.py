@@ -1,6 +1,6 @@
 """Complete, atomic, rotated checkpoints on top of Accelerate's save_state/load_state.
 
-Layout: run/checkpoints/kimg000120/ holds Accelerate's state (G and D as safetensors,
+Layout: run/checkpoints/kimg000120/ (kimg000120.064/ off whole kimg) holds Accelerate's state (G and D as safetensors,
 optimizers, scaler, every process's RNG state; all loaded with weights_only), our
 g_ema.safetensors and trainer_state.json (counters, data position, ADA state: no pickle),
 state.json (summary, metric), export/ (G_ema as safetensors + config.json for generate.py)
@@ -23,11 +23,11 @@ TRAINER = "trainer_state.json"  # counters and ADA state: JSON, never a pickle
 PREFIX = "kimg"
 
 
-def name_for(nimg: int, exact: bool = False) -> str:
-    """kimg000120 (whole kimg, rounded down); with `exact`, kimg000000.064 for counts
-    that are not whole kimg, used when a sub-kimg interval would reuse a name."""
+def name_for(nimg: int) -> str:
+    """kimg000120 for a whole kimg, kimg000120.064 otherwise: a function of the image count
+    alone, so an interrupted and resumed run names its checkpoints as an unbroken one does."""
     whole, frac = divmod(int(nimg), 1000)
-    return f"{PREFIX}{whole:06d}" + (f".{frac:03d}" if exact and frac else "")
+    return f"{PREFIX}{whole:06d}" + (f".{frac:03d}" if frac else "")
 
 
 def _fsync_tree(root: Path) -> None:
@@ -49,9 +49,6 @@ def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn, trainer_
     """Collective: every process calls it. Returns the final path on the main process."""
     ckpt_root = Path(run_dir) / "checkpoints"
     final = ckpt_root / name_for(nimg)
-    st = read_state(final) if final.exists() else None
-    if st is not None and st.get("cur_nimg") != nimg:
-        final = ckpt_root / name_for(nimg, exact=True)
     tmp = ckpt_root / f".tmp-{final.name}"
     if accelerator.is_main_process:
         clean_partial(run_dir)
@@ -68,7 +65,7 @@ def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn, trainer_
             write_manifest(tmp)  # last: it covers every file above, the export's own manifest included
             _fsync_tree(tmp)
             if final.exists():  # same kimg written twice (e.g. signal right after a periodic save)
-                shutil.rmtree(final)
+                _remove(final)
             os.rename(tmp, final)
             fd = os.open(ckpt_root, os.O_RDONLY)
             os.fsync(fd)
@@ -85,10 +82,19 @@ def save(accelerator, run_dir: Path, nimg: int, state: dict, export_fn, trainer_
     return final
 
 
+def _remove(ckpt: Path) -> None:
+    """Delete a checkpoint: first renamed out of sight (one atomic step), so a kill mid-delete
+    never leaves a half-deleted checkpoint under a complete-looking name."""
+    gone = ckpt.with_name(f".del-{ckpt.name}")
+    shutil.rmtree(gone, ignore_errors=True)
+    os.rename(ckpt, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def clean_partial(run_dir: Path) -> list[Path]:
-    """Remove checkpoints a killed or failed save left half-written (.tmp-kimg…)."""
+    """Remove what a killed or failed save or delete left (.tmp-kimg…, .del-kimg…)."""
     root = Path(run_dir) / "checkpoints"
-    stale = sorted(root.glob(".tmp-*")) if root.is_dir() else []
+    stale = sorted([*root.glob(".tmp-*"), *root.glob(".del-*")]) if root.is_dir() else []
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return stale
@@ -158,9 +164,16 @@ def _unreadable(ckpt: Path, rank: int) -> str | None:
                 f.keys()
         except Exception as e:
             return f"{p.name} is not a readable safetensors file ({_first_line(e)})"
-    mine = [p for p in sorted(ckpt.iterdir()) if p.suffix in (".bin", ".pt", ".pkl")
-            and (rank == 0 or p.name == rng) and not (p.name.startswith("random_states_") and p.name != rng)]
-    for p in mine:
+    try:
+        trainer = json.loads((ckpt / TRAINER).read_text())
+        if not {"counters", "aug"} <= trainer.keys():
+            return f"{TRAINER} lacks the counters or augmentation state"
+    except (OSError, ValueError, AttributeError) as e:
+        return f"{TRAINER} is unreadable ({_first_line(e)})"
+    torch_files = [p for p in sorted(ckpt.iterdir()) if p.suffix in (".bin", ".pt", ".pkl")]
+    for p in torch_files:  # each process checks its own RNG state; the main one the shared files
+        if p.name != rng and (rank != 0 or p.name.startswith("random_states_")):
+            continue
         try:
             obj = load(p, map_location="cpu")
         except Exception as e:
@@ -214,6 +227,6 @@ def rotate(run_dir: Path, keep: int) -> list[Path]:
     removed = []
     for _, p in ck:
         if p not in keep_set:
-            shutil.rmtree(p, ignore_errors=True)
+            _remove(p)
             removed.append(p)
     return removed

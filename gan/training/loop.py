@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +140,7 @@ class Trainer:
                                   self.cfg.seed, start=self.counters.data_pos)
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.micro, sampler=sampler,
                                              collate_fn=type(self.dataset).collate, num_workers=self.cfg.workers,
+                                             worker_init_fn=partial(type(self.dataset).worker_init, os.getpid()),
                                              drop_last=True,
                                              # Own generator: creating an iterator must not consume the
                                              # global RNG, or a resumed run would diverge from an unbroken one.
@@ -609,8 +612,6 @@ class Trainer:
             kw = {"noise": "const"} if self.arch.noise_modes else {}
             imgs = self.G_ema(z, c, **kw).float()
         path = self.run_dir / "samples" / f"fakes_{checkpoint.name_for(self.counters.cur_nimg)}.png"
-        if path.exists():
-            path = path.with_name(f"fakes_{checkpoint.name_for(self.counters.cur_nimg, exact=True)}.png")
         grid = save_grid(imgs, path, cols=grid_cols(len(imgs)))
         tracker = self.acc.get_tracker("tensorboard", unwrap=True)
         if tracker is not None and hasattr(tracker, "add_image"):
