@@ -43,14 +43,14 @@ def _interrupt(signum, frame):
 def main(argv=None) -> int:
     import signal
 
-    args = build_parser().parse_args(argv)
-    # Until the trainer takes over SIGINT/SIGTERM (it then checkpoints and exits), both stop
-    # start-up with one line instead of a traceback or a silent death.
-    signal.signal(signal.SIGTERM, _interrupt)
     from data_prep.errors import UserError as PrepError
     from gan.errors import EXIT_DISK_FULL, DiskFull, UserError
 
+    # Until the trainer takes over SIGINT/SIGTERM (it then checkpoints and exits), both stop
+    # start-up, imports included, with one line instead of a traceback or a silent death.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        args = build_parser().parse_args(argv)
         return _run(args)
     except (UserError, PrepError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -60,8 +60,10 @@ def main(argv=None) -> int:
         return EXIT_DISK_FULL
     except KeyboardInterrupt as e:
         signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
-        print("interrupted before training started; checkpoints already written are intact", file=sys.stderr)
+        print("interrupted; checkpoints already written are intact (continue with --resume auto)", file=sys.stderr)
         return 128 + signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args) -> int:

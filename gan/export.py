@@ -40,8 +40,10 @@ def load_generator(folder: str | os.PathLike, device: str | torch.device = "cpu"
         meta = json.loads((folder / CONFIG).read_text())
     except FileNotFoundError:
         raise UserError(f"{folder} has no {CONFIG}; pass a run dir, checkpoint dir or exported model folder") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{folder / CONFIG} is malformed ({e})") from None
+    except ValueError as e:  # not JSON, or not even text
+        raise UserError(f"{folder / CONFIG} is malformed ({str(e)[:160]})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{folder / CONFIG} is malformed (not a JSON object)")
     version = meta.get("artgan_config_version")
     if not isinstance(version, int) or version > CONFIG_VERSION:
         raise UserError(f"{folder} was written by an incompatible artgan (config version {version!r}, "

@@ -102,9 +102,10 @@ def clean_partial(run_dir: Path) -> list[Path]:
 
 def read_state(ckpt: Path) -> dict | None:
     try:
-        return json.loads((Path(ckpt) / STATE).read_text())
-    except (OSError, json.JSONDecodeError):
+        st = json.loads((Path(ckpt) / STATE).read_text())
+    except (OSError, ValueError):  # ValueError: not JSON, not even text
         return None
+    return st if isinstance(st, dict) and isinstance(st.get("cur_nimg"), int) else None
 
 
 def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -221,7 +222,8 @@ def rotate(run_dir: Path, keep: int) -> list[Path]:
     ck = complete_checkpoints(run_dir)
     keep_set = {p for _, p in ck[-keep:]} if keep > 0 else set()
     scored = [(st["metric"]["value"], p) for _, p in ck
-              if (st := read_state(p)) and st.get("metric") and st["metric"].get("value") is not None]
+              if (st := read_state(p)) and isinstance(st.get("metric"), dict)
+              and isinstance(st["metric"].get("value"), (int, float))]
     if scored:
         keep_set.add(min(scored)[1])
     removed = []

@@ -57,8 +57,8 @@ def read_config(run: Path) -> tuple[ModelConfig, TrainConfig, dict]:
         return ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"]), data
     except FileNotFoundError:
         raise UserError(f"{run} is not a run dir (no config.json)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UserError(f"{run}/config.json is malformed ({e}); start a new run") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # ValueError: bad JSON or not text
+        raise UserError(f"{run}/config.json is malformed ({str(e)[:160]}); start a new run") from None
 
 
 def newest_run(outdir: Path, name: str) -> Path | None:

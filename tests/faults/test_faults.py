@@ -43,9 +43,9 @@ def _assert_all(fault_table, fault):
     assert rows and not bad, json.dumps(bad, indent=1)[:6000]
 
 
-def _resume_matches(reference, store, outdir) -> list[str]:
+def _resume_matches(reference, store, outdir, extra=()) -> list[str]:
     """Re-run the same command (it resumes); it must end bit-identical, with nothing left over."""
-    proc = fl.run(fl.train_cmd(store, outdir))
+    proc = fl.run(fl.train_cmd(store, outdir, extra=extra))
     if proc.returncode != 0:
         return [f"--resume auto: exit {proc.returncode}: {proc.stderr[-1500:]}"]
     run = fl.the_run(outdir)
@@ -73,7 +73,9 @@ def test_kill9_at_random_moments_resumes_bit_identical(tmp_path, proc_store, ref
     for i in range(fl.trials(20, 1)):
         outdir = tmp_path / f"k{i}"
         at = rng.uniform(0.3, reference["seconds"])
-        proc = fl.start(fl.train_cmd(proc_store, outdir))
+        # Every other full trial loads data in DataLoader worker processes: they must die too.
+        extra = ("--workers", "2") if fl.FULL and i % 2 else ()
+        proc = fl.start(fl.train_cmd(proc_store, outdir, extra=extra))
         try:
             proc.wait(timeout=at)
             landed = "after the end"
@@ -85,7 +87,8 @@ def test_kill9_at_random_moments_resumes_bit_identical(tmp_path, proc_store, ref
         orphans = fl.wait_session_gone(proc.pid, 5) is None
         fl.kill_session(proc.pid)
         lost = fl.lost_checkpoints(fl.the_run(outdir)) if landed != "start-up" else []
-        problems = _resume_matches(reference, proc_store, outdir) + (["processes outlived the kill"] if orphans else [])
+        problems = _resume_matches(reference, proc_store, outdir, extra) + \
+            (["processes outlived the kill"] if orphans else [])
         fault_table.add("kill -9 of train.py at a random moment", not problems, len(lost), note=landed,
                         detail=problems + lost + [f"at {at:.2f}s"])
         shutil.rmtree(outdir, ignore_errors=True)
@@ -206,6 +209,24 @@ def test_damaged_export_files_are_refused_naming_a_good_one(tmp_path, reference,
                 problems.append(f"--model {model.name}: exit {proc.returncode}: {proc.stderr[-600:]}")
         fault_table.add(f"{how} export file", not problems, note=name, detail=problems)
         shutil.rmtree(outdir)
+    if fl.FULL:  # a shared export (generate.py export) also carries a model card and a preview
+        shared = tmp_path / "shared"
+        assert run_main(generate.main, "export", "--model", reference["run"], "--out", shared).returncode == 0
+        good = run_main(generate.main, "sample", "--model", shared, "--seeds", "0-3", "--out", tmp_path / "good")
+        assert good.returncode == 0, good.stderr
+        for name in sorted(p.name for p in shared.iterdir()):
+            for how in ("truncated", "bit-flipped"):
+                copy = tmp_path / "shared-copy"
+                shutil.copytree(shared, copy)
+                (fl.truncate if how == "truncated" else fl.flip)(copy / name)
+                proc = run_main(generate.main, "sample", "--model", copy, "--seeds", "0-3", "--out", tmp_path / "o")
+                if name in ("README.md", "samples.png"):  # not read: the weights still verify and load
+                    ok = proc.returncode == 0 and all((tmp_path / "o" / f).read_bytes() == (tmp_path / "good" / f)
+                                                      .read_bytes() for f in ("seed0000.png", "seed0003.png"))
+                else:
+                    ok = proc.returncode == 2 and fl.one_line_error(proc) and name in proc.stderr
+                fault_table.add(f"{how} export file", ok, note=f"shared {name}", detail=[proc.stderr[-600:]])
+                shutil.rmtree(copy)
     for how in ("truncated", "bit-flipped") if fl.FULL else ("truncated",):
         _assert_all(fault_table, f"{how} export file")
 
@@ -234,17 +255,17 @@ def test_hostile_pickle_in_any_checkpoint_file_never_runs(tmp_path, proc_store, 
             fl.plant_payload(newest / rel, marker)
         if not rel.endswith("checksums.json"):
             fl.rewrite_manifests(newest)
-        proc = fl.run(fl.train_cmd(proc_store, outdir))
         problems = []
+        if rel.startswith("export/"):  # before the resume below rewrites the newest checkpoint
+            proc = run_main(generate.main, "sample", "--model", newest / "export", "--seeds", 0, "--out", tmp_path / "s")
+            if proc.returncode != 2 or not fl.one_line_error(proc):
+                problems.append(f"generate.py: exit {proc.returncode}: {proc.stderr[-600:]}")
+        proc = fl.run(fl.train_cmd(proc_store, outdir))
         if proc.returncode not in (0, 2) or "Traceback" in proc.stderr or \
                 (proc.returncode == 2 and not fl.one_line_error(proc)):
             problems.append(f"exit {proc.returncode}: {proc.stderr[-1500:]}")
         if rel == "older artgan" and not ("older artgan" in proc.stderr and "--from" in proc.stderr):
             problems.append(f"no refusal naming the old format: {proc.stderr[-600:]}")
-        if rel.startswith("export/"):
-            proc = run_main(generate.main, "sample", "--model", newest / "export", "--seeds", 0, "--out", tmp_path / "s")
-            if proc.returncode != 2 or not fl.one_line_error(proc):
-                problems.append(f"generate.py: exit {proc.returncode}: {proc.stderr[-600:]}")
         ran = marker.exists()
         marker.unlink(missing_ok=True)
         fault_table.add("hostile pickle in a checkpoint file (checksums rewritten)", not problems,
@@ -348,3 +369,19 @@ def test_data_prep_killed_over_an_existing_store(tmp_path, fault_table):
                     detail=left + [again.stderr[-500:]])
     for name in {r["fault"] for r in fault_table.rows if r["fault"].startswith("data_prep")}:
         _assert_all(fault_table, name)
+
+
+def test_missing_rng_state_is_an_error(tmp_path, proc_store, reference, fault_table):
+    """A checkpoint whose RNG state was removed (checksums rewritten to match) is refused: the
+    resume would silently stop being exact (Accelerate only logs it at info level)."""
+    from gan.training import checkpoint
+
+    outdir = tmp_path / "m"
+    shutil.copytree(reference["outdir"], outdir)
+    newest = checkpoint.latest(fl.the_run(outdir))
+    (newest / "random_states_0.pkl").unlink()
+    fl.rewrite_manifests(newest)
+    proc = fl.run(fl.train_cmd(proc_store, outdir))
+    ok = proc.returncode == 2 and fl.one_line_error(proc) and "random_states_0.pkl is missing" in proc.stderr
+    fault_table.add("RNG state removed from a checkpoint (checksums rewritten)", ok, detail=[proc.stderr[-800:]])
+    _assert_all(fault_table, "RNG state removed from a checkpoint (checksums rewritten)")
