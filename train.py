@@ -40,15 +40,18 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(signum)
 
 
-def main(argv=None) -> int:
+def _interrupted(e: KeyboardInterrupt) -> int:
     import signal
 
+    signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
+    print("interrupted; checkpoints already written are intact (continue with --resume auto)", file=sys.stderr)
+    return 128 + signum
+
+
+def main(argv=None) -> int:
     from data_prep.errors import UserError as PrepError
     from gan.errors import EXIT_DISK_FULL, DiskFull, UserError
 
-    # Until the trainer takes over SIGINT/SIGTERM (it then checkpoints and exits), both stop
-    # start-up, imports included, with one line instead of a traceback or a silent death.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = build_parser().parse_args(argv)
         return _run(args)
@@ -59,11 +62,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_DISK_FULL
     except KeyboardInterrupt as e:
-        signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
-        print("interrupted; checkpoints already written are intact (continue with --resume auto)", file=sys.stderr)
-        return 128 + signum
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return _interrupted(e)
 
 
 def _run(args) -> int:
@@ -87,4 +86,16 @@ def _run(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import signal
+
+    # Whenever the trainer is not handling SIGINT/SIGTERM itself (it checkpoints and exits),
+    # both end the process with one line and exit 128+signal: during the imports, start-up,
+    # and after training, instead of a traceback or a silent death.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        code = main()
+    except KeyboardInterrupt as e:
+        code = _interrupted(e)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)

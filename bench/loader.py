@@ -21,8 +21,10 @@ TARGETS = {64: 20000, 256: 3000}
 
 
 def measure(store: Path, batch: int, seconds: float) -> float:
-    ds = PreparedDataset(store, xflip=True)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True,
+    ds = PreparedDataset(store)
+    # As the trainer reads it with x-flips: indices len..2*len-1 are the mirror images.
+    sampler = torch.utils.data.RandomSampler(range(2 * len(ds)))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True,
                                          collate_fn=PreparedDataset.collate)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

@@ -155,15 +155,15 @@ class StoreWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def die_with_parent(parent: int) -> None:
-    """Worker initializer (data_prep's pool, the trainer's DataLoader): a worker exits when the
-    process that started it dies (SIGKILL included) instead of living on re-parented to init.
-    Linux prctl; elsewhere a no-op."""
+def die_with_parent(parent: int, sig: int | None = None) -> None:
+    """Worker initializer (data_prep's pool, the trainer's DataLoader): a worker gets `sig`
+    (default SIGKILL) when the process that started it dies, SIGKILL included, instead of living
+    on re-parented to init. Linux prctl; elsewhere a no-op."""
     import signal
 
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+            ctypes.CDLL(None, use_errno=True).prctl(1, sig or signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             return
         if os.getppid() != parent:  # the parent died before prctl took effect
@@ -280,13 +280,12 @@ class PreparedDataset(torch.utils.data.Dataset):
     on the memmap and one vectorized conversion, instead of per-item Python work.
     """
 
-    def __init__(self, path: str | os.PathLike, xflip: bool = False, verify: bool = False):
+    def __init__(self, path: str | os.PathLike, verify: bool = False):
         self.root = Path(path)
         self.manifest = read_manifest(self.root)
         self.resolution = int(self.manifest["resolution"])
         self.count = int(self.manifest["count"])
         self.class_names = list(self.manifest["class_names"])
-        self.xflip = xflip  # random horizontal flip, per sample
         tune_allocator()
         shape = (self.count, 3, self.resolution, self.resolution)
         pixels = self.root / PIXELS
@@ -323,23 +322,29 @@ class PreparedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.count
 
-    def _convert(self, batch: np.ndarray) -> torch.Tensor:
-        if self.xflip:  # flip while still uint8: a quarter of the bytes of float
-            flip = torch.rand(batch.shape[0]).numpy() < 0.5
-            batch[flip] = batch[flip, :, :, ::-1]
+    @staticmethod
+    def _convert(batch: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(batch).to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
 
     def __getitem__(self, i: int):
-        x = self._convert(np.array(self.images[i : i + 1]))[0]
-        return x, int(self.labels[i])
+        return self._convert(self._read(np.array([i], np.int64)))[0], int(self.labels[i % self.count])
+
+    def _read(self, idx: np.ndarray) -> np.ndarray:
+        """uint8 images for `idx`; an index in [count, 2*count) is image i - count mirrored
+        left-right (how x-flip augmentation is asked for: a function of the index, so it is
+        the same in any worker process and after a resume, unlike a random flip)."""
+        mirror = idx >= self.count
+        src = np.where(mirror, idx - self.count, idx)
+        order = np.argsort(src, kind="stable")  # sorted reads are sequential on disk
+        batch = np.empty((len(idx),) + self.images.shape[1:], np.uint8)
+        batch[order] = self.images[src[order]]
+        batch[mirror] = batch[mirror, :, :, ::-1]  # while still uint8: a quarter of the bytes of float
+        return batch
 
     def __getitems__(self, indices: list[int]):
         idx = np.asarray(indices, dtype=np.int64)
-        order = np.argsort(idx, kind="stable")  # sorted reads are sequential on disk
-        batch = np.empty((len(idx),) + self.images.shape[1:], np.uint8)
-        batch[order] = self.images[idx[order]]
-        x = self._convert(batch)
-        labels = torch.from_numpy(self.labels[idx])
+        x = self._convert(self._read(idx))
+        labels = torch.from_numpy(self.labels[idx % self.count])
         return _Batch(zip(x.unbind(0), labels.tolist()), images=x, labels=labels)
 
     @staticmethod

@@ -1,7 +1,8 @@
 """Deterministic, resumable, rank-sharded stream of dataset indices.
 
 Each epoch is a fresh permutation seeded by (seed, epoch); rank r takes every world-th
-index. `start` skips that many indices of this rank's stream without loading anything,
+index. With `mirror`, an epoch covers every image and its mirror image (indices size..2*size-1,
+which PreparedDataset reads mirrored): x-flips decided by the stream, not by an RNG. `start` skips that many indices of this rank's stream without loading anything,
 which is how a resumed run continues exactly where the checkpoint left off.
 """
 from __future__ import annotations
@@ -11,8 +12,8 @@ import torch
 
 
 class InfiniteSampler(torch.utils.data.Sampler):
-    def __init__(self, size: int, rank: int, world: int, seed: int, start: int = 0):
-        self.size = size  # dataset length
+    def __init__(self, size: int, rank: int, world: int, seed: int, start: int = 0, mirror: bool = False):
+        self.size = size * 2 if mirror else size  # indices per epoch
         self.rank, self.world = rank, world
         self.seed = seed
         self.start = start  # indices of this rank's stream already consumed

@@ -138,7 +138,7 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _make_loader(self) -> None:
         sampler = InfiniteSampler(len(self.dataset), self.acc.process_index, self.acc.num_processes,
-                                  self.cfg.seed, start=self.counters.data_pos)
+                                  self.cfg.seed, start=self.counters.data_pos, mirror=self.cfg.xflip)
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.micro, sampler=sampler,
                                              collate_fn=type(self.dataset).collate, num_workers=self.cfg.workers,
                                              worker_init_fn=partial(type(self.dataset).worker_init, os.getpid()),
@@ -650,6 +650,11 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
     from .runtime import make_accelerator, share_run_dir
 
     cfg = plan.cfg
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank under torchrun / accelerate launch
+        from data_prep.store import die_with_parent
+
+        # The launcher killed (even with -9): every rank gets SIGTERM, checkpoints together and exits.
+        die_with_parent(os.getppid(), signal.SIGTERM)
     acc = make_accelerator(cfg.mixed_precision, cfg.outdir)
     extra = {"data_manifest_hash": plan.dataset.manifest_hash, "command": list(command or [])}
     if plan.ckpt is not None:

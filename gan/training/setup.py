@@ -47,10 +47,10 @@ def explicit_overrides(args) -> dict:
     return {k: v for k, v in vals.items() if v is not None}
 
 
-def open_store(path: str, xflip: bool = False):
+def open_store(path: str):
     from data_prep.store import PreparedDataset
 
-    return PreparedDataset(path, xflip=xflip)
+    return PreparedDataset(path)
 
 
 def preset_resolution(args) -> int | None:
@@ -157,7 +157,6 @@ def _resolve(args) -> Plan:
             cfg.data = args.data
         plan = Plan(mcfg, cfg, dataset or open_store(cfg.data), run_dir, ckpt)
         _check_resume(plan)
-        plan.dataset.xflip = cfg.xflip
         return plan
 
     if dataset is None:
@@ -288,7 +287,6 @@ def _settle_new(plan: Plan) -> None:
     for name, v in (("--aug-p", cfg.aug_p), ("--style-mixing", cfg.style_mixing)):
         if not 0 <= v <= 1:
             raise UserError(f"{name} must be between 0 and 1")
-    ds.xflip = cfg.xflip
 
 
 def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:

@@ -316,6 +316,28 @@ def test_killed_rank_ends_the_other_and_the_run_resumes(tmp_path, proc_store, fa
         fault_table.add("kill -9 of one rank in 2-process training", not problems and ended < 10, len(lost),
                         note=f"other rank ended in {ended:.1f}s", detail=problems + lost)
     _assert_all(fault_table, "kill -9 of one rank in 2-process training")
+    for i in range(2):  # the launcher itself killed: every rank checkpoints and exits, none is orphaned
+        outdir = tmp_path / f"l{i}"
+        proc = fl.start(cmd(outdir))
+        fl.wait_for(lambda: list(outdir.glob("*/checkpoints/kimg*")), 180)
+        time.sleep(rng.uniform(0.0, 2.0))
+        ranks = [c for c in psutil.Process(proc.pid).children() if "train.py" in " ".join(c.cmdline())]
+        os.kill(proc.pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        gone, alive = psutil.wait_procs(ranks, timeout=30)
+        ended = time.monotonic() - t0
+        proc.communicate(timeout=60)
+        problems = ["ranks outlived the launcher by 30 s"] if alive else []
+        fl.kill_session(proc.pid)
+        lost = fl.lost_checkpoints(fl.the_run(outdir))
+        again = fl.run(cmd(outdir), timeout=600)
+        if again.returncode != 0:
+            problems.append(f"resume: exit {again.returncode}: {again.stderr[-1500:]}")
+        elif not fl.same(fl.final_state(fl.the_run(outdir)), reference["state"]):
+            problems.append("final weights differ from the uninterrupted 2-process run")
+        fault_table.add("kill -9 of the launcher of 2-process training", not problems and ended < 10, len(lost),
+                        note=f"ranks ended in {ended:.1f}s", detail=problems + lost)
+    _assert_all(fault_table, "kill -9 of the launcher of 2-process training")
 
 
 # ---------------------------------------------------------------------------- data_prep killed
