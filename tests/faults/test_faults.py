@@ -350,15 +350,21 @@ def test_data_prep_killed_over_an_existing_store(tmp_path, fault_table):
     first = fl.run([sys.executable, "-m", "data_prep", "--procedural", 64, "--out", out, "--resolution", 32,
                     "--no-progress"])
     assert first.returncode == 0, first.stderr
-    cmd = [sys.executable, "-m", "data_prep", "--procedural", 1500, "--seed", 1, "--out", out, "--resolution", 32,
-           "--no-progress", "--workers", 2]
+    job = lambda dest: [sys.executable, "-m", "data_prep", "--procedural", 1500, "--seed", 1, "--out", dest,  # noqa: E731
+                        "--resolution", 32, "--no-progress", "--workers", 2]
+    cmd = job(out)
     rng = random.Random(SEED)
     sigs = [signal.SIGKILL] * 8 + [signal.SIGTERM] * 3 + [signal.SIGINT] * 3 if fl.FULL else [signal.SIGKILL]
+    if fl.FULL:  # how long the job takes here, so the random moments spread over all of it
+        t0 = time.monotonic()
+        timing = fl.run(job(tmp_path / "timing"))
+        assert timing.returncode == 0, timing.stderr
+        seconds = time.monotonic() - t0
     for sig in sigs:
         old = json.loads((out / "manifest.json").read_text())["pixels_sha256"]
         proc = fl.start(cmd)
         if fl.FULL:
-            at = rng.uniform(0.3, 6.0)
+            at = rng.uniform(0.3, seconds)
         else:  # the fast trial kills it with its workers busy
             fl.wait_for(lambda: len(psutil.Process(proc.pid).children()) >= 2, 60)
             at = 0.5
