@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
-
 
 from data_prep.procedural import render
 from gan.config import PRESETS, ModelConfig
