@@ -203,8 +203,9 @@ def small_fs_mode() -> str:
 
     d = tempfile.mkdtemp()
     try:
-        probe = subprocess.run(_unshare() + ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", d], capture_output=True)
-    except OSError:
+        probe = subprocess.run(_unshare() + ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", d], capture_output=True,
+                               timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
         return "injected"
     finally:
         os.rmdir(d)

@@ -286,24 +286,28 @@ def test_killed_rank_ends_the_other_and_the_run_resumes(tmp_path, proc_store, fa
     assert proc.returncode == 0, proc.stderr[-3000:]
     reference = {"state": fl.final_state(fl.the_run(ref_out))}
     rng = random.Random(SEED)
-    for i in range(3):
-        outdir = tmp_path / f"r{i}"
+    names = {"rank": "kill -9 of one rank in 2-process training",
+             "launcher": "kill -9 of the launcher of 2-process training"}  # every rank checkpoints, none orphaned
+    for i, kind in enumerate(["rank"] * 3 + ["launcher"] * 2):
+        outdir = tmp_path / f"{kind}{i}"
         proc = fl.start(cmd(outdir))
         fl.wait_for(lambda: list(outdir.glob("*/checkpoints/kimg*")), 180)
         time.sleep(rng.uniform(0.0, 2.0))
         ranks = [c for c in psutil.Process(proc.pid).children() if "train.py" in " ".join(c.cmdline())]
-        problems = []
-        if len(ranks) != 2:
-            problems.append(f"found {len(ranks)} ranks")
-        victim = rng.choice(ranks)
-        victim.kill()
+        problems = [] if len(ranks) == 2 else [f"found {len(ranks)} ranks"]
+        if kind == "rank":
+            victim = rng.choice(ranks)
+            victim.kill()
+            watched = [r for r in ranks if r.pid != victim.pid]
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+            watched = ranks
         t0 = time.monotonic()
-        others = [r for r in ranks if r.pid != victim.pid]
-        gone, alive = psutil.wait_procs(others, timeout=30)
+        _, alive = psutil.wait_procs(watched, timeout=30)
         ended = time.monotonic() - t0
         proc.communicate(timeout=60)
         if alive:
-            problems.append("the other rank outlived the killed one by 30 s")
+            problems.append(f"ranks outlived the kill of the {kind} by 30 s")
         if fl.wait_session_gone(proc.pid, 5) is None:
             problems.append("processes left running")
         fl.kill_session(proc.pid)
@@ -313,31 +317,11 @@ def test_killed_rank_ends_the_other_and_the_run_resumes(tmp_path, proc_store, fa
             problems.append(f"resume: exit {again.returncode}: {again.stderr[-1500:]}")
         elif not fl.same(fl.final_state(fl.the_run(outdir)), reference["state"]):
             problems.append("final weights differ from the uninterrupted 2-process run")
-        fault_table.add("kill -9 of one rank in 2-process training", not problems and ended < 10, len(lost),
-                        note=f"other rank ended in {ended:.1f}s", detail=problems + lost)
-    _assert_all(fault_table, "kill -9 of one rank in 2-process training")
-    for i in range(2):  # the launcher itself killed: every rank checkpoints and exits, none is orphaned
-        outdir = tmp_path / f"l{i}"
-        proc = fl.start(cmd(outdir))
-        fl.wait_for(lambda: list(outdir.glob("*/checkpoints/kimg*")), 180)
-        time.sleep(rng.uniform(0.0, 2.0))
-        ranks = [c for c in psutil.Process(proc.pid).children() if "train.py" in " ".join(c.cmdline())]
-        os.kill(proc.pid, signal.SIGKILL)
-        t0 = time.monotonic()
-        gone, alive = psutil.wait_procs(ranks, timeout=30)
-        ended = time.monotonic() - t0
-        proc.communicate(timeout=60)
-        problems = ["ranks outlived the launcher by 30 s"] if alive else []
-        fl.kill_session(proc.pid)
-        lost = fl.lost_checkpoints(fl.the_run(outdir))
-        again = fl.run(cmd(outdir), timeout=600)
-        if again.returncode != 0:
-            problems.append(f"resume: exit {again.returncode}: {again.stderr[-1500:]}")
-        elif not fl.same(fl.final_state(fl.the_run(outdir)), reference["state"]):
-            problems.append("final weights differ from the uninterrupted 2-process run")
-        fault_table.add("kill -9 of the launcher of 2-process training", not problems and ended < 10, len(lost),
-                        note=f"ranks ended in {ended:.1f}s", detail=problems + lost)
-    _assert_all(fault_table, "kill -9 of the launcher of 2-process training")
+        fault_table.add(names[kind], not problems and ended < 10, len(lost),
+                        note=f"{'other rank' if kind == 'rank' else 'ranks'} ended in {ended:.1f}s",
+                        detail=problems + lost)
+    for name in names.values():
+        _assert_all(fault_table, name)
 
 
 # ---------------------------------------------------------------------------- data_prep killed
