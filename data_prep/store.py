@@ -126,10 +126,12 @@ class StoreWriter:
         if self.out.exists() and _exchange(self.tmp, self.out):
             old = self.tmp  # the old store, swapped out in one atomic step
         else:
+            # No atomic exchange here: a kill between the two renames leaves the old store in
+            # .old-PID, which the next writer or reader puts back (recover_store).
             old = None
-            if self.out.exists():  # no atomic exchange here: a kill between the renames leaves the old
-                old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"  # store in .old-, put back by
-                os.rename(self.out, old)  # the next run (_clean_stale)
+            if self.out.exists():
+                old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
+                os.rename(self.out, old)
             os.rename(self.tmp, self.out)
         _fsync_dir(self.out.parent)
         if old is not None:

@@ -77,6 +77,13 @@ class AdaptiveP:
         self.last_rt = float(stats[0] / stats[1])
         self.p = min(max(self.p + self.step_size * (1 if self.last_rt > self.target else -1), 0.0), 1.0)
 
+    def pending(self) -> tuple:
+        """This process's statistics gathered since the last update (sum of signs, count)."""
+        return self._sum, self._n
+
+    def set_pending(self, total: float, n: int) -> None:
+        self._sum, self._n = float(total), int(n)
+
     def state_dict(self) -> dict:
         return {"p": self.p, "sum": float(self._sum), "n": self._n, "last_rt": self.last_rt}
 

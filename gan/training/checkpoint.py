@@ -171,10 +171,10 @@ def _unreadable(ckpt: Path, rank: int) -> str | None:
             return f"{TRAINER} lacks the counters or augmentation state"
     except (OSError, ValueError, AttributeError) as e:
         return f"{TRAINER} is unreadable ({_first_line(e)})"
-    torch_files = [p for p in sorted(ckpt.iterdir()) if p.suffix in (".bin", ".pt", ".pkl")]
-    for p in torch_files:  # each process checks its own RNG state; the main one the shared files
-        if p.name != rng and (rank != 0 or p.name.startswith("random_states_")):
-            continue
+    # Each process checks its own RNG state; the main one also the shared files (optimizers, scaler).
+    mine = [p for p in sorted(ckpt.iterdir()) if p.suffix in (".bin", ".pt", ".pkl")
+            and (p.name == rng or (rank == 0 and not p.name.startswith("random_states_")))]
+    for p in mine:
         try:
             obj = load(p, map_location="cpu")
         except Exception as e:

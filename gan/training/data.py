@@ -2,8 +2,9 @@
 
 Each epoch is a fresh permutation seeded by (seed, epoch); rank r takes every world-th
 index. With `mirror`, an epoch covers every image and its mirror image (indices size..2*size-1,
-which PreparedDataset reads mirrored): x-flips decided by the stream, not by an RNG. `start` skips that many indices of this rank's stream without loading anything,
-which is how a resumed run continues exactly where the checkpoint left off.
+which PreparedDataset reads mirrored): x-flips decided by the stream, not by an RNG. `start`
+skips that many indices of this rank's stream without loading anything, which is how a
+resumed run continues exactly where the checkpoint left off.
 """
 from __future__ import annotations
 

@@ -113,7 +113,6 @@ class Trainer:
         # safetensors + JSON, not through Accelerate's custom-object pickle (a pickle in a run dir
         # someone shared would run code on resume).
         self.counters = Counters()
-        self._ranks: dict | None = None  # per-process state gathered for the next checkpoint
         self.evaluator = None
         self.last_metrics: dict = {}
         if cfg.metrics:
@@ -375,9 +374,9 @@ class Trainer:
                  "data_pos_rank0": self.counters.data_pos, "lr_scale": self.counters.lr_scale,
                  "world_size": self.acc.num_processes, "metric": metric}
         self._check_sync()
-        self._ranks = self._gather_rank_state()
+        ranks = self._gather_rank_state()  # collective: before the main-process-only write
         path = checkpoint.save(self.acc, self.run_dir, self.counters.cur_nimg, state, self._export,
-                               self._save_trainer_state)
+                               lambda folder: self._save_trainer_state(folder, ranks))
         if self.acc.is_main_process:
             checkpoint.rotate(self.run_dir, self.cfg.keep)
         self.acc.wait_for_everyone()
@@ -402,13 +401,13 @@ class Trainer:
                 f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, "event": "ranks in sync",
                                     "processes": self.acc.num_processes, "checksums": sums.tolist()}) + "\n")
 
-    def _save_trainer_state(self, folder: Path) -> None:
+    def _save_trainer_state(self, folder: Path, ranks: dict) -> None:
         from safetensors.torch import save_file
 
         save_file({k: v.detach().cpu().contiguous() for k, v in self.G_ema.state_dict().items()},
                   str(folder / checkpoint.G_EMA))
         (folder / checkpoint.TRAINER).write_text(json.dumps(
-            {"counters": self.counters.state_dict(), "aug": self.aug.state_dict(), "ranks": self._ranks}, indent=1))
+            {"counters": self.counters.state_dict(), "aug": self.aug.state_dict(), "ranks": ranks}, indent=1))
 
     def _gather_rank_state(self) -> dict:
         """State each process keeps for itself (collective): the path-length mean and the ADA
@@ -416,7 +415,7 @@ class Trainer:
         state, so without these every process would resume with the main one's values and
         a multi-process resume would not be exact."""
         mine = torch.stack([torch.as_tensor(v, dtype=torch.float64).detach().cpu().reshape(())
-                            for v in (self.counters.pl_mean, self.aug._sum, self.aug._n)])
+                            for v in (self.counters.pl_mean, *self.aug.pending())])
         every = self.acc.gather(mine.to(self.acc.device)[None]).cpu() if self.acc.num_processes > 1 else mine[None]
         return {"pl_mean": every[:, 0].tolist(), "aug_sum": every[:, 1].tolist(), "aug_n": every[:, 2].tolist()}
 
@@ -426,21 +425,16 @@ class Trainer:
         me, world = self.acc.process_index, self.acc.num_processes
         if len(ranks["pl_mean"]) == world:
             self.counters.pl_mean = ranks["pl_mean"][me]
-            self.aug._sum, self.aug._n = ranks["aug_sum"][me], int(ranks["aug_n"][me])
+            self.aug.set_pending(ranks["aug_sum"][me], ranks["aug_n"][me])
         else:  # another process count: the main process carries every partial ADA statistic
             self.counters.pl_mean = ranks["pl_mean"][0]
-            self.aug._sum = sum(ranks["aug_sum"]) if me == 0 else 0.0
-            self.aug._n = int(sum(ranks["aug_n"])) if me == 0 else 0
+            self.aug.set_pending(sum(ranks["aug_sum"]) if me == 0 else 0.0, sum(ranks["aug_n"]) if me == 0 else 0)
 
     def _load(self, ckpt: Path) -> None:
         from safetensors.torch import load_file
 
-        ckpt = Path(ckpt)
-        # setup checked the resume target; restores come here too
-        problem = checkpoint.resume_problem(ckpt, self.acc.process_index)
-        if problem:
-            raise UserError(problem)
-        self.acc.load_state(str(ckpt))
+        ckpt = Path(ckpt)  # checked by setup.resolve (checkpoint.resume_problem) on every process,
+        self.acc.load_state(str(ckpt))  # or written by this run (a restore after non-finite steps)
         try:
             self.G_ema.load_state_dict(load_file(str(ckpt / checkpoint.G_EMA)))  # copied onto G_ema's device
             st = json.loads((ckpt / checkpoint.TRAINER).read_text())
