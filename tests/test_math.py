@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from gan import losses
 from gan.augment import AdaptiveP, augment
-from gan.models.layers import ModulatedConv2d
+from gan.models.layers import Blur, ModulatedConv2d, Upsample
 from gan.sampling import grid_cols, grid_image
 from gan.training.data import InfiniteSampler
 from gan.training.ema import update_ema
@@ -151,6 +151,57 @@ def test_modulated_conv_equals_per_sample_weights(up, demod):
             xi = conv.up(xi)
         ref.append(F.conv2d(xi, weight, padding=weight.shape[-1] // 2))
     assert torch.allclose(out, torch.cat(ref), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 5, 7)])
+def test_resampling_filters_and_their_derivatives(shape):
+    """Blur and Upsample equal the plain depthwise [1,3,3,1] filters, and their first and second
+    derivatives (R1 and path length take the second) match finite differences."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64)
+    k = torch.outer(k, k).div(64).expand(shape[1], 1, 4, 4)
+    blur_ref = F.conv2d(F.pad(x, (1, 2, 1, 2), mode="replicate"), k, groups=shape[1])
+    up_ref = F.conv_transpose2d(x, k * 4, stride=2, padding=1, groups=shape[1])
+    for module, ref in ((Blur().double(), blur_ref), (Upsample().double(), up_ref)):
+        assert torch.allclose(module(x), ref, atol=1e-12)
+        assert torch.autograd.gradcheck(module, (x,)) and torch.autograd.gradgradcheck(module, (x,))
+
+
+def _convolutions(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::convolution")
+
+
+def test_regularizers_cost_a_few_convolutions_per_layer_not_one_per_channel():
+    """R1 and path length differentiate twice through the anti-aliasing filters. PyTorch's own
+    double backward of a grouped conv runs one convolution per channel (thousands of GPU kernels
+    per step at 256 px); ours runs one per filter, so a regularization step costs a few times a
+    plain step in convolutions, whatever the width."""
+    from gan.config import ModelConfig
+    from gan.models import build_discriminator, build_generator
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="stylegan", resolution=32, channel_base=2048, channel_max=64, z_dim=16, w_dim=16,
+                      mapping_layers=2)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    x = torch.randn(4, 3, 32, 32)
+
+    def r1():
+        real = x.detach().requires_grad_(True)
+        losses.r1_penalty(D(real), real).mean().backward()
+
+    def pl():
+        ws = G.mapping(torch.randn(2, 16)).requires_grad_(True)
+        losses.path_length(G.synthesis(ws), ws, torch.zeros(()))[0].mean().backward()
+
+    plain_d = _convolutions(lambda: D(x).mean().backward())
+    plain_g = _convolutions(lambda: G(torch.randn(2, 16)).mean().backward())
+    assert _convolutions(r1) <= 3 * plain_d, (_convolutions(r1), plain_d)
+    assert _convolutions(pl) <= 3 * plain_g, (_convolutions(pl), plain_g)
 
 
 def test_grid_shape_from_count():
