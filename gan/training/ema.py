@@ -12,10 +12,11 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, batch: int, cur_nimg:
     if rampup > 0:
         ema_nimg = min(ema_nimg, cur_nimg * rampup)
     beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
-    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b)
+    # Multi-tensor ops: a few kernels for all parameters, not one per parameter.
+    torch._foreach_lerp_(list(G_ema.parameters()), [p.detach() for p in G.parameters()], 1.0 - beta)
+    buffers = list(G_ema.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, list(G.buffers()))
     return beta
 
 

@@ -34,15 +34,13 @@ from .runtime import checksum, is_oom, micro_batch, next_multiple
 
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
-# Outcome of a phase, worst last. SKIPPED: fp16's GradScaler found inf/NaN gradients, skipped
-# the update and lowered its scale (normal while the scale settles). BAD: a non-finite loss, or
-# non-finite gradients without a scaler: divergence, counted toward a restore.
-OK, SKIPPED, BAD = "ok", "skipped", "bad"
+# Outcome of a step, worst highest, as a 0-dim device tensor (the host reads a batch of them at
+# once in `_settle`, never one per step). SKIPPED: fp16's GradScaler found inf/NaN gradients,
+# skipped the update and lowered its scale (normal while the scale settles). BAD: a non-finite
+# loss, or non-finite gradients without a scaler: divergence, counted toward a restore. Either
+# way the optimizer skipped the update on the device (fused Adam's `found_inf`).
+OK, SKIPPED, BAD = 0, 1, 2
 OVERFLOW_PATIENCE = 50  # consecutive scaler-skipped steps that count as divergence
-
-
-def worst(a: str, b: str) -> str:
-    return max(a, b, key=(OK, SKIPPED, BAD).index)
 
 
 class Counters:
@@ -88,7 +86,8 @@ class Trainer:
         def opt(params, lr, interval):
             ratio = interval / (interval + 1) if interval else 1.0
             b1, b2 = cfg.betas
-            return torch.optim.Adam(params, lr=lr * ratio, betas=(b1 ** ratio, b2 ** ratio), eps=1e-8)
+            # fused: one kernel for every parameter, and it can skip a step on the device.
+            return torch.optim.Adam(params, lr=lr * ratio, betas=(b1 ** ratio, b2 ** ratio), eps=1e-8, fused=True)
         g_int = cfg.pl_interval if self._pl_on() else 0
         d_int = cfg.r1_interval if cfg.r1_gamma > 0 else 0
         opt_G, opt_D = opt(G.parameters(), cfg.lr_g, g_int), opt(self._d_trainable, cfg.lr_d, d_int)
@@ -125,6 +124,8 @@ class Trainer:
                 acc.process_index, world, gather=(lambda t: acc.gather(t)) if world > 1 else None,
                 log=lambda m: acc.is_main_process and tqdm.write(m))
         self.overflows = 0  # scaler-skipped steps in this process's run (logged)
+        self._outcomes: list = []  # (step, outcome tensor) not yet read by `_settle`
+        self._bad = self._overflow = 0  # current streaks of BAD / SKIPPED steps
         self.stop_signal: int | None = None
         self.last_ckpt: Path | None = None
         self.steady_img_per_s: float | None = None  # end-to-end img/s after warm-up, set by train()
@@ -229,36 +230,49 @@ class Trainer:
             return None
         return self.acc.scaler.scale(torch.ones((), device=self.acc.device))
 
-    def _apply(self, opt, model) -> str:
-        params = [p for p in self._unwrap(model).parameters() if p.grad is not None]
+    @staticmethod
+    def _nonfinite(loss: torch.Tensor) -> torch.Tensor:
+        return (~torch.isfinite(loss.detach().float())).float()
+
+    def _apply(self, opt, model, bad: torch.Tensor) -> torch.Tensor:
+        """The optimizer step, skipped on the device when `bad` (a non-finite loss) or any
+        gradient is non-finite. Returns the outcome as a device tensor: no host sync."""
+        grads = [p.grad for p in self._unwrap(model).parameters() if p.grad is not None]
         if self.acc.scaler is not None:
             # fp16: the scaler unscales, skips the update on inf/NaN gradients and backs off.
-            if params and self.counters.step in self.faults.get("overflow", ()):
-                params[0].grad.view(-1)[0] = float("inf")
+            if grads and self.counters.step in self.faults.get("overflow", ()):
+                grads[0].view(-1)[0] = float("inf")
+            before = self._grad_scale()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            return SKIPPED if opt.step_was_skipped else OK
-        ok = self._finite_everywhere(*[p.grad for p in params]) if params else True
-        if ok:
+            return torch.maximum((self._grad_scale() < before).float() * SKIPPED, bad * BAD)
+        found = bad.detach().clone()
+        if grads:  # sets `found` to 1 if any gradient holds inf/NaN (GradScaler's kernel, scale 1)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), device=found.device))
+        if self.acc.num_processes > 1:  # every process skips the same steps
+            found = self.acc.reduce(found, "max")
+        inner = opt.optimizer
+        inner.found_inf = found  # read by fused Adam: the update is skipped on the device
+        try:
             opt.step()
+        finally:
+            del inner.found_inf
         opt.zero_grad(set_to_none=True)
-        return OK if ok else BAD
+        return found * BAD
 
-    def _backward_apply(self, loss, opt, model, before_step=None) -> str:
-        """A lazy phase's update: skip a non-finite loss (with a scaler, an overflowing one is the
-        scaler's to skip: its gradients are inf), backward, optional `before_step`, step."""
-        if self.acc.scaler is None and not self._finite_everywhere(loss):
-            opt.zero_grad(set_to_none=True)
-            return BAD
+    def _backward_apply(self, loss, opt, model, before_step=None) -> torch.Tensor:
+        """A lazy phase's update: backward, optional `before_step`, step (skipped on the device
+        if the loss or a gradient is non-finite)."""
+        bad = self._nonfinite(loss)
         self.acc.backward(loss)
         if before_step is not None:
             before_step()
-        return self._apply(opt, model)
+        return self._apply(opt, model, bad)
 
-    def _d_phase(self, stats: dict) -> str:
+    def _d_phase(self, stats: dict) -> torch.Tensor:
         cfg, acc = self.cfg, self.acc
         G = self._unwrap(self.G)
-        finite = True
+        bad = torch.zeros((), device=acc.device)
         for i in range(cfg.grad_accum):
             real, c = self._next_real()
             with torch.no_grad(), acc.autocast():
@@ -274,19 +288,15 @@ class Trainer:
                     self.faults["nan"].discard(self.counters.step)
                     loss = loss * float("nan")
                 self.aug.accumulate(real_logits)
-                finite &= self._finite_everywhere(loss)
-                if finite:
-                    acc.backward(loss / cfg.grad_accum)
+                bad = torch.maximum(bad, self._nonfinite(loss))
+                acc.backward(loss / cfg.grad_accum)  # a non-finite one: the step is skipped on the device
             stats["loss_D"] = loss.detach()
             stats["logits_real"] = real_logits.detach().float().mean()
             stats["logits_fake"] = fake_logits.detach().float().mean()
         self._last_real = (real, c)
-        if not finite:
-            self.opt_D.zero_grad(set_to_none=True)
-            return BAD
-        return self._apply(self.opt_D, self.D)
+        return self._apply(self.opt_D, self.D, bad)
 
-    def _d_reg_phase(self, stats: dict) -> str:
+    def _d_reg_phase(self, stats: dict) -> torch.Tensor:
         real, c = self._last_real
         real = real.detach().requires_grad_(True)
         with self.acc.autocast():
@@ -298,32 +308,28 @@ class Trainer:
         return self._backward_apply(loss, self.opt_D, self.D,
                                     before_step=lambda: stats.update(loss_R1=r1.detach().mean()))
 
-    def _g_phase(self, stats: dict) -> str:
+    def _g_phase(self, stats: dict) -> torch.Tensor:
         cfg, acc = self.cfg, self.acc
         D = self._unwrap(self.D)
         for p in self._d_trainable:  # FreezeD's frozen blocks stay frozen afterwards
             p.requires_grad_(False)
         _, c = self._last_real
-        finite = True
+        bad = torch.zeros((), device=acc.device)
         try:
             for i in range(cfg.grad_accum):
                 with acc.autocast(), self._sync_last(self.G, i):
                     fake = self._gen(self.G, self._z(self.micro), c)
                     logits = D(augment(fake.float(), self.aug.p), c)
                     loss = losses.g_loss(cfg.loss, logits.float())
-                    finite &= self._finite_everywhere(loss)
-                    if finite:
-                        acc.backward(loss / cfg.grad_accum)
+                    bad = torch.maximum(bad, self._nonfinite(loss))
+                    acc.backward(loss / cfg.grad_accum)
                 stats["loss_G"] = loss.detach()
         finally:
             for p in self._d_trainable:
                 p.requires_grad_(True)
-        if not finite:
-            self.opt_G.zero_grad(set_to_none=True)
-            return BAD
-        return self._apply(self.opt_G, self.G)
+        return self._apply(self.opt_G, self.G, bad)
 
-    def _g_style_phase(self, stats: dict) -> str:
+    def _g_style_phase(self, stats: dict) -> torch.Tensor:
         """Style-guided training: the VGG Gram distance of a few of G's samples to the style
         images, added to G's objective every `style_every` steps (scaled by it)."""
         _, c = self._last_real
@@ -335,7 +341,7 @@ class Trainer:
         return self._backward_apply(loss, self.opt_G, self.G,
                                     before_step=lambda: stats.update(loss_style=dist.detach().mean()))
 
-    def _g_reg_phase(self, stats: dict) -> str:
+    def _g_reg_phase(self, stats: dict) -> torch.Tensor:
         """Path-length regularization (StyleGAN). Runs on the unwrapped G, so gradients are
         averaged across processes by hand."""
         G = self._unwrap(self.G)
@@ -495,7 +501,7 @@ class Trainer:
         next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
         metric_every = (cfg.metrics_every or cfg.checkpoint_every) * 1000
         next_metric = next_multiple(ctr.cur_nimg, metric_every)
-        bad, overflow, t0, n0 = 0, 0, time.perf_counter(), ctr.cur_nimg
+        t0, n0 = time.perf_counter(), ctr.cur_nimg
         t_steady = n_steady = t_end = None
         stats: dict = {}
         try:
@@ -505,49 +511,33 @@ class Trainer:
             while ctr.cur_nimg < total:
                 if ctr.step in self.faults.get("oom", ()):
                     raise torch.OutOfMemoryError("injected out of memory")
-                outcome = self._d_phase(stats)
-                if outcome != BAD and cfg.r1_gamma > 0 and ctr.step % cfg.r1_interval == 0:
-                    outcome = worst(outcome, self._d_reg_phase(stats))
-                if outcome != BAD:
-                    outcome = worst(outcome, self._g_phase(stats))
-                if outcome != BAD and self._pl_on() and ctr.step % cfg.pl_interval == 0:
-                    outcome = worst(outcome, self._g_reg_phase(stats))
-                if outcome != BAD and self.style is not None and ctr.step % cfg.style_every == 0:
-                    outcome = worst(outcome, self._g_style_phase(stats))
-                if cfg.aug == "ada" and ctr.step % cfg.ada_interval == 0:
+                ada_now = cfg.aug == "ada" and ctr.step % cfg.ada_interval == 0
+                self._outcomes.append((ctr.step, self._step(stats)))
+                if ada_now:  # reads its statistics on the host: a sync every ada_interval steps
                     self.aug.update(lambda t: acc.reduce(t.to(acc.device), "sum").cpu())
-                failed_step = ctr.step  # 0-based index of the step just run, as fault specs count
-                self.faults.get("overflow", set()).discard(failed_step)  # injected once, like "nan"
+                self.faults.get("overflow", set()).discard(ctr.step)  # injected once, like "nan"
                 ctr.step += 1
-                if outcome == BAD:
-                    bad += 1
-                    log(f"step {failed_step}: non-finite loss or gradient, step skipped ({bad} in a row)")
-                    if bad >= cfg.nan_patience:
-                        self._recover(log)
-                        bad = 0
-                        bar.n = ctr.cur_nimg
-                    continue
-                bad = 0
-                if outcome == SKIPPED:
-                    overflow += 1
-                    self.overflows += 1
-                    if overflow >= OVERFLOW_PATIENCE:
-                        log(f"step {failed_step}: fp16 gradients overflowed {overflow} steps in a row "
-                            "(the loss scale cannot settle)")
-                        self._recover(log)
-                        overflow = 0
-                        bar.n = ctr.cur_nimg
-                        continue
-                else:
-                    overflow = 0
+                # A skipped step (found non-finite on the device) still consumed its batch.
                 ctr.cur_nimg += cfg.batch
                 if ctr.step == WARMUP_STEPS:
                     t_steady, n_steady = time.perf_counter(), ctr.cur_nimg
                 update_ema(self.G_ema, self._unwrap(self.G), cfg.batch, ctr.cur_nimg, cfg.ema_kimg, cfg.ema_rampup)
                 bar.update(cfg.batch)
-                if ctr.step % cfg.log_every == 0:
+                done = ctr.cur_nimg >= total
+                due_log = ctr.step % cfg.log_every == 0
+                due_snap = ctr.cur_nimg >= next_snap or done
+                due_metric = self.evaluator is not None and (ctr.cur_nimg >= next_metric or done)
+                due_ckpt = ctr.cur_nimg >= next_ckpt or done or due_metric
+                # The host reads the steps' outcomes only where it stops anyway (logs, ADA,
+                # snapshots, checkpoints, a signal): between them the GPU never waits for Python.
+                settle = due_log or due_snap or due_ckpt or ada_now
+                stop = self._stop_requested(settle)
+                if settle or stop:
+                    if self._settle(log):  # diverged: back to the last checkpoint
+                        bar.n = ctr.cur_nimg
+                        continue
+                if due_log:
                     rate = (ctr.cur_nimg - n0) / max(time.perf_counter() - t0, 1e-9)
-                    # Stats stay on the device between logs: one host sync here, none per step.
                     values = dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
                     scalars = {f"Loss/{k[5:]}": v for k, v in values.items() if k.startswith("loss_")}
                     if self.style is not None:
@@ -561,13 +551,10 @@ class Trainer:
                     acc.log(scalars, step=ctr.cur_nimg)
                     bar.set_postfix(D=f"{values.get('loss_D', 0):.3f}", G=f"{values.get('loss_G', 0):.3f}",
                                     p=f"{self.aug.p:.2f}", ips=f"{rate:.0f}", refresh=False)
-                done = ctr.cur_nimg >= total
-                if ctr.cur_nimg >= next_snap or done:
+                if due_snap:
                     self._snapshot(grid_z, grid_c)
                     next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
-                stop = self._stop_requested()
-                due_metric = self.evaluator is not None and (ctr.cur_nimg >= next_metric or done)
-                if ctr.cur_nimg >= next_ckpt or done or stop or due_metric:
+                if due_ckpt or stop:
                     if not self._weights_finite():  # never write non-finite weights
                         log("non-finite weights before a checkpoint: restoring the last one instead")
                         self._recover(log)
@@ -609,13 +596,62 @@ class Trainer:
         log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
         return 0
 
-    def _stop_requested(self) -> bool:
-        flag = torch.tensor(float(self.stop_signal is not None), device=self.acc.device)
-        if self.acc.num_processes > 1:
-            flag = self.acc.reduce(flag, "max")
+    def _stop_requested(self, settle: bool) -> bool:
+        """A SIGINT/SIGTERM arrived (on any process). With several processes they agree at the
+        settle points only (a collective), so every one stops after the same step."""
+        if self.acc.num_processes == 1:
+            return self.stop_signal is not None
+        if not settle:
+            return False
+        flag = self.acc.reduce(torch.tensor(float(self.stop_signal is not None), device=self.acc.device), "max")
         if flag > 0 and self.stop_signal is None:
             self.stop_signal = signal.SIGTERM
         return bool(flag > 0)
+
+    def _step(self, stats: dict) -> torch.Tensor:
+        """One iteration: D, lazy R1, G, lazy path length, style; the worst phase outcome."""
+        cfg, step = self.cfg, self.counters.step
+        outcome = self._d_phase(stats)
+        if cfg.r1_gamma > 0 and step % cfg.r1_interval == 0:
+            outcome = torch.maximum(outcome, self._d_reg_phase(stats))
+        outcome = torch.maximum(outcome, self._g_phase(stats))
+        if self._pl_on() and step % cfg.pl_interval == 0:
+            outcome = torch.maximum(outcome, self._g_reg_phase(stats))
+        if self.style is not None and step % cfg.style_every == 0:
+            outcome = torch.maximum(outcome, self._g_style_phase(stats))
+        return outcome
+
+    def _settle(self, log) -> bool:
+        """Read the outcomes of the steps since the last call (one host sync) and act on the
+        streaks, in step order: `nan_patience` BAD steps in a row, or OVERFLOW_PATIENCE
+        scaler-skipped ones, restore the last checkpoint with halved learning rates (the steps
+        after the streak are dropped with it). True if it restored."""
+        if not self._outcomes:
+            return False
+        steps, flags = zip(*self._outcomes)
+        self._outcomes = []
+        for step, code in zip(steps, torch.stack(flags).tolist()):
+            if code >= BAD:
+                self._bad += 1
+                log(f"step {step}: non-finite loss or gradient, step skipped ({self._bad} in a row)")
+                if self._bad >= self.cfg.nan_patience:
+                    self._bad = self._overflow = 0
+                    self._recover(log)
+                    return True
+                continue
+            self._bad = 0
+            if code >= SKIPPED:
+                self._overflow += 1
+                self.overflows += 1
+                if self._overflow >= OVERFLOW_PATIENCE:
+                    log(f"step {step}: fp16 gradients overflowed {self._overflow} steps in a row "
+                        "(the loss scale cannot settle)")
+                    self._bad = self._overflow = 0
+                    self._recover(log)
+                    return True
+            else:
+                self._overflow = 0
+        return False
 
     def _grid_inputs(self, seeds):
         z = latents_for_seeds(seeds, self.mcfg.z_dim).to(self.acc.device)

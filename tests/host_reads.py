@@ -1,0 +1,41 @@
+"""Run a short training in this process and report every host read of a tensor (`bool()`,
+`float()`, `.item()`, `.tolist()`, `.cpu()`, ...) with the training step it happened in, as
+JSON on the last line. On a GPU each of these is a device->host sync that stalls the queue.
+    python tests/host_reads.py TRAIN_ARGS...   (used by test_train.py)
+"""
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from torch.overrides import TorchFunctionMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train as train_cli  # noqa: E402
+from gan.training.loop import launch  # noqa: E402
+from gan.training.setup import resolve  # noqa: E402
+
+READS = {"__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy", "cpu"}
+HOST_SIDE = ("/torch/utils/data/", "/data_prep/")  # the loader's own host tensors (indices, labels)
+
+
+class HostReads(TorchFunctionMode):
+    def __init__(self, trainer):
+        super().__init__()
+        self.trainer, self.reads = trainer, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in READS:
+            stack = traceback.extract_stack()[:-1]
+            if not any(part in f.filename for f in stack[-6:] for part in HOST_SIDE):
+                caller = next(f for f in reversed(stack) if "/torch/" not in f.filename)
+                self.reads.append({"step": self.trainer.counters.step, "op": name,
+                                   "at": f"{Path(caller.filename).name}:{caller.lineno}"})
+        return func(*args, **(kwargs or {}))
+
+
+trainer = launch(resolve(train_cli.build_parser().parse_args(sys.argv[1:])))
+with HostReads(trainer) as mode:
+    trainer.train()
+print(json.dumps({"steps": trainer.counters.step, "reads": mode.reads}))
