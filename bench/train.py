@@ -57,13 +57,14 @@ def matmul_peak(dtype, device: str, seconds=1.5) -> float:
     return 2 * n ** 3 * k / (time.perf_counter() - t)
 
 
-def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | None, device: str) -> dict:
+def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | None, device: str,
+               compile_: str = "auto") -> dict:
     preset, extra = CONFIGS.get(name, (name, []))
     cpu_batch = ["--batch", str(BATCH[name])] if device == "cpu" and name in BATCH else []
     args = train_cli.build_parser().parse_args(
         ["--data", str(store), "--preset", preset, "--mixed-precision", precision,
          "--kimg", str(KIMG[name][device == "cuda"]), "--snap", "1e6", "--checkpoint-every", "1e6",
-         "--outdir", str(tmp / "runs"), "--aug", "ada"] + extra + cpu_batch + (["--batch", str(batch)] if batch else []))
+         "--outdir", str(tmp / "runs"), "--aug", "ada", "--compile", compile_] + extra + cpu_batch + (["--batch", str(batch)] if batch else []))
     plan = resolve(args)
     mcfg, cfg = plan.mcfg, plan.cfg
     cfg.name = f"{name}-{precision}"
@@ -88,6 +89,8 @@ def main() -> None:
     ap.add_argument("--precisions", default="no,bf16")
     ap.add_argument("--batch", type=int, default=None, help="override the presets' batch")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                    help="train.py's --compile (auto: on with a GPU); compile time is inside the warm-up steps")
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)  # PRESET,PRECISION,STORE,TMP
     args = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -96,7 +99,7 @@ def main() -> None:
     if args.single:
         # Accelerate's state is per process: each measurement runs in its own interpreter.
         preset, prec, store, tmp = args.single.split(",")
-        print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device)))
+        print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device, args.compile)))
         return
     peaks = {"no": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
     if device == "cuda":
@@ -112,7 +115,7 @@ def main() -> None:
                                 "--resolution", str(RES[preset]), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
             for prec in args.precisions.split(","):
                 cmd = [sys.executable, __file__, "--single", f"{preset},{prec},{store},{tmp / (preset + prec)}",
-                       "--device", device]
+                       "--device", device, "--compile", args.compile]
                 if args.batch:
                     cmd += ["--batch", str(args.batch)]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout

@@ -66,6 +66,8 @@ class TrainConfig:
     ema_kimg: float = opt(10.0, "G_ema half-life in kimg")
     ema_rampup: float = 0.05  # half-life <= this fraction of images seen; 0 disables
     mixed_precision: str = opt("no", "no | bf16 | fp16", choices=("no", "bf16", "fp16"))
+    compile: str = opt("auto", "torch.compile G and D for the main phases: auto (on with a GPU) | on | off",
+                       choices=("auto", "on", "off"))
     snap: float = opt(10.0, "sample grid every N kimg")
     checkpoint_every: float = opt(50.0, "checkpoint every N kimg")
     keep: int = opt(3, "checkpoints to keep (plus the best by metric)")

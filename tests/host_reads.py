@@ -4,10 +4,13 @@ JSON on the last line. On a GPU each of these is a device->host sync that stalls
     python tests/host_reads.py TRAIN_ARGS...   (used by test_train.py)
 """
 import json
+import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
+import torch
 from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,6 +39,14 @@ class HostReads(TorchFunctionMode):
 
 
 trainer = launch(resolve(train_cli.build_parser().parse_args(sys.argv[1:])))
+cuda_syncs = []
+if os.environ.get("ARTGAN_CUDA_SYNC_DEBUG") and torch.cuda.is_available():
+    # CUDA's own detector warns at every synchronizing call: record the step of each.
+    torch.cuda.set_sync_debug_mode("warn")
+    warnings.simplefilter("always")
+    warnings.showwarning = lambda *a, **k: cuda_syncs.append(trainer.counters.step)
 with HostReads(trainer) as mode:
     trainer.train()
-print(json.dumps({"steps": trainer.counters.step, "reads": mode.reads}))
+if cuda_syncs is not None and torch.cuda.is_available():
+    torch.cuda.set_sync_debug_mode(0)
+print(json.dumps({"steps": trainer.counters.step, "reads": mode.reads, "cuda_syncs": cuda_syncs}))

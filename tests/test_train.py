@@ -164,6 +164,28 @@ def test_training_steps_never_wait_for_the_device(tmp_path, proc_store, arch):
     assert any(r["step"] == 12 for r in report["reads"])  # the counter does see reads
 
 
+def test_compiled_phases_compute_the_same_and_fall_back_cleanly(tmp_path, proc_store):
+    """--compile on: G and D's main phases go through torch.compile. Traced but not
+    code-generated (CI has seconds, not minutes, for inductor), the run is bit-identical to an
+    eager one, R1 and path length included. A compile that fails (here: an injected broken
+    backend, as with a missing toolchain) costs one note; the run completes."""
+    common = ["--data", proc_store, *TINY_STYLE, "--pl-weight", 2, "--r1-interval", 2, "--batch", 8,
+              "--kimg", 0.064, "--snap", 100, "--outdir", tmp_path / "runs"]
+    train(*common, "--name", "eager", "--compile", "off")
+    train(*common, "--name", "traced", "--compile", "on", env=faults("compile_eager"))
+    eager, traced = (load_state(checkpoint.latest(next((tmp_path / "runs").glob(f"*-{n}")))) for n in ("eager", "traced"))
+    for name in eager:
+        assert eager[name].keys() == traced[name].keys()
+        for k in eager[name]:
+            assert torch.equal(eager[name][k], traced[name][k]), (name, k)
+    out = train("--data", proc_store, *TINY_DCGAN, "--batch", 8, "--kimg", 0.032, "--outdir", tmp_path / "b",
+                "--compile", "on", env=faults("compile_fail"))
+    notes = [l for l in (out.stdout + out.stderr).splitlines() if "torch.compile failed" in l]
+    assert len(notes) == 1 and "injected: no working C++ compiler" in notes[0], notes
+    assert "Traceback" not in out.stderr
+    assert checkpoint.read_state(checkpoint.latest(only_run(tmp_path / "b")))["cur_nimg"] == 32
+
+
 def test_user_errors(tmp_path, proc_store):
     import train as train_cli
 

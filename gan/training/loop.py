@@ -30,7 +30,7 @@ from ..sampling import grid_cols, latents_for_seeds, save_grid
 from . import checkpoint, finetune
 from .data import InfiniteSampler
 from .ema import recalibrate_batchnorm, update_ema
-from .runtime import checksum, is_oom, micro_batch, next_multiple
+from .runtime import Compiler, checksum, compile_backend, is_oom, micro_batch, next_multiple
 
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
@@ -98,6 +98,8 @@ class Trainer:
             self.acc.scaler = torch.amp.GradScaler(self.acc.device.type)
         self.G, self.D, self.opt_G, self.opt_D = self.acc.prepare(G, D, opt_G, opt_D)
         self.G_ema.to(self.acc.device)
+        compiling = cfg.compile == "on" or (cfg.compile == "auto" and self.acc.device.type == "cuda")
+        self.compiled = Compiler(compiling, self._log, compile_backend(self.faults))
         adaptive = cfg.aug == "ada"
         self.aug = AdaptiveP(cfg.aug_p if cfg.aug in ("ada", "fixed") else 0.0, cfg.ada_target, cfg.batch,
                              cfg.ada_interval, cfg.ada_kimg, adaptive)
@@ -277,12 +279,13 @@ class Trainer:
             real, c = self._next_real()
             with torch.no_grad(), acc.autocast():
                 # The mean w used for truncation is tracked here, on fakes D is about to see.
-                fake = self._gen(G, self._z(real.shape[0]), c, update_w_avg=True)
+                fake = self._gen(self.compiled(G), self._z(real.shape[0]), c, update_w_avg=True)
             # DDP decides at forward time whether backward all-reduces: wrap both.
             with self._sync_last(self.D, i):
                 with acc.autocast():
-                    real_logits = self.D(augment(real, self.aug.p), c)
-                    fake_logits = self.D(augment(fake.float(), self.aug.p), c)
+                    D_fast = self.compiled(self.D)
+                    real_logits = D_fast(augment(real, self.aug.p), c)
+                    fake_logits = D_fast(augment(fake.float(), self.aug.p), c)
                     loss = losses.d_loss(cfg.loss, real_logits.float(), fake_logits.float())
                 if self.counters.step in self.faults.get("nan", ()):
                     self.faults["nan"].discard(self.counters.step)
@@ -318,8 +321,8 @@ class Trainer:
         try:
             for i in range(cfg.grad_accum):
                 with acc.autocast(), self._sync_last(self.G, i):
-                    fake = self._gen(self.G, self._z(self.micro), c)
-                    logits = D(augment(fake.float(), self.aug.p), c)
+                    fake = self._gen(self.compiled(self.G), self._z(self.micro), c)
+                    logits = self.compiled(D)(augment(fake.float(), self.aug.p), c)
                     loss = losses.g_loss(cfg.loss, logits.float())
                     bad = torch.maximum(bad, self._nonfinite(loss))
                     acc.backward(loss / cfg.grad_accum)
@@ -478,13 +481,8 @@ class Trainer:
         cfg, acc, ctr = self.cfg, self.acc, self.counters
         main = acc.is_main_process
         total = round(cfg.kimg * 1000)  # round, not int(): 0.384 * 1000 is 383.99999...
-        events = self.run_dir / "events.jsonl"
 
-        def log(msg: str) -> None:
-            if main:
-                tqdm.write(msg)
-                with open(events, "a") as f:
-                    f.write(json.dumps({"kimg": ctr.cur_nimg / 1000, "event": msg}) + "\n")
+        log = self._log
 
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         if main:
@@ -512,7 +510,17 @@ class Trainer:
                 if ctr.step in self.faults.get("oom", ()):
                     raise torch.OutOfMemoryError("injected out of memory")
                 ada_now = cfg.aug == "ada" and ctr.step % cfg.ada_interval == 0
-                self._outcomes.append((ctr.step, self._step(stats)))
+                try:
+                    outcome = self._step(stats)
+                except Exception as e:
+                    if not self.compiled.failed(e):
+                        raise
+                    # A compile failure surfaces in a phase's first call or backward: this step
+                    # runs again eagerly (a phase that had already stepped has stepped twice).
+                    self.opt_D.zero_grad(set_to_none=True)
+                    self.opt_G.zero_grad(set_to_none=True)
+                    outcome = self._step(stats)
+                self._outcomes.append((ctr.step, outcome))
                 if ada_now:  # reads its statistics on the host: a sync every ada_interval steps
                     self.aug.update(lambda t: acc.reduce(t.to(acc.device), "sum").cpu())
                 self.faults.get("overflow", set()).discard(ctr.step)  # injected once, like "nan"
@@ -595,6 +603,13 @@ class Trainer:
             self.steady_img_per_s = (ctr.cur_nimg - n_steady) / (t_end - t_steady)
         log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
         return 0
+
+    def _log(self, msg: str) -> None:
+        """A line on the console and in events.jsonl (main process)."""
+        if self.acc.is_main_process:
+            tqdm.write(msg)
+            with open(self.run_dir / "events.jsonl", "a") as f:
+                f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, "event": msg}) + "\n")
 
     def _stop_requested(self, settle: bool) -> bool:
         """A SIGINT/SIGTERM arrived (on any process). With several processes they agree at the

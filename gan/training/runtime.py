@@ -38,6 +38,51 @@ def _has_accelerator() -> bool:
     return bool(torch.cuda.is_available() or torch.backends.mps.is_available() or (xpu and xpu.is_available()))
 
 
+class Compiler:
+    """torch.compile'd modules for the main phases, with a clean fallback: when compiling fails
+    (no C++ or Triton toolchain, an unsupported op, a backend error) training goes on eagerly
+    after one note. The regularization phases always run eagerly: compiled graphs do not
+    support the double backward that R1 and path length take."""
+
+    def __init__(self, enabled: bool, note, backend="inductor"):
+        self.enabled = enabled  # False: modules are returned as they are
+        self.note = note  # prints the one-line fallback note
+        self.backend = backend  # a torch.compile backend (tests use a cheap or a broken one)
+        self._compiled: dict = {}
+
+    def __call__(self, module: torch.nn.Module):
+        if not self.enabled:
+            return module
+        if id(module) not in self._compiled:
+            self._compiled[id(module)] = torch.compile(module, backend=self.backend, dynamic=False)
+        return self._compiled[id(module)]
+
+    def failed(self, e: BaseException) -> bool:
+        """True if `e` came from compiling; compiling is then off for the rest of the run."""
+        from torch._dynamo.exc import TorchDynamoException
+
+        if not self.enabled or not isinstance(e, TorchDynamoException) or is_oom(e):
+            return False
+        self.enabled = False
+        self._compiled.clear()
+        while getattr(e, "inner_exception", None) is not None or e.__cause__ is not None:
+            e = getattr(e, "inner_exception", None) or e.__cause__  # the backend's own error
+        reason = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        self.note(f"note: torch.compile failed ({reason[:200]}); training goes on without it (--compile off "
+                  "skips the attempt)")
+        return True
+
+
+def compile_backend(faults: dict):
+    """The backend for `Compiler`: inductor, or a test hook's ("compile_eager": traced but not
+    code-generated, fast on CI; "compile_fail": fails like a missing toolchain)."""
+    if "compile_fail" in faults:
+        def broken(gm, example_inputs):
+            raise RuntimeError("injected: no working C++ compiler")
+        return broken
+    return "aot_eager" if "compile_eager" in faults else "inductor"
+
+
 def share_run_dir(acc: Accelerator, make) -> Path:
     """Create the run dir on the main process and give every process the same path."""
     from accelerate.utils import broadcast_object_list
