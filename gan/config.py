@@ -73,6 +73,8 @@ class TrainConfig:
     keep: int = opt(3, "checkpoints to keep (plus the best by metric)")
     seed: int = opt(0, "random seed")
     workers: int = opt(0, "DataLoader worker processes")
+    data_on_device: str = opt("auto", "hold the whole store in GPU memory and gather batches there: auto (when it "
+                                      "takes at most a quarter of the free memory) | on | off", choices=("auto", "on", "off"))
     log_every: int = opt(20, "steps between scalar logs (TensorBoard, progress bar)")
     nan_patience: int = 4  # consecutive non-finite steps before restoring a checkpoint
     xflip: bool = True  # random horizontal flips of reals

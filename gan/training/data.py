@@ -1,4 +1,5 @@
-"""Deterministic, resumable, rank-sharded stream of dataset indices.
+"""Deterministic, resumable, rank-sharded stream of dataset indices, and batches gathered on the
+device from a store held there whole.
 
 Each epoch is a fresh permutation seeded by (seed, epoch); rank r takes every world-th
 index. With `mirror`, an epoch covers every image and its mirror image (indices size..2*size-1,
@@ -7,6 +8,8 @@ skips that many indices of this rank's stream without loading anything, which is
 resumed run continues exactly where the checkpoint left off.
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import torch
@@ -28,3 +31,40 @@ class InfiniteSampler(torch.utils.data.Sampler):
             for i in mine[offset:]:
                 yield int(i)
             epoch, offset = epoch + 1, 0
+
+
+class DeviceBatches:
+    """Batches gathered from the whole uint8 store held in device memory: no loader process
+    and no host->device copy of pixels per step, only of the batch's indices. The same images in
+    the same order as the DataLoader path (the sampler's mirror indices included), converted
+    with the same float ops, so a run may switch between the two on resume."""
+
+    CHUNK = 1024  # images per host->device copy while loading (bounds the host memory used)
+
+    def __init__(self, dataset, device: torch.device):
+        n = dataset.count
+        self.count = n
+        self.images = torch.empty(dataset.images.shape, dtype=torch.uint8, device=device)
+        for i in range(0, n, self.CHUNK):
+            self.images[i : i + self.CHUNK].copy_(torch.from_numpy(np.ascontiguousarray(dataset.images[i : i + self.CHUNK])))
+        self.labels = torch.from_numpy(np.asarray(dataset.labels, dtype=np.int64)).to(device)
+        self.device = device
+
+    def batches(self, sampler: InfiniteSampler, micro: int):
+        """An endless iterator of (images in [-1, 1], labels), `micro` indices from `sampler` each."""
+        indices = iter(sampler)
+        while True:
+            idx = torch.tensor(list(itertools.islice(indices, micro)), dtype=torch.int64).to(self.device, non_blocking=True)
+            mirror = idx >= self.count
+            src = torch.where(mirror, idx - self.count, idx)
+            x = self.images[src]
+            x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+            yield x.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0), self.labels[src]
+
+
+def fits_on_device(nbytes: int, device: torch.device, share: float = 0.25) -> bool:
+    """Whether a store of `nbytes` takes at most `share` of the device's free memory."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= share * free

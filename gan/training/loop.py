@@ -28,7 +28,7 @@ from ..export import save_generator
 from ..models import arch_of, build_discriminator, build_generator
 from ..sampling import grid_cols, latents_for_seeds, save_grid
 from . import checkpoint, finetune
-from .data import InfiniteSampler
+from .data import DeviceBatches, InfiniteSampler, fits_on_device
 from .ema import recalibrate_batchnorm, update_ema
 from .runtime import Compiler, checksum, compile_backend, is_oom, micro_batch, next_multiple
 
@@ -98,6 +98,8 @@ class Trainer:
             self.acc.scaler = torch.amp.GradScaler(self.acc.device.type)
         self.G, self.D, self.opt_G, self.opt_D = self.acc.prepare(G, D, opt_G, opt_D)
         self.G_ema.to(self.acc.device)
+        if self.acc.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every phase's shapes are fixed: tune once per shape
         compiling = cfg.compile == "on" or (cfg.compile == "auto" and self.acc.device.type == "cuda")
         self.compiled = Compiler(compiling, self._log, compile_backend(self.faults))
         adaptive = cfg.aug == "ada"
@@ -131,6 +133,12 @@ class Trainer:
         self.stop_signal: int | None = None
         self.last_ckpt: Path | None = None
         self.steady_img_per_s: float | None = None  # end-to-end img/s after warm-up, set by train()
+        self._device_data = None  # DeviceBatches: the store in device memory
+        nbytes = self.dataset.images.nbytes
+        if cfg.data_on_device == "on" or (cfg.data_on_device == "auto" and fits_on_device(nbytes, self.acc.device)):
+            self._device_data = DeviceBatches(self.dataset, self.acc.device)
+            if self.acc.is_main_process:
+                print(f"training images on {self.acc.device}: {nbytes / 2 ** 20:,.0f} MiB, batches gathered there")
         if resume_from is not None:
             self._load(resume_from)
         elif base is None:  # a base model brings its own tracked mean w
@@ -141,6 +149,9 @@ class Trainer:
     def _make_loader(self) -> None:
         sampler = InfiniteSampler(len(self.dataset), self.acc.process_index, self.acc.num_processes,
                                   self.cfg.seed, start=self.counters.data_pos, mirror=self.cfg.xflip)
+        if self._device_data is not None:
+            self._batches = self._device_data.batches(sampler, self.micro)
+            return
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=self.micro, sampler=sampler,
                                              collate_fn=type(self.dataset).collate, num_workers=self.cfg.workers,
                                              worker_init_fn=partial(type(self.dataset).worker_init, os.getpid()),
