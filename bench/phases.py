@@ -6,8 +6,10 @@ Default train flags: StyleGAN2-ADA's single-GPU 256 px config (--preset stylegan
 --map 2 --r1-gamma 0.8192), on 256 procedural images made here. For every phase (loader, D,
 lazy R1, G, lazy path length, EMA) it prints the median ms per call, how often it runs per step,
 its share of a step, the kernels (CUDA) or ATen ops (CPU) it launches, and the s/kimg these add
-up to. Then the same phases once more with PyTorch's native grouped-conv autograd for the
-anti-aliasing filters instead of artgan's adjoint filters, and the ratio: measured in one run.
+up to. Then the same phases with two other implementations of the anti-aliasing filters, in
+the same run: "taps" (the [1,3,3,1] filters as shifted slices and adds: elementwise, no grouped
+convolution, any derivative order; a candidate for GPUs, where compile can fuse it) and
+"native" (PyTorch's own autograd of the grouped convolution, what artgan used before).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train as train_cli  # noqa: E402
@@ -30,15 +33,47 @@ from gan.training.ema import update_ema  # noqa: E402
 from gan.training.loop import launch  # noqa: E402
 from gan.training.setup import resolve  # noqa: E402
 
+VARIANTS = ("artgan", "taps", "native")  # implementations of the anti-aliasing filters
 SG2ADA256 = ["--preset", "stylegan256", "--batch", "16", "--map", "2", "--r1-gamma", "0.8192"]
 
 
-def native_filters(on: bool) -> None:
-    """Route Blur/Upsample through plain autograd of the grouped convolution (the reference)."""
-    if on:
-        layers._Filter.apply = staticmethod(lambda x, k, name: layers._FILTERS[name][0](x, k))
-    elif "apply" in vars(layers._Filter):
+def taps_blur(x: torch.Tensor) -> torch.Tensor:
+    """Blur: replicate padding, then [1,3,3,1]/8 along width and height as slices."""
+    x = F.pad(x, (1, 2, 1, 2), mode="replicate")
+    x = (x[..., :-3] + x[..., 3:]) * 0.125 + (x[..., 1:-2] + x[..., 2:-1]) * 0.375
+    return (x[..., :-3, :] + x[..., 3:, :]) * 0.125 + (x[..., 1:-2, :] + x[..., 2:-1, :]) * 0.375
+
+
+def taps_up(x: torch.Tensor) -> torch.Tensor:
+    """Upsample: per axis, even outputs (3 x[m] + x[m-1]) / 4 and odd (3 x[m] + x[m+1]) / 4,
+    zero outside: the polyphase form of the stride-2 transposed [1,3,3,1] filter (gain 4)."""
+    for dim in (-1, -2):
+        n = x.shape[dim]
+        xp = F.pad(x, (1, 1) if dim == -1 else (0, 0, 1, 1))
+        even = x * 0.75 + xp.narrow(dim, 0, n) * 0.25
+        odd = x * 0.75 + xp.narrow(dim, 2, n) * 0.25
+        x = torch.stack([even, odd], dim=dim).flatten(dim - 1, dim)
+    return x
+
+
+TAPS = {"blur": taps_blur, "up": taps_up}
+
+
+def use_filters(variant: str) -> None:
+    """artgan's adjoint filters, the slice-and-add "taps", or PyTorch's "native" grouped-conv autograd."""
+    if "apply" in vars(layers._Filter):
         del layers._Filter.apply
+    if variant == "native":
+        layers._Filter.apply = staticmethod(lambda x, k, name: layers._FILTERS[name][0](x, k))
+    elif variant == "taps":
+        layers._Filter.apply = staticmethod(lambda x, k, name: TAPS[name](x))
+
+
+def check_taps() -> None:
+    x = torch.randn(2, 3, 8, 6, dtype=torch.float64)
+    for name, fn in TAPS.items():
+        k = layers._fir_kernel().double() * (4 if name == "up" else 1)
+        assert torch.allclose(fn(x), layers._FILTERS[name][0](x, k), atol=1e-12), name
 
 
 def phases(trainer) -> dict:
@@ -113,27 +148,25 @@ def main() -> None:
              "--kimg", "1", "--aug", "ada"] + flags)
         trainer = launch(resolve(parsed))
         cfg = trainer.cfg
+        check_taps()
         results = {}
-        for variant in ("artgan", "native"):
-            native_filters(variant == "native")
+        for variant in VARIANTS:
+            use_filters(variant)
             results[variant] = measure(trainer, device, args.repeats)
-        native_filters(False)
+        use_filters("artgan")
 
     def step_ms(rows):
         return sum(r["ms"] * r["per_step"] for r in rows.values())
 
     print(f"\n{device}, {args.precision}, batch {cfg.batch}, flags: {' '.join(flags)}")
-    print(f"{'phase':<7} {'per step':>8} {'ms/call':>9} {'launches':>9} {'share':>6}   "
-          f"{'native ms':>9} {'launches':>9} {'native/ours':>11}")
-    ours, ref = results["artgan"], results["native"]
+    ours = results["artgan"]
+    print(f"{'phase':<7} {'per step':>8} {'share':>6}" + "".join(f" {v + ' ms':>10} {'launches':>9}" for v in VARIANTS))
     for name, r in ours.items():
-        n = ref[name]
-        print(f"{name:<7} {r['per_step']:>8.3g} {r['ms']:>9.2f} {r['launches']:>9} "
-              f"{r['ms'] * r['per_step'] / step_ms(ours):>6.1%}   {n['ms']:>9.2f} {n['launches']:>9} "
-              f"{n['ms'] / r['ms']:>10.2f}x")
+        print(f"{name:<7} {r['per_step']:>8.3g} {r['ms'] * r['per_step'] / step_ms(ours):>6.1%}"
+              + "".join(f" {results[v][name]['ms']:>10.2f} {results[v][name]['launches']:>9}" for v in VARIANTS))
     s_kimg = {k: step_ms(v) / cfg.batch for k, v in results.items()}  # ms per image = s per kimg
-    print(f"phases add up to {s_kimg['artgan']:.2f} s/kimg ({1000 / s_kimg['artgan']:.1f} img/s); with the native "
-          f"filters {s_kimg['native']:.2f} s/kimg: {s_kimg['native'] / s_kimg['artgan']:.2f}x")
+    print("phases add up to " + ", ".join(f"{v} {s_kimg[v]:.2f} s/kimg ({s_kimg[v] / s_kimg['artgan']:.2f}x artgan)"
+                                          for v in VARIANTS))
     print(json.dumps({"bench": "phases", "device": device, "precision": args.precision, "batch": cfg.batch,
                       "flags": flags, "s_per_kimg": {k: round(v, 3) for k, v in s_kimg.items()},
                       "phases": results}))

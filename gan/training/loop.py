@@ -1,11 +1,10 @@
-"""The training loop: phases (D main, D reg, G main, G reg), scheduling, logging, faults.
+"""The training loop: set-up, scheduling, logging, checkpoints, divergence handling, faults.
 
-The only module that imports `accelerate`. Models come from the registry, losses are pure
-functions, checkpoints go through `checkpoint.py`.
+The phases of one step live in `phases.py` (mixed into the Trainer). Models come from the
+registry, losses are pure functions, checkpoints go through `checkpoint.py`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,8 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm import tqdm
 
-from .. import losses
-from ..augment import AdaptiveP, augment
+from ..augment import AdaptiveP
 from ..config import ModelConfig, TrainConfig
 from ..errors import DiskFull, UserError, disk_full, no_space_left
 from ..export import save_generator
@@ -30,16 +28,11 @@ from ..sampling import grid_cols, latents_for_seeds, save_grid
 from . import checkpoint, finetune
 from .data import DeviceBatches, InfiniteSampler, fits_on_device
 from .ema import recalibrate_batchnorm, update_ema
+from .phases import BAD, SKIPPED, Phases
 from .runtime import Compiler, checksum, compile_backend, is_oom, micro_batch, next_multiple
 
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
-# Outcome of a step, worst highest, as a 0-dim device tensor (the host reads a batch of them at
-# once in `_settle`, never one per step). SKIPPED: fp16's GradScaler found inf/NaN gradients,
-# skipped the update and lowered its scale (normal while the scale settles). BAD: a non-finite
-# loss, or non-finite gradients without a scaler: divergence, counted toward a restore. Either
-# way the optimizer skipped the update on the device (fused Adam's `found_inf`).
-OK, SKIPPED, BAD = 0, 1, 2
 OVERFLOW_PATIENCE = 50  # consecutive scaler-skipped steps that count as divergence
 
 
@@ -64,7 +57,7 @@ class Counters:
             setattr(self, k, v)
 
 
-class Trainer:
+class Trainer(Phases):
     def __init__(self, acc: Accelerator, model_cfg: ModelConfig, cfg: TrainConfig, dataset, run_dir: Path,
                  resume_from: Path | None = None, faults: dict | None = None, base=None,
                  style_images: list | None = None, vgg_state: dict | None = None):
@@ -169,24 +162,6 @@ class Trainer:
         c = c.to(self.acc.device) if self.mcfg.c_dim else None
         return x.to(self.acc.device, non_blocking=True), c
 
-    # ------------------------------------------------------------------ phases
-    def _unwrap(self, m):
-        return self.acc.unwrap_model(m)
-
-    def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.mcfg.z_dim, device=self.acc.device)
-
-    def _pl_on(self) -> bool:
-        return self.cfg.pl_weight > 0 and self.arch.path_length
-
-    def _gen(self, G, z, c, update_w_avg: bool = False):
-        kw = {}
-        if self.arch.style_mixing:
-            kw["style_mixing"] = self.cfg.style_mixing
-        if self.arch.mapping:
-            kw["update_w_avg"] = update_w_avg
-        return G(z, c, **kw)
-
     @torch.no_grad()
     def _init_w_avg(self) -> None:
         """Start the tracked mean w (truncation's centre) at the mean of the initial mapping,
@@ -227,161 +202,6 @@ class Trainer:
         models = (self._unwrap(self.G), self._unwrap(self.D), self.G_ema)
         return self._finite_everywhere(*[p.detach() for m in models for p in m.parameters()])
 
-    def _sync_last(self, model, i: int):
-        """Gradient accumulation: all-reduce only on the last micro-batch of a phase."""
-        return self.acc.no_sync(model) if i < self.cfg.grad_accum - 1 else contextlib.nullcontext()
-
-    def _finite_everywhere(self, *tensors) -> bool:
-        # One device->host sync for all tensors, not one per parameter.
-        flags = [torch.isfinite(t).all() for t in tensors]
-        ok = torch.stack(flags).all().float().to(self.acc.device) if flags else torch.ones((), device=self.acc.device)
-        return bool(self.acc.reduce(ok, "min") > 0) if self.acc.num_processes > 1 else bool(ok > 0)
-
-    def _grad_scale(self) -> torch.Tensor | None:
-        """fp16's current loss scale as a device tensor (no host sync), or None without a scaler."""
-        if self.acc.scaler is None:
-            return None
-        return self.acc.scaler.scale(torch.ones((), device=self.acc.device))
-
-    @staticmethod
-    def _nonfinite(loss: torch.Tensor) -> torch.Tensor:
-        return (~torch.isfinite(loss.detach().float())).float()
-
-    def _apply(self, opt, model, bad: torch.Tensor) -> torch.Tensor:
-        """The optimizer step, skipped on the device when `bad` (a non-finite loss) or any
-        gradient is non-finite. Returns the outcome as a device tensor: no host sync."""
-        grads = [p.grad for p in self._unwrap(model).parameters() if p.grad is not None]
-        if self.acc.scaler is not None:
-            # fp16: the scaler unscales, skips the update on inf/NaN gradients and backs off.
-            if grads and self.counters.step in self.faults.get("overflow", ()):
-                grads[0].view(-1)[0] = float("inf")
-            before = self._grad_scale()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return torch.maximum((self._grad_scale() < before).float() * SKIPPED, bad * BAD)
-        found = bad.detach().clone()
-        if grads:  # sets `found` to 1 if any gradient holds inf/NaN (GradScaler's kernel, scale 1)
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), device=found.device))
-        if self.acc.num_processes > 1:  # every process skips the same steps
-            found = self.acc.reduce(found, "max")
-        inner = opt.optimizer
-        inner.found_inf = found  # read by fused Adam: the update is skipped on the device
-        try:
-            opt.step()
-        finally:
-            del inner.found_inf
-        opt.zero_grad(set_to_none=True)
-        return found * BAD
-
-    def _backward_apply(self, loss, opt, model, before_step=None) -> torch.Tensor:
-        """A lazy phase's update: backward, optional `before_step`, step (skipped on the device
-        if the loss or a gradient is non-finite)."""
-        bad = self._nonfinite(loss)
-        self.acc.backward(loss)
-        if before_step is not None:
-            before_step()
-        return self._apply(opt, model, bad)
-
-    def _d_phase(self, stats: dict) -> torch.Tensor:
-        cfg, acc = self.cfg, self.acc
-        G = self._unwrap(self.G)
-        bad = torch.zeros((), device=acc.device)
-        for i in range(cfg.grad_accum):
-            real, c = self._next_real()
-            with torch.no_grad(), acc.autocast():
-                # The mean w used for truncation is tracked here, on fakes D is about to see.
-                fake = self._gen(self.compiled(G), self._z(real.shape[0]), c, update_w_avg=True)
-            # DDP decides at forward time whether backward all-reduces: wrap both.
-            with self._sync_last(self.D, i):
-                with acc.autocast():
-                    D_fast = self.compiled(self.D)
-                    real_logits = D_fast(augment(real, self.aug.p), c)
-                    fake_logits = D_fast(augment(fake.float(), self.aug.p), c)
-                    loss = losses.d_loss(cfg.loss, real_logits.float(), fake_logits.float())
-                if self.counters.step in self.faults.get("nan", ()):
-                    self.faults["nan"].discard(self.counters.step)
-                    loss = loss * float("nan")
-                self.aug.accumulate(real_logits)
-                bad = torch.maximum(bad, self._nonfinite(loss))
-                acc.backward(loss / cfg.grad_accum)  # a non-finite one: the step is skipped on the device
-            stats["loss_D"] = loss.detach()
-            stats["logits_real"] = real_logits.detach().float().mean()
-            stats["logits_fake"] = fake_logits.detach().float().mean()
-        self._last_real = (real, c)
-        return self._apply(self.opt_D, self.D, bad)
-
-    def _d_reg_phase(self, stats: dict) -> torch.Tensor:
-        real, c = self._last_real
-        real = real.detach().requires_grad_(True)
-        with self.acc.autocast():
-            logits = self.D(augment(real, self.aug.p), c)
-        scale = self._grad_scale()
-        r1 = losses.r1_penalty(logits, real, scale)
-        # `logits * 0` keeps every D parameter in the graph so DDP's reducer sees them all.
-        loss = (r1.mean() * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval) + logits.float().mean() * 0
-        return self._backward_apply(loss, self.opt_D, self.D,
-                                    before_step=lambda: stats.update(loss_R1=r1.detach().mean()))
-
-    def _g_phase(self, stats: dict) -> torch.Tensor:
-        cfg, acc = self.cfg, self.acc
-        D = self._unwrap(self.D)
-        for p in self._d_trainable:  # FreezeD's frozen blocks stay frozen afterwards
-            p.requires_grad_(False)
-        _, c = self._last_real
-        bad = torch.zeros((), device=acc.device)
-        try:
-            for i in range(cfg.grad_accum):
-                with acc.autocast(), self._sync_last(self.G, i):
-                    fake = self._gen(self.compiled(self.G), self._z(self.micro), c)
-                    logits = self.compiled(D)(augment(fake.float(), self.aug.p), c)
-                    loss = losses.g_loss(cfg.loss, logits.float())
-                    bad = torch.maximum(bad, self._nonfinite(loss))
-                    acc.backward(loss / cfg.grad_accum)
-                stats["loss_G"] = loss.detach()
-        finally:
-            for p in self._d_trainable:
-                p.requires_grad_(True)
-        return self._apply(self.opt_G, self.G, bad)
-
-    def _g_style_phase(self, stats: dict) -> torch.Tensor:
-        """Style-guided training: the VGG Gram distance of a few of G's samples to the style
-        images, added to G's objective every `style_every` steps (scaled by it)."""
-        _, c = self._last_real
-        n = min(self.cfg.style_batch, self.micro)
-        with self.acc.autocast():
-            fake = self._gen(self.G, self._z(n), c[:n] if c is not None else None)
-        dist = self.style.distance(fake)
-        loss = dist.mean() * self.cfg.style_weight * self.cfg.style_every
-        return self._backward_apply(loss, self.opt_G, self.G,
-                                    before_step=lambda: stats.update(loss_style=dist.detach().mean()))
-
-    def _g_reg_phase(self, stats: dict) -> torch.Tensor:
-        """Path-length regularization (StyleGAN). Runs on the unwrapped G, so gradients are
-        averaged across processes by hand."""
-        G = self._unwrap(self.G)
-        _, c = self._last_real
-        n = max(1, self.micro // 2)
-        with self.acc.autocast():
-            ws = G.mapping(self._z(n), c[:n] if c is not None else None)
-            ws.requires_grad_(True)
-            img = G.synthesis(ws)
-        old_mean = torch.as_tensor(self.counters.pl_mean, dtype=torch.float32, device=img.device)
-        scale = self._grad_scale()
-        penalty, new_mean = losses.path_length(img, ws, old_mean, scale=scale)
-        loss = penalty.mean() * self.cfg.pl_weight * self.cfg.pl_interval + img.float().mean() * 0
-
-        def before_step():
-            if self.acc.num_processes > 1:  # G is unwrapped here: no DDP all-reduce
-                for p in G.parameters():
-                    if p.grad is not None:
-                        p.grad = self.acc.reduce(p.grad, "mean")
-            # An overflowing (scaler-skipped) step must not poison the running mean.
-            self.counters.pl_mean = torch.where(torch.isfinite(new_mean), new_mean, old_mean).detach()
-            stats["loss_PL"] = penalty.detach().mean()
-
-        return self._backward_apply(loss, self.opt_G, self.G, before_step=before_step)
-
-    # ------------------------------------------------------------------ checkpoints
     def _export(self, folder: Path) -> None:
         self._recalibrate()
         save_generator(self.G_ema, self.mcfg, folder, extra={
@@ -633,19 +453,6 @@ class Trainer:
         if flag > 0 and self.stop_signal is None:
             self.stop_signal = signal.SIGTERM
         return bool(flag > 0)
-
-    def _step(self, stats: dict) -> torch.Tensor:
-        """One iteration: D, lazy R1, G, lazy path length, style; the worst phase outcome."""
-        cfg, step = self.cfg, self.counters.step
-        outcome = self._d_phase(stats)
-        if cfg.r1_gamma > 0 and step % cfg.r1_interval == 0:
-            outcome = torch.maximum(outcome, self._d_reg_phase(stats))
-        outcome = torch.maximum(outcome, self._g_phase(stats))
-        if self._pl_on() and step % cfg.pl_interval == 0:
-            outcome = torch.maximum(outcome, self._g_reg_phase(stats))
-        if self.style is not None and step % cfg.style_every == 0:
-            outcome = torch.maximum(outcome, self._g_style_phase(stats))
-        return outcome
 
     def _settle(self, log) -> bool:
         """Read the outcomes of the steps since the last call (one host sync) and act on the
