@@ -199,8 +199,12 @@ class Trainer(Phases):
         return {"name": best[0], "value": best[1]} if best else None
 
     def _weights_finite(self) -> bool:
+        """Every weight finite on every process (one host sync: called before checkpoints)."""
         models = (self._unwrap(self.G), self._unwrap(self.D), self.G_ema)
-        return self._finite_everywhere(*[p.detach() for m in models for p in m.parameters()])
+        found = (~torch.stack([torch.isfinite(p.detach()).all() for m in models for p in m.parameters()]).all()).float()
+        if self.acc.num_processes > 1:
+            found = self.acc.reduce(found, "max")  # Accelerate's reduce knows sum, mean and max
+        return not bool(found > 0)
 
     def _export(self, folder: Path) -> None:
         self._recalibrate()
@@ -355,6 +359,10 @@ class Trainer(Phases):
                 if ada_now:  # reads its statistics on the host: a sync every ada_interval steps
                     self.aug.update(lambda t: acc.reduce(t.to(acc.device), "sum").cpu())
                 self.faults.get("overflow", set()).discard(ctr.step)  # injected once, like "nan"
+                if ctr.step in self.faults.get("nanweight", ()):  # weights damaged behind the step's back
+                    self.faults["nanweight"].discard(ctr.step)
+                    with torch.no_grad():
+                        next(self._unwrap(self.G).parameters()).view(-1)[0] = float("nan")
                 ctr.step += 1
                 # A skipped step (found non-finite on the device) still consumed its batch.
                 ctr.cur_nimg += cfg.batch

@@ -44,12 +44,6 @@ class Phases:
         """Gradient accumulation: all-reduce only on the last micro-batch of a phase."""
         return self.acc.no_sync(model) if i < self.cfg.grad_accum - 1 else contextlib.nullcontext()
 
-    def _finite_everywhere(self, *tensors) -> bool:
-        # One device->host sync for all tensors, not one per parameter.
-        flags = [torch.isfinite(t).all() for t in tensors]
-        ok = torch.stack(flags).all().float().to(self.acc.device) if flags else torch.ones((), device=self.acc.device)
-        return bool(self.acc.reduce(ok, "min") > 0) if self.acc.num_processes > 1 else bool(ok > 0)
-
     def _grad_scale(self) -> torch.Tensor | None:
         """fp16's current loss scale as a device tensor (no host sync), or None without a scaler."""
         if self.acc.scaler is None:
