@@ -17,7 +17,13 @@ def is_oom(e: BaseException) -> bool:
 
 
 def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
+    import warnings
+
     from accelerate.utils import ProjectConfiguration
+
+    # DDP compares gradient strides literally: a (1, N) weight's gradient laid out (1, 1) instead
+    # of (N, 1) is the same memory order, copied into its bucket as is. Not worth a warning per rank.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
     if mixed_precision == "fp16" and not _has_accelerator():
         # Accelerate would quietly train in float32 here: CPUs have no fp16 loss scaling.
