@@ -179,9 +179,11 @@ class Phases:
 
         def before_step():
             if self.acc.num_processes > 1:  # G is unwrapped here: no DDP all-reduce
-                for p in G.parameters():
-                    if p.grad is not None:
-                        p.grad = self.acc.reduce(p.grad, "mean")
+                grads = [p.grad for p in G.parameters() if p.grad is not None]
+                # One collective for all of them, not one per parameter.
+                flat = self.acc.reduce(torch.cat([g.reshape(-1) for g in grads]), "mean")
+                for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+                    g.copy_(part.view_as(g))
             # An overflowing (scaler-skipped) step must not poison the running mean.
             self.counters.pl_mean = torch.where(torch.isfinite(new_mean), new_mean, old_mean).detach()
             stats["loss_PL"] = penalty.detach().mean()
