@@ -235,6 +235,23 @@ def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_st
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 96
 
 
+@pytest.mark.slow
+def test_two_process_compiled_training_stays_in_sync(tmp_path, proc_store):
+    """`accelerate launch` on GPUs compiles by default: DDP with compiled G and D (traced only,
+    as in test_resume_is_bit_identical), gradient accumulation, R1, path length and ADA keeps the
+    ranks identical. Slow (about 90 s on 2 cores: DDP splits the graphs), so `make test-slow`."""
+    runs = tmp_path / "runs"
+    env = {"OMP_NUM_THREADS": "1", **faults("compile_eager")}
+    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29573, "train.py",
+                   "--data", proc_store, *TINY_STYLE, "--batch", 8, "--kimg", 0.064, "--outdir", runs, "--r1-interval", 2,
+                   "--aug", "ada", "--grad-accum", 2, "--pl-weight", 1, "--compile", "on", "--checkpoint-every", 0.032,
+                   env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch.compile failed" not in proc.stdout + proc.stderr
+    sync = [json.loads(l) for l in (only_run(runs) / "events.jsonl").read_text().splitlines() if "ranks in sync" in l]
+    assert len(sync) >= 2 and all(e["processes"] == 2 for e in sync)
+
+
 def _class_diversity(export, seeds=16):
     """Mean per-pixel std (0-255 scale) across seeds, for each class (or the one unconditional set)."""
     from gan.sampling import Sampler, latents_for_seeds
