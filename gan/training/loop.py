@@ -131,7 +131,13 @@ class Trainer(Phases):
         self._device_data = None  # DeviceBatches: the store in device memory
         nbytes = self.dataset.images.nbytes
         if cfg.data_on_device == "on" or (cfg.data_on_device == "auto" and fits_on_device(nbytes, self.acc.device)):
-            self._device_data = DeviceBatches(self.dataset, self.acc.device)
+            try:
+                self._device_data = DeviceBatches(self.dataset, self.acc.device)
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                raise UserError(f"the store ({nbytes / 2 ** 30:.1f} GiB) does not fit in {self.acc.device} memory "
+                                "next to the models: use --data-on-device off") from None
             if self.acc.is_main_process:
                 print(f"training images on {self.acc.device}: {nbytes / 2 ** 20:,.0f} MiB, batches gathered there")
         if resume_from is not None:
