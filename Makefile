@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.stamp-install
 DEMO   ?= demo
 RUN     = $$(ls -d $(DEMO)/runs/*-demo | tail -n 1)
 
-.PHONY: install test test-slow test-gpu faults demo demo-finetune bench clean-demo
+.PHONY: install test test-slow test-gpu faults demo demo-finetune bench bench-gpu clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -80,6 +80,16 @@ bench: $(STAMP)
 	$(PY) bench/prepare.py
 	$(PY) bench/train.py
 	$(PY) bench/generate.py
+
+# On a CUDA machine: issue 8's figures, each benchmark's output also saved under $(BENCH_OUT).
+BENCH_OUT ?= bench-gpu
+bench-gpu: $(STAMP)
+	mkdir -p $(BENCH_OUT)
+	$(PY) bench/phases.py --device cuda 2>&1 | tee $(BENCH_OUT)/phases.log
+	$(PY) bench/train.py --device cuda --presets sg2ada256,stylegan256,dcgan64 --precisions no,bf16 2>&1 | tee $(BENCH_OUT)/train.log
+	$(PY) bench/train.py --device cuda --presets sg2ada256 --precisions bf16 --compile off 2>&1 | tee $(BENCH_OUT)/train-eager.log
+	$(PY) bench/loader.py --device cuda 2>&1 | tee $(BENCH_OUT)/loader.log
+	$(PY) bench/generate.py --device cuda --presets dcgan64,stylegan256 --refine-size 512 2>&1 | tee $(BENCH_OUT)/generate.log
 
 clean-demo:
 	rm -rf $(DEMO)
