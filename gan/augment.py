@@ -21,9 +21,12 @@ def augment(x: torch.Tensor, p: float) -> torch.Tensor:
     # Geometric: x-flip and integer-ish translation (up to 1/8 of the size) as one resampling.
     flip = torch.where(torch.rand(b, device=dev) < p, -1.0, 1.0)
     # Whole-pixel shifts (in normalized units: 2/size per pixel) so untouched pixels stay exact.
-    size = torch.tensor([x.shape[3], x.shape[2]], device=dev, dtype=torch.float32)
-    pixels = torch.round((torch.rand(b, 2, device=dev) * 2 - 1) * size / 8)
-    shift = pixels * 2 / size * (torch.rand(b, 1, device=dev) < p)
+    # Scaled per axis with Python numbers: a tensor made from a list would be a host->device copy,
+    # which waits for the GPU.
+    u = torch.rand(b, 2, device=dev) * 2 - 1
+    w, h = x.shape[3], x.shape[2]
+    pixels = torch.cat([torch.round(u[:, :1] * w / 8), torch.round(u[:, 1:] * h / 8)], 1)
+    shift = torch.cat([pixels[:, :1] * 2 / w, pixels[:, 1:] * 2 / h], 1) * (torch.rand(b, 1, device=dev) < p)
     theta = torch.zeros(b, 2, 3, device=dev)
     theta[:, 0, 0] = flip
     theta[:, 1, 1] = 1.0

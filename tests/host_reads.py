@@ -1,6 +1,7 @@
 """Run a short training in this process and report every host read of a tensor (`bool()`,
-`float()`, `.item()`, `.tolist()`, `.cpu()`, ...) with the training step it happened in, as
-JSON on the last line. On a GPU each of these is a device->host sync that stalls the queue.
+`float()`, `.item()`, `.tolist()`, `.cpu()`, ...) and every tensor made from Python data on a
+named device, with the training step it happened in, as JSON on the last line. On a GPU each
+of these waits for the device (a device->host read, or a blocking host->device copy).
     python tests/host_reads.py TRAIN_ARGS...   (used by test_train.py)
 """
 import json
@@ -19,6 +20,7 @@ from gan.training.loop import launch  # noqa: E402
 from gan.training.setup import resolve  # noqa: E402
 
 READS = {"__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy", "cpu"}
+FROM_HOST = {"tensor", "as_tensor"}  # from Python data onto a device: a copy that waits for a GPU
 HOST_SIDE = ("/torch/utils/data/", "/data_prep/")  # the loader's own host tensors (indices, labels)
 
 
@@ -29,13 +31,15 @@ class HostReads(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in READS:
+        kwargs = kwargs or {}
+        from_host = name in FROM_HOST and kwargs.get("device") is not None and not isinstance(args[0], torch.Tensor)
+        if name in READS or from_host:
             stack = traceback.extract_stack()[:-1]
             if not any(part in f.filename for f in stack[-6:] for part in HOST_SIDE):
                 caller = next(f for f in reversed(stack) if "/torch/" not in f.filename)
                 self.reads.append({"step": self.trainer.counters.step, "op": name,
                                    "at": f"{Path(caller.filename).name}:{caller.lineno}"})
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
 trainer = launch(resolve(train_cli.build_parser().parse_args(sys.argv[1:])))

@@ -164,7 +164,7 @@ def test_training_steps_never_wait_for_the_device(tmp_path, proc_store):
     sync that drains the queue. Non-finite checks and skipped steps stay on the device. Every
     phase runs in the checked steps: R1 at 3, 6; path length at 2, 6, 10."""
     out = run_cli("tests/host_reads.py", "--data", proc_store, "--outdir", tmp_path, *TINY_STYLE, "--pl-weight", 2,
-                  "--pl-interval", 2, "--r1-gamma", 1, "--r1-interval", 3, "--aug", "ada", "--batch", 8,
+                  "--pl-interval", 2, "--r1-gamma", 1, "--r1-interval", 3, "--aug", "ada", "--aug-p", 0.2, "--batch", 8,
                   "--kimg", 0.096, "--log-every", 1000, "--snap", 1000, "--checkpoint-every", 1000, check=0).stdout
     report = json.loads(out.strip().splitlines()[-1])
     assert report["steps"] == 12

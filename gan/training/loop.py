@@ -166,8 +166,8 @@ class Trainer(Phases):
         x, c = next(self._batches)
         self.counters.data_pos += x.shape[0]
         if self.mcfg.c_dim and self.cfg.fixed_class >= 0:  # conditional base model, unlabelled store
-            c = torch.full((x.shape[0],), self.cfg.fixed_class, dtype=torch.long)
-        c = c.to(self.acc.device) if self.mcfg.c_dim else None
+            c = torch.full((x.shape[0],), self.cfg.fixed_class, dtype=torch.long, device=self.acc.device)
+        c = c.to(self.acc.device, non_blocking=True) if self.mcfg.c_dim else None
         return x.to(self.acc.device, non_blocking=True), c
 
     @torch.no_grad()
