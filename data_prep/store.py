@@ -325,8 +325,13 @@ class PreparedDataset(torch.utils.data.Dataset):
         return self.count
 
     @staticmethod
-    def _convert(batch: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(batch).to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
+    def normalize(images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (on any device) -> float32 in [-1, 1], as training sees them."""
+        return images.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
+
+    @classmethod
+    def _convert(cls, batch: np.ndarray) -> torch.Tensor:
+        return cls.normalize(torch.from_numpy(batch))
 
     def __getitem__(self, i: int):
         return self._convert(self._read(np.array([i], np.int64)))[0], int(self.labels[i % self.count])

@@ -44,13 +44,23 @@ class HostReads(TorchFunctionMode):
 
 trainer = launch(resolve(train_cli.build_parser().parse_args(sys.argv[1:])))
 cuda_syncs = []
-if os.environ.get("ARTGAN_CUDA_SYNC_DEBUG") and torch.cuda.is_available():
-    # CUDA's own detector warns at every synchronizing call: record the step of each.
+sync_debug = bool(os.environ.get("ARTGAN_CUDA_SYNC_DEBUG")) and torch.cuda.is_available()
+if sync_debug:
+    # CUDA's own detector warns at every synchronizing call: record the step of each (and only
+    # those warnings: others, from any library, are not syncs).
     torch.cuda.set_sync_debug_mode("warn")
     warnings.simplefilter("always")
-    warnings.showwarning = lambda *a, **k: cuda_syncs.append(trainer.counters.step)
+    show = warnings.showwarning
+
+    def record(message, *args, **kwargs):
+        if "synchronizing CUDA operation" in str(message):
+            cuda_syncs.append(trainer.counters.step)
+        else:
+            show(message, *args, **kwargs)
+
+    warnings.showwarning = record
 with HostReads(trainer) as mode:
     trainer.train()
-if cuda_syncs is not None and torch.cuda.is_available():
+if sync_debug:
     torch.cuda.set_sync_debug_mode(0)
 print(json.dumps({"steps": trainer.counters.step, "reads": mode.reads, "cuda_syncs": cuda_syncs}))

@@ -37,7 +37,7 @@ class DeviceBatches:
     """Batches gathered from the whole uint8 store held in device memory: no loader process
     and no host->device copy of pixels per step, only of the batch's indices. The same images in
     the same order as the DataLoader path (the sampler's mirror indices included), converted
-    with the same float ops, so a run may switch between the two on resume."""
+    by the dataset's own `normalize`, so a run may switch between the two on resume."""
 
     CHUNK = 1024  # images per host->device copy while loading (bounds the host memory used)
 
@@ -49,6 +49,7 @@ class DeviceBatches:
             self.images[i : i + self.CHUNK].copy_(torch.from_numpy(np.ascontiguousarray(dataset.images[i : i + self.CHUNK])))
         self.labels = torch.from_numpy(np.asarray(dataset.labels, dtype=np.int64)).to(device)
         self.device = device
+        self.normalize = dataset.normalize  # the loader's own conversion: the same floats
 
     def batches(self, sampler: InfiniteSampler, micro: int):
         """An endless iterator of (images in [-1, 1], labels), `micro` indices from `sampler` each."""
@@ -59,7 +60,7 @@ class DeviceBatches:
             src = torch.where(mirror, idx - self.count, idx)
             x = self.images[src]
             x = torch.where(mirror[:, None, None, None], x.flip(3), x)
-            yield x.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0), self.labels[src]
+            yield self.normalize(x), self.labels[src]
 
 
 def fits_on_device(nbytes: int, device: torch.device, share: float = 0.25) -> bool:

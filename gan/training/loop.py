@@ -480,26 +480,20 @@ class Trainer(Phases):
         steps, flags = zip(*self._outcomes)
         self._outcomes = []
         for step, code in zip(steps, torch.stack(flags).tolist()):
-            if code >= BAD:
+            if code >= BAD:  # a BAD step leaves the overflow streak as it was
                 self._bad += 1
                 log(f"step {step}: non-finite loss or gradient, step skipped ({self._bad} in a row)")
-                if self._bad >= self.cfg.nan_patience:
-                    self._bad = self._overflow = 0
-                    self._recover(log)
-                    return True
-                continue
-            self._bad = 0
-            if code >= SKIPPED:
-                self._overflow += 1
-                self.overflows += 1
+            else:
+                self._bad = 0
+                self._overflow = self._overflow + 1 if code >= SKIPPED else 0
+                self.overflows += code >= SKIPPED
                 if self._overflow >= OVERFLOW_PATIENCE:
                     log(f"step {step}: fp16 gradients overflowed {self._overflow} steps in a row "
                         "(the loss scale cannot settle)")
-                    self._bad = self._overflow = 0
-                    self._recover(log)
-                    return True
-            else:
-                self._overflow = 0
+            if self._bad >= self.cfg.nan_patience or self._overflow >= OVERFLOW_PATIENCE:
+                self._bad = self._overflow = 0
+                self._recover(log)
+                return True
         return False
 
     def _grid_inputs(self, seeds):

@@ -190,7 +190,6 @@ class Phases:
 
         return self._backward_apply(loss, self.opt_G, self.G, before_step=before_step)
 
-    # ------------------------------------------------------------------ checkpoints
     def _step(self, stats: dict) -> torch.Tensor:
         """One iteration: D, lazy R1, G, lazy path length, style; the worst phase outcome."""
         cfg, step = self.cfg, self.counters.step
