@@ -56,7 +56,14 @@ def taps_up(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-TAPS = {"blur": taps_blur, "up": taps_up}
+def taps_smooth(x: torch.Tensor) -> torch.Tensor:
+    """The filter after a stride-2 transposed conv: zero padding 1, then [1,3,3,1]/4 per axis."""
+    x = F.pad(x, (1, 1, 1, 1))
+    x = (x[..., :-3] + x[..., 3:]) * 0.25 + (x[..., 1:-2] + x[..., 2:-1]) * 0.75
+    return (x[..., :-3, :] + x[..., 3:, :]) * 0.25 + (x[..., 1:-2, :] + x[..., 2:-1, :]) * 0.75
+
+
+TAPS = {"blur": taps_blur, "up": taps_up, "smooth": taps_smooth}
 
 
 def use_filters(variant: str) -> None:
@@ -72,7 +79,7 @@ def use_filters(variant: str) -> None:
 def check_taps() -> None:
     x = torch.randn(2, 3, 8, 6, dtype=torch.float64)
     for name, fn in TAPS.items():
-        k = layers._fir_kernel().double() * (4 if name == "up" else 1)
+        k = layers._fir_kernel().double() * (1 if name == "blur" else 4)
         assert torch.allclose(fn(x), layers._FILTERS[name][0](x, k), atol=1e-12), name
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-CONFIG_VERSION = 1
+# 2: ModelConfig.up_conv (StyleGAN's transposed up-convs); older artgan would build the other convs.
+CONFIG_VERSION = 2
 
 
 def opt(default, help: str, flag: str | None = None, choices: tuple | None = None):
@@ -31,13 +32,18 @@ class ModelConfig:
     g_channels: int = opt(64, "DCGAN G width (channels of its last block)")
     d_channels: int = opt(64, "DCGAN D width (channels of its first block)")
     mbstd_group: int = 4  # StyleGAN D minibatch-stddev group size
+    # StyleGAN G's upsampling convs: "transposed" (stride 2 at the low resolution, then the
+    # anti-aliasing filter; a quarter of the multiply-adds) or "filter_first" (models saved
+    # before this field existed; same function away from the 1-pixel border).
+    up_conv: str = "transposed"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        return _from_dict(cls, d)
+        """A saved config; one saved before `up_conv` existed keeps the convs it was trained with."""
+        return _from_dict(cls, {"up_conv": "filter_first", **d})
 
 
 @dataclass

@@ -52,6 +52,25 @@ def test_parse_seeds():
             parse_seeds(bad)
 
 
+def test_models_saved_by_older_artgan_render_as_before(tmp_path):
+    """tests/data/stylegan-v1: a StyleGAN export (config version 1, before up_conv existed) and
+    the images that artgan rendered from it for seeds 0-2. It keeps its filter-first up-convs;
+    a new model gets the transposed ones, and a newer config version, which older artgan refuses."""
+    from safetensors.torch import load_file
+
+    old = Path(__file__).parent / "data" / "stylegan-v1"
+    G, cfg, meta = load_generator(old)
+    assert meta["artgan_config_version"] == 1 and cfg.up_conv == "filter_first"
+    imgs = torch.stack([img for _, img in Sampler(G, cfg).seeds([0, 1, 2], None)])
+    assert torch.allclose(imgs, load_file(str(old / "expected_seeds_0-2.safetensors"))["images"], atol=1e-5)
+
+    fresh = ModelConfig(**{**cfg.to_dict(), "up_conv": "transposed"})
+    new = save_generator(build_generator(fresh), fresh, tmp_path / "new")
+    G2, cfg2, meta2 = load_generator(new)
+    assert cfg2.up_conv == "transposed" and meta2["artgan_config_version"] >= 2
+    assert ModelConfig(arch="stylegan").up_conv == "transposed"  # what train.py builds
+
+
 def test_seed_images_do_not_depend_on_batch_or_order(models):
     for name, c in (("style", 1), ("dcgan", None)):
         G, cfg, _ = load_generator(models[name])

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from gan import losses
 from gan.augment import AdaptiveP, augment
-from gan.models.layers import Blur, ModulatedConv2d, Upsample
+from gan.models.layers import Blur, ModulatedConv2d, Upsample, _Filter, _fir_kernel
 from gan.sampling import grid_cols, grid_image
 from gan.training.data import InfiniteSampler
 from gan.training.ema import update_ema
@@ -132,11 +132,15 @@ def test_sampler_shards_are_disjoint_and_resume_exactly():
     assert firsts[0] != list(itertools.islice(iter(InfiniteSampler(size, 0, world, seed=6)), per[0]))
 
 
-@pytest.mark.parametrize("up,demod", [(False, True), (True, True), (False, False)])
-def test_modulated_conv_equals_per_sample_weights(up, demod):
+@pytest.mark.parametrize("up,demod,up_conv", [(False, True, "transposed"), (True, True, "transposed"),
+                                              (True, True, "filter_first"), (False, False, "transposed")])
+def test_modulated_conv_equals_per_sample_weights(up, demod, up_conv):
+    """Against the definition: per-sample modulated (and demodulated) weights; upsampling is
+    the anti-aliasing upsample, then the conv. The transposed form (conv at the low
+    resolution, then the filter) equals it away from the 1-pixel border."""
     torch.manual_seed(0)
-    conv = ModulatedConv2d(5, 6, 3 if demod else 1, w_dim=7, demodulate=demod, up=up)
-    x, w = torch.randn(2, 5, 8, 8), torch.randn(2, 7)
+    conv = ModulatedConv2d(5, 6, 3 if demod else 1, w_dim=7, demodulate=demod, up=up, up_conv=up_conv).double()
+    x, w = torch.randn(2, 5, 8, 8, dtype=torch.float64), torch.randn(2, 7, dtype=torch.float64)
     out = conv(x, w)
     styles = conv.affine(w)
     ref = []
@@ -148,9 +152,15 @@ def test_modulated_conv_equals_per_sample_weights(up, demod):
             weight = conv.weight * (styles[n] * conv.scale)[None, :, None, None]
         xi = x[n : n + 1]
         if up:
-            xi = conv.up(xi)
+            xi = Upsample().double()(xi)
         ref.append(F.conv2d(xi, weight, padding=weight.shape[-1] // 2))
-    assert torch.allclose(out, torch.cat(ref), atol=1e-4, rtol=1e-4)
+    ref = torch.cat(ref)
+    assert out.shape == ref.shape == (2, 6, 16 if up else 8, 16 if up else 8)
+    if up and up_conv == "transposed":
+        assert torch.allclose(out[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1], atol=1e-12)
+        assert not torch.allclose(out, ref, atol=1e-3)  # the border differs: zero outside, after the conv
+    else:
+        assert torch.allclose(out, ref, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 5, 7)])
@@ -163,7 +173,10 @@ def test_resampling_filters_and_their_derivatives(shape):
     k = torch.outer(k, k).div(64).expand(shape[1], 1, 4, 4)
     blur_ref = F.conv2d(F.pad(x, (1, 2, 1, 2), mode="replicate"), k, groups=shape[1])
     up_ref = F.conv_transpose2d(x, k * 4, stride=2, padding=1, groups=shape[1])
-    for module, ref in ((Blur().double(), blur_ref), (Upsample().double(), up_ref)):
+    smooth_ref = F.conv2d(x, k * 4, padding=1, groups=shape[1])  # after a stride-2 transposed conv
+    kernel = _fir_kernel().double()
+    smooth = lambda t: _Filter.apply(t, kernel * 4, "smooth")  # noqa: E731
+    for module, ref in ((Blur().double(), blur_ref), (Upsample().double(), up_ref), (smooth, smooth_ref)):
         assert torch.allclose(module(x), ref, atol=1e-12)
         assert torch.autograd.gradcheck(module, (x,)) and torch.autograd.gradgradcheck(module, (x,))
 

@@ -84,9 +84,21 @@ def _up_adjoint(g: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.conv2d(g, k.to(g.dtype).expand(c, 1, 4, 4), stride=2, padding=1, groups=c)
 
 
+def _smooth(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The filter after a stride-2 transposed conv: (2H+1) -> 2H, zero outside."""
+    c = x.shape[1]
+    return F.conv2d(x, k.to(x.dtype).expand(c, 1, 4, 4), padding=1, groups=c)
+
+
+def _smooth_adjoint(g: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    c = g.shape[1]
+    return F.conv_transpose2d(g, k.to(g.dtype).expand(c, 1, 4, 4), padding=1, groups=c)
+
+
 # name -> (the op, the name of its adjoint): the filters are linear, so each one's gradient is its adjoint.
 _FILTERS = {"blur": (_blur, "blur_t"), "blur_t": (_blur_adjoint, "blur"),
-            "up": (_up, "up_t"), "up_t": (_up_adjoint, "up")}
+            "up": (_up, "up_t"), "up_t": (_up_adjoint, "up"),
+            "smooth": (_smooth, "smooth_t"), "smooth_t": (_smooth_adjoint, "smooth")}
 
 
 class _Filter(torch.autograd.Function):
@@ -129,22 +141,36 @@ class Upsample(nn.Module):
         return _Filter.apply(x, self.kernel, "up")
 
 
+UP_CONVS = ("transposed", "filter_first")
+
+
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated/demodulated convolution.
 
     Implemented by scaling activations instead of weights (x * style -> shared conv ->
     * demod): mathematically identical to per-sample weights and runs as one ordinary
     batched convolution on any device, no grouped-conv tricks needed.
+
+    Upsampling (`up`) runs one of two ways (`up_conv`), equal away from the 1-pixel border:
+    "transposed" convolves at the low resolution with stride 2 and then applies the
+    anti-aliasing filter to the output (StyleGAN2's order: a quarter of the multiply-adds);
+    "filter_first" upsamples with the filter and then convolves at the full resolution
+    (models saved before `up_conv` existed, so they render as they always did).
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, w_dim: int, demodulate: bool = True,
-                 up: bool = False):
+                 up: bool = False, up_conv: str = "transposed"):
         super().__init__()
+        if up_conv not in UP_CONVS:
+            raise ValueError(f"up_conv {up_conv!r}: use one of {', '.join(UP_CONVS)}")
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)  # w -> per-channel style
         self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.demodulate = demodulate  # normalize output channels to unit expected variance
-        self.up = Upsample() if up else None  # upsample before the conv
+        self.up = up  # output at twice the input resolution
+        self.up_conv = up_conv
+        if up:  # the [1,3,3,1] filter with gain 4 (zero-insertion keeps a quarter of the samples)
+            self.register_buffer("kernel", _fir_kernel() * 4, persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w)  # (B, in)
@@ -153,12 +179,18 @@ class ModulatedConv2d(nn.Module):
             styles = styles * self.scale  # toRGB layers: plain modulation
             weight = self.weight
         x = x * styles.to(x.dtype)[:, :, None, None]
-        if self.up is not None:
-            x = self.up(x)
-        x = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)
+        if not self.up:
+            x = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)
+        elif self.up_conv == "transposed":
+            # Zero-insertion then the conv is a stride-2 transposed conv with the flipped kernel.
+            x = F.conv_transpose2d(x, weight.to(x.dtype).transpose(0, 1).flip(2, 3), stride=2)
+            x = _Filter.apply(x, self.kernel, "smooth")
+        else:
+            x = _Filter.apply(x, self.kernel, "up")
+            x = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)
         if self.demodulate:
             # d_o = 1 / sqrt(sum_i,k (w_oik * s_i)^2)
-            dcoefs = (weight.square().sum(dim=(2, 3)) @ styles.square().T.float()).T.add(1e-8).rsqrt()
+            dcoefs = (weight.square().sum(dim=(2, 3)) @ styles.square().T.to(weight.dtype)).T.add(1e-8).rsqrt()
             x = x * dcoefs.to(x.dtype)[:, :, None, None]
         return x
 

@@ -54,9 +54,10 @@ class MappingNetwork(nn.Module):
 
 
 class SynthesisLayer(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int, up: bool = False):
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, res: int, up: bool = False,
+                 up_conv: str = "transposed"):
         super().__init__()
-        self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, up=up)
+        self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, up=up, up_conv=up_conv)
         self.res = res  # output resolution (noise map size)
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_ch))
@@ -101,7 +102,7 @@ class SynthesisNetwork(nn.Module):
         for r in range(3, log2 + 1):
             res = 2 ** r
             ch = channels(cfg, res)
-            self.layers.append(SynthesisLayer(prev, ch, cfg.w_dim, res, up=True))
+            self.layers.append(SynthesisLayer(prev, ch, cfg.w_dim, res, up=True, up_conv=cfg.up_conv))
             self.layers.append(SynthesisLayer(ch, ch, cfg.w_dim, res))
             self.torgbs.append(ToRGB(ch, cfg.w_dim))
             prev = ch
