@@ -1,7 +1,8 @@
 """Training throughput per preset x precision, with model FLOP utilization (MFU).
 
 End to end: data loading, augmentation, all loss phases, EMA and logging are inside the
-timed loop (periodic checkpoints and sample grids are pushed past the end). Peak matmul
+timed window, from the end of the warm-up steps to the end of the last step (periodic
+checkpoints and sample grids are pushed past the end; the final ones are outside the window). Peak matmul
 FLOP/s for bf16 and fp32 are measured in the same run, so ratios are comparable on a
 shared, noisy machine.
     python bench/train.py [--presets demo,dcgan64,stylegan128] [--precisions no,bf16] [--device cuda]
@@ -69,6 +70,7 @@ def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | N
     mcfg, cfg = plan.mcfg, plan.cfg
     cfg.name = f"{name}-{precision}"
     trainer = launch(plan)
+    trainer.sync_timing = True  # the steady window opens and closes with the device's queue drained
     trainer.train()
     flops = model_summary(mcfg)["train_flops"]
     ips = trainer.steady_img_per_s or 0.0

@@ -7,6 +7,7 @@ of these waits for the device (a device->host read, or a blocking host->device c
 import json
 import os
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -59,8 +60,13 @@ if sync_debug:
             show(message, *args, **kwargs)
 
     warnings.showwarning = record
+# When each checkpoint was written (the benchmarks' steady window must close before the last).
+save, ckpt_times = trainer.save_checkpoint, []
+trainer.save_checkpoint = lambda *a, **k: (ckpt_times.append(time.perf_counter()), save(*a, **k))[1]
 with HostReads(trainer) as mode:
     trainer.train()
 if sync_debug:
     torch.cuda.set_sync_debug_mode(0)
-print(json.dumps({"steps": trainer.counters.step, "reads": mode.reads, "cuda_syncs": cuda_syncs}))
+print(json.dumps({"steps": trainer.counters.step, "reads": mode.reads, "cuda_syncs": cuda_syncs,
+                  "steady_window": trainer.steady_window, "steady_img_per_s": trainer.steady_img_per_s,
+                  "ckpt_times": ckpt_times}))

@@ -174,6 +174,11 @@ def test_training_steps_never_wait_for_the_device(tmp_path, proc_store):
     stray = [r for r in report["reads"] if r["step"] not in allowed]
     assert not stray, stray[:10]
     assert any(r["step"] == 12 for r in report["reads"])  # the counter does see reads
+    # The steady img/s that bench/train.py reports: from the end of the 3 warm-up steps to the
+    # end of the last step, before the final checkpoint (with its export) is written.
+    n0, n1, t0, t1 = report["steady_window"]
+    assert (n0, n1) == (3 * 8, 96) and t1 <= report["ckpt_times"][-1]
+    assert report["steady_img_per_s"] == pytest.approx((n1 - n0) / (t1 - t0))
 
 
 def test_failed_compile_is_one_note_and_the_run_goes_on(tmp_path, proc_store):

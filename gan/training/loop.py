@@ -128,6 +128,10 @@ class Trainer(Phases):
         self.stop_signal: int | None = None
         self.last_ckpt: Path | None = None
         self.steady_img_per_s: float | None = None  # end-to-end img/s after warm-up, set by train()
+        # Benchmarks: wait for the device where the steady window opens and closes (two syncs
+        # in the run), so queued work is timed where it runs. Off in training: no step waits.
+        self.sync_timing = False
+        self.steady_window: tuple | None = None  # (first image, last image, t0, t1) of that window
         self._device_data = None  # DeviceBatches: the store in device memory
         nbytes = self.dataset.images.nbytes
         if cfg.data_on_device == "on" or (cfg.data_on_device == "auto" and fits_on_device(nbytes, self.acc.device)):
@@ -343,7 +347,8 @@ class Trainer(Phases):
         metric_every = (cfg.metrics_every or cfg.checkpoint_every) * 1000
         next_metric = next_multiple(ctr.cur_nimg, metric_every)
         t0, n0 = time.perf_counter(), ctr.cur_nimg
-        t_steady = n_steady = t_end = None
+        t_steady = n_steady = None
+        steps_here = 0  # steps of this session (a resumed run's counters start far from 0)
         stats: dict = {}
         try:
             if self.last_ckpt is None:
@@ -374,11 +379,18 @@ class Trainer(Phases):
                 ctr.step += 1
                 # A skipped step (found non-finite on the device) still consumed its batch.
                 ctr.cur_nimg += cfg.batch
-                if ctr.step == WARMUP_STEPS:
-                    t_steady, n_steady = time.perf_counter(), ctr.cur_nimg
                 update_ema(self.G_ema, self._unwrap(self.G), cfg.batch, ctr.cur_nimg, cfg.ema_kimg, cfg.ema_rampup)
-                bar.update(cfg.batch)
                 done = ctr.cur_nimg >= total
+                steps_here += 1
+                if steps_here == WARMUP_STEPS or (done and t_steady is not None):
+                    # The window closes with the last step, before the final snapshot/checkpoint.
+                    if self.sync_timing and self.acc.device.type == "cuda":
+                        torch.cuda.synchronize(self.acc.device)
+                    if t_steady is None:
+                        t_steady, n_steady = time.perf_counter(), ctr.cur_nimg
+                    else:
+                        self.steady_window = (n_steady, ctr.cur_nimg, t_steady, time.perf_counter())
+                bar.update(cfg.batch)
                 due_log = ctr.step % cfg.log_every == 0
                 due_snap = ctr.cur_nimg >= next_snap or done
                 due_metric = self.evaluator is not None and (ctr.cur_nimg >= next_metric or done)
@@ -436,7 +448,6 @@ class Trainer(Phases):
                                  "no checkpoint was written yet") + "; free space and --resume auto") from None
             raise
         finally:
-            t_end = time.perf_counter()
             failing = sys.exc_info()[1]
             bar.close()
             for s, h in old.items():
@@ -446,8 +457,9 @@ class Trainer(Phases):
             except OSError:  # the trackers' last flush on a full disk must not hide the first error
                 if failing is None:
                     raise
-        if t_steady is not None and ctr.cur_nimg > n_steady:
-            self.steady_img_per_s = (ctr.cur_nimg - n_steady) / (t_end - t_steady)
+        if self.steady_window is not None and self.steady_window[1] > self.steady_window[0]:
+            n0_, n1_, t0_, t1_ = self.steady_window
+            self.steady_img_per_s = (n1_ - n0_) / (t1_ - t0_)
         log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
         return 0
 
