@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train as train_cli  # noqa: E402
+from gan.config import PRESETS, ModelConfig  # noqa: E402
 from gan.models import layers  # noqa: E402
 from gan.training.ema import update_ema  # noqa: E402
 from gan.training.loop import launch  # noqa: E402
@@ -145,8 +146,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store
         if store is None:
+            # The store decides the resolution: make it the one asked for, else the preset's.
+            preset = next((flags[i + 1] for i, f in enumerate(flags[:-1]) if f == "--preset"), None)
             res = next((flags[i + 1] for i, f in enumerate(flags[:-1]) if f == "--resolution"), None)
-            res = res or next((p[-3:] for p in flags if p.startswith(("stylegan", "fewshot"))), "256")
+            res = res or str(PRESETS.get(preset, {}).get("model", {}).get("resolution", ModelConfig().resolution))
             store = str(Path(tmp) / "store")
             subprocess.run([sys.executable, "-m", "data_prep", "--procedural", "256", "--out", store,
                             "--resolution", res, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
