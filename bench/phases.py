@@ -9,7 +9,9 @@ its share of a step, the kernels (CUDA) or ATen ops (CPU) it launches, and the s
 up to. Then the same phases with two other implementations of the anti-aliasing filters, in
 the same run: "taps" (the [1,3,3,1] filters as shifted slices and adds: elementwise, no grouped
 convolution, any derivative order; a candidate for GPUs, where compile can fuse it) and
-"native" (PyTorch's own autograd of the grouped convolution, what artgan used before).
+"native" (PyTorch's own autograd of the grouped convolution, what artgan used before); and
+"filter_first": artgan's filters with StyleGAN's upsampling convs run the way models saved
+before config version 2 run them (upsample, then convolve at the full resolution).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from gan.training.ema import update_ema  # noqa: E402
 from gan.training.loop import launch  # noqa: E402
 from gan.training.setup import resolve  # noqa: E402
 
-VARIANTS = ("artgan", "taps", "native")  # implementations of the anti-aliasing filters
+VARIANTS = ("artgan", "taps", "native", "filter_first")  # filter implementations; old up-convs
 SG2ADA256 = ["--preset", "stylegan256", "--batch", "16", "--map", "2", "--r1-gamma", "0.8192"]
 
 
@@ -65,6 +67,14 @@ def taps_smooth(x: torch.Tensor) -> torch.Tensor:
 
 
 TAPS = {"blur": taps_blur, "up": taps_up, "smooth": taps_smooth}
+
+
+def use_up_conv(trainer, variant: str) -> None:
+    """StyleGAN's upsampling convs as this version builds them, or "filter_first" (same weights)."""
+    for model in (trainer.G, trainer.G_ema):
+        for m in model.modules():
+            if isinstance(m, layers.ModulatedConv2d):
+                m.up_conv = "filter_first" if variant == "filter_first" else "transposed"
 
 
 def use_filters(variant: str) -> None:
@@ -162,8 +172,10 @@ def main() -> None:
         results = {}
         for variant in VARIANTS:
             use_filters(variant)
+            use_up_conv(trainer, variant)
             results[variant] = measure(trainer, device, args.repeats)
         use_filters("artgan")
+        use_up_conv(trainer, "artgan")
 
     def step_ms(rows):
         return sum(r["ms"] * r["per_step"] for r in rows.values())
@@ -175,7 +187,7 @@ def main() -> None:
         print(f"{name:<7} {r['per_step']:>8.3g} {r['ms'] * r['per_step'] / step_ms(ours):>6.1%}"
               + "".join(f" {results[v][name]['ms']:>10.2f} {results[v][name]['launches']:>9}" for v in VARIANTS))
     s_kimg = {k: step_ms(v) / cfg.batch for k, v in results.items()}  # ms per image = s per kimg
-    print("phases add up to " + ", ".join(f"{v} {s_kimg[v]:.2f} s/kimg ({s_kimg[v] / s_kimg['artgan']:.2f}x artgan)"
+    print("phases add up to " + ", ".join(f"{v} {s_kimg[v]:.2f} s/kimg ({s_kimg[v] / s_kimg['artgan']:.2f}x artgan's time)"
                                           for v in VARIANTS))
     print(json.dumps({"bench": "phases", "device": device, "precision": args.precision, "batch": cfg.batch,
                       "flags": flags, "s_per_kimg": {k: round(v, 3) for k, v in s_kimg.items()},
