@@ -40,11 +40,16 @@ VARIANTS = ("artgan", "taps", "native", "filter_first")  # filter implementation
 SG2ADA256 = ["--preset", "stylegan256", "--batch", "16", "--map", "2", "--r1-gamma", "0.8192"]
 
 
+def _fir4(x: torch.Tensor, outer: float, inner: float) -> torch.Tensor:
+    """The symmetric 4-tap filter [outer, inner, inner, outer] along width, then height, as
+    shifted slices (each axis shrinks by 3)."""
+    x = (x[..., :-3] + x[..., 3:]) * outer + (x[..., 1:-2] + x[..., 2:-1]) * inner
+    return (x[..., :-3, :] + x[..., 3:, :]) * outer + (x[..., 1:-2, :] + x[..., 2:-1, :]) * inner
+
+
 def taps_blur(x: torch.Tensor) -> torch.Tensor:
-    """Blur: replicate padding, then [1,3,3,1]/8 along width and height as slices."""
-    x = F.pad(x, (1, 2, 1, 2), mode="replicate")
-    x = (x[..., :-3] + x[..., 3:]) * 0.125 + (x[..., 1:-2] + x[..., 2:-1]) * 0.375
-    return (x[..., :-3, :] + x[..., 3:, :]) * 0.125 + (x[..., 1:-2, :] + x[..., 2:-1, :]) * 0.375
+    """Blur: replicate padding, then [1,3,3,1]/8 along width and height."""
+    return _fir4(F.pad(x, (1, 2, 1, 2), mode="replicate"), 0.125, 0.375)
 
 
 def taps_up(x: torch.Tensor) -> torch.Tensor:
@@ -61,9 +66,7 @@ def taps_up(x: torch.Tensor) -> torch.Tensor:
 
 def taps_smooth(x: torch.Tensor) -> torch.Tensor:
     """The filter after a stride-2 transposed conv: zero padding 1, then [1,3,3,1]/4 per axis."""
-    x = F.pad(x, (1, 1, 1, 1))
-    x = (x[..., :-3] + x[..., 3:]) * 0.25 + (x[..., 1:-2] + x[..., 2:-1]) * 0.75
-    return (x[..., :-3, :] + x[..., 3:, :]) * 0.25 + (x[..., 1:-2, :] + x[..., 2:-1, :]) * 0.75
+    return _fir4(F.pad(x, (1, 1, 1, 1)), 0.25, 0.75)
 
 
 TAPS = {"blur": taps_blur, "up": taps_up, "smooth": taps_smooth}

@@ -2,9 +2,9 @@
 
 End to end: data loading, augmentation, all loss phases, EMA and logging are inside the
 timed window, from the end of the warm-up steps to the end of the last step (periodic
-checkpoints and sample grids are pushed past the end; the final ones are outside the window). Peak matmul
-FLOP/s for bf16 and fp32 are measured in the same run, so ratios are comparable on a
-shared, noisy machine.
+checkpoints and sample grids are pushed past the end; the final ones are outside the
+window). Peak matmul FLOP/s for bf16 and fp32 are measured in the same run, so ratios are
+comparable on a shared, noisy machine.
     python bench/train.py [--presets demo,dcgan64,stylegan128] [--precisions no,bf16] [--device cuda]
 
 On CUDA the presets run at their own batch (the CPU-sized batches below are CPU-only) for

@@ -127,11 +127,10 @@ class Trainer(Phases):
         self._bad = self._overflow = 0  # current streaks of BAD / SKIPPED steps
         self.stop_signal: int | None = None
         self.last_ckpt: Path | None = None
-        self.steady_img_per_s: float | None = None  # end-to-end img/s after warm-up, set by train()
         # Benchmarks: wait for the device where the steady window opens and closes (two syncs
         # in the run), so queued work is timed where it runs. Off in training: no step waits.
         self.sync_timing = False
-        self.steady_window: tuple | None = None  # (first image, last image, t0, t1) of that window
+        self.steady_window: tuple | None = None  # (first image, last image, t0, t1) of that window, set by train()
         self._device_data = None  # DeviceBatches: the store in device memory
         nbytes = self.dataset.images.nbytes
         if cfg.data_on_device == "on" or (cfg.data_on_device == "auto" and fits_on_device(nbytes, self.acc.device)):
@@ -307,7 +306,7 @@ class Trainer(Phases):
             for g in opt.param_groups:
                 g["lr"] = base * self.counters.lr_scale
 
-    def _recover(self, log) -> None:
+    def _recover(self) -> None:
         """Too many non-finite steps in a row: back to the last checkpoint, half the lr."""
         if self.counters.restores >= 3:
             raise UserError("training diverged repeatedly (non-finite losses after 3 restores with lower "
@@ -317,8 +316,8 @@ class Trainer(Phases):
         self.counters.restores, self.counters.lr_scale = restores, scale
         self._set_lr()
         self._make_loader()
-        log(f"non-finite losses for {self.cfg.nan_patience} steps: restored {self.last_ckpt.name}, "
-            f"learning rates x{scale:g}")
+        self._log(f"non-finite losses for {self.cfg.nan_patience} steps: restored {self.last_ckpt.name}, "
+                  f"learning rates x{scale:g}")
 
     # ------------------------------------------------------------------ main loop
     def _on_signal(self, signum, frame):
@@ -328,8 +327,6 @@ class Trainer(Phases):
         cfg, acc, ctr = self.cfg, self.acc, self.counters
         main = acc.is_main_process
         total = round(cfg.kimg * 1000)  # round, not int(): 0.384 * 1000 is 383.99999...
-
-        log = self._log
 
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         if main:
@@ -400,7 +397,7 @@ class Trainer(Phases):
                 settle = due_log or due_snap or due_ckpt or ada_now
                 stop = self._stop_requested(settle)
                 if settle or stop:
-                    if self._settle(log):  # diverged: back to the last checkpoint
+                    if self._settle():  # diverged: back to the last checkpoint
                         bar.n = ctr.cur_nimg
                         continue
                 if due_log:
@@ -423,8 +420,8 @@ class Trainer(Phases):
                     next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
                 if due_ckpt or stop:
                     if not self._weights_finite():  # never write non-finite weights
-                        log("non-finite weights before a checkpoint: restoring the last one instead")
-                        self._recover(log)
+                        self._log("non-finite weights before a checkpoint: restoring the last one instead")
+                        self._recover()
                         bar.n = ctr.cur_nimg
                         continue
                     metric = self._evaluate() if due_metric else None
@@ -433,8 +430,8 @@ class Trainer(Phases):
                     path = self.save_checkpoint(metric)
                     next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
                     if stop:
-                        log(f"stopped by signal at {ctr.cur_nimg / 1000:.1f} kimg; checkpoint {path}; "
-                            "continue with --resume auto")
+                        self._log(f"stopped by signal at {ctr.cur_nimg / 1000:.1f} kimg; checkpoint {path}; "
+                                  "continue with --resume auto")
                         return 128 + self.stop_signal if self.stop_signal else 130
         except DiskFull:
             raise
@@ -457,11 +454,16 @@ class Trainer(Phases):
             except OSError:  # the trackers' last flush on a full disk must not hide the first error
                 if failing is None:
                     raise
-        if self.steady_window is not None and self.steady_window[1] > self.steady_window[0]:
-            n0_, n1_, t0_, t1_ = self.steady_window
-            self.steady_img_per_s = (n1_ - n0_) / (t1_ - t0_)
-        log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
+        self._log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
         return 0
+
+    @property
+    def steady_img_per_s(self) -> float | None:
+        """End-to-end img/s after the warm-up steps (None for a run too short to have a window)."""
+        if self.steady_window is None or self.steady_window[1] <= self.steady_window[0]:
+            return None
+        n0, n1, t0, t1 = self.steady_window
+        return (n1 - n0) / (t1 - t0)
 
     def _log(self, msg: str) -> None:
         """A line on the console and in events.jsonl (main process)."""
@@ -482,7 +484,7 @@ class Trainer(Phases):
             self.stop_signal = signal.SIGTERM
         return bool(flag > 0)
 
-    def _settle(self, log) -> bool:
+    def _settle(self) -> bool:
         """Read the outcomes of the steps since the last call (one host sync) and act on the
         streaks, in step order: `nan_patience` BAD steps in a row, or OVERFLOW_PATIENCE
         scaler-skipped ones, restore the last checkpoint with halved learning rates (the steps
@@ -494,17 +496,17 @@ class Trainer(Phases):
         for step, code in zip(steps, torch.stack(flags).tolist()):
             if code >= BAD:  # a BAD step leaves the overflow streak as it was
                 self._bad += 1
-                log(f"step {step}: non-finite loss or gradient, step skipped ({self._bad} in a row)")
+                self._log(f"step {step}: non-finite loss or gradient, step skipped ({self._bad} in a row)")
             else:
                 self._bad = 0
                 self._overflow = self._overflow + 1 if code >= SKIPPED else 0
                 self.overflows += code >= SKIPPED
                 if self._overflow >= OVERFLOW_PATIENCE:
-                    log(f"step {step}: fp16 gradients overflowed {self._overflow} steps in a row "
-                        "(the loss scale cannot settle)")
+                    self._log(f"step {step}: fp16 gradients overflowed {self._overflow} steps in a row "
+                              "(the loss scale cannot settle)")
             if self._bad >= self.cfg.nan_patience or self._overflow >= OVERFLOW_PATIENCE:
                 self._bad = self._overflow = 0
-                self._recover(log)
+                self._recover()
                 return True
         return False
 
