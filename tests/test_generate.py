@@ -221,6 +221,13 @@ def test_generate_user_errors(models, tmp_path):
     (future / "config.json").write_text(json.dumps(cfg))
     (future / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes())
     assert_user_error(quick("sample", "--model", future, "--seeds", 1, "--out", out), "incompatible")
+    odd = tmp_path / "odd"  # a hand-edited config naming convs that do not exist
+    odd.mkdir()
+    cfg = json.loads((m / "config.json").read_text())
+    cfg["model"]["up_conv"] = "sideways"
+    (odd / "config.json").write_text(json.dumps(cfg))
+    (odd / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes())
+    assert_user_error(quick("sample", "--model", odd, "--seeds", 1, "--out", out), "'sideways'", "transposed")
     pick = tmp_path / "pickled"
     pick.mkdir()
     torch.save({"x": 1}, pick / "model.pt")

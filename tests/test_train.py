@@ -223,6 +223,12 @@ def test_user_errors(tmp_path, proc_store):
     run = only_run(runs)
     assert checkpoint.latest(run).name == "kimg000000"
     load_generator(checkpoint.latest(run) / "export")
+    # A hand-edited run config naming convs that do not exist: one line, the checkpoint untouched.
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["up_conv"] = "sideways"
+    (run / "config.json").write_text(json.dumps(cfg))
+    assert_user_error(train("--resume", run, "--kimg", 1, check=None), "'sideways'", "transposed")
+    assert checkpoint.latest(run).name == "kimg000000"
 
 
 def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_store):

@@ -12,6 +12,7 @@ import torch.nn as nn
 from ..config import ModelConfig
 from ..errors import UserError
 from . import dcgan, stylegan
+from .layers import UP_CONVS
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def check_config(cfg: ModelConfig) -> None:
     if cfg.resolution not in supported:
         raise UserError(f"--arch {cfg.arch} does not support {cfg.resolution}px; it supports "
                         f"{', '.join(map(str, supported))} (prepare the store at one of those)")
+    if cfg.up_conv not in UP_CONVS:  # only ever read from a saved config.json
+        raise UserError(f"the model config's up_conv is {cfg.up_conv!r}; it must be one of {', '.join(UP_CONVS)}")
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:

@@ -141,7 +141,7 @@ class Upsample(nn.Module):
         return _Filter.apply(x, self.kernel, "up")
 
 
-UP_CONVS = ("transposed", "filter_first")
+UP_CONVS = ("transposed", "filter_first")  # ModelConfig.up_conv (checked by models.check_config)
 
 
 class ModulatedConv2d(nn.Module):
@@ -161,8 +161,6 @@ class ModulatedConv2d(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel: int, w_dim: int, demodulate: bool = True,
                  up: bool = False, up_conv: str = "transposed"):
         super().__init__()
-        if up_conv not in UP_CONVS:
-            raise ValueError(f"up_conv {up_conv!r}: use one of {', '.join(UP_CONVS)}")
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)  # w -> per-channel style
         self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
