@@ -5,9 +5,9 @@
 Default train flags: StyleGAN2-ADA's single-GPU 256 px config (--preset stylegan256 --batch 16
 --map 2 --r1-gamma 0.8192), on 256 procedural images made here. For every phase (loader, D,
 lazy R1, G, lazy path length, EMA) it prints the median ms per call, how often it runs per step,
-its share of a step, the kernels (CUDA) or ATen ops (CPU) it launches, and the s/kimg these add
-up to. Then the same phases with two other implementations of the anti-aliasing filters, in
-the same run: "taps" (the [1,3,3,1] filters as shifted slices and adds: elementwise, no grouped
+its share of a step, the kernels it launches (counted by CUDA; on CPU, the ATen ops and compiled
+kernels that would be launches on a GPU), and the s/kimg these add up to. Then the same phases
+with two other implementations of the anti-aliasing filters, in the same run: "taps" (the [1,3,3,1] filters as shifted slices and adds: elementwise, no grouped
 convolution, any derivative order; a candidate for GPUs, where compile can fuse it) and
 "native" (PyTorch's own autograd of the grouped convolution, what artgan used before); and
 "filter_first": artgan's filters with StyleGAN's upsampling convs run the way models saved
@@ -110,7 +110,18 @@ def phases(trainer) -> dict:
     return out
 
 
+# ATen ops that launch no kernel: views, allocations, metadata.
+NO_KERNEL = {"view", "as_strided", "t", "transpose", "unsqueeze", "squeeze", "expand", "slice", "select", "permute",
+             "detach", "alias", "_unsafe_view", "unbind", "split", "split_with_sizes", "narrow", "_reshape_alias",
+             "reshape", "flatten", "view_as", "expand_as", "contiguous", "empty", "empty_strided", "empty_like",
+             "lift_fresh", "resolve_conj", "resolve_neg", "to", "_to_copy", "result_type", "is_nonzero"}
+
+
 def launches(fn, device: str) -> int:
+    """Kernel launches of one call: counted by CUDA itself on a GPU. On CPU, the closest
+    equivalent: ATen ops called from Python (not from inside another ATen op) that do work
+    (no views, allocations or no-op casts; `to` that copies counts as its copy_), plus the
+    kernels of compiled graphs."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -118,10 +129,21 @@ def launches(fn, device: str) -> int:
         fn()
         if device == "cuda":
             torch.cuda.synchronize()
-    events = prof.key_averages()
     if device == "cuda":
-        return sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
-    return sum(e.count for e in events if e.key.startswith("aten::"))
+        return sum(e.count for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA)
+    n = 0
+    for e in prof.events():
+        if "_cpp_fused_" in e.name:  # inductor's C++ kernels (profiled: see main)
+            n += 1
+        elif e.name.startswith("aten::"):
+            parent = e.cpu_parent
+            while parent is not None and not parent.name.startswith("aten::"):
+                parent = parent.cpu_parent
+            if parent is None and e.name[6:] not in NO_KERNEL:
+                n += 1
+            elif parent is not None and parent.name in ("aten::to", "aten::_to_copy") and e.name == "aten::copy_":
+                n += 1  # a cast that copies
+    return n
 
 
 def measure(trainer, device: str, repeats: int) -> dict:
@@ -147,14 +169,21 @@ def main() -> None:
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--precision", choices=("no", "bf16", "fp16"), default="bf16")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="which of " + ", ".join(VARIANTS))
     ap.add_argument("--store", default=None, help="a prepared store (default: 256 procedural images)")
     ap.add_argument("train_flags", nargs="*", help="train.py flags after --")
     args = ap.parse_args()
+    variants = args.variants.split(",")
+    if "artgan" not in variants or not set(variants) <= set(VARIANTS):
+        sys.exit(f"error: --variants: a comma-separated subset of {','.join(VARIANTS)} that includes artgan")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda: no CUDA GPU is available here")
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        import torch._inductor.config
+
+        torch._inductor.config.cpp.enable_kernel_profile = True  # compiled kernels show in the profiler
     flags = args.train_flags or SG2ADA256
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store
@@ -173,7 +202,7 @@ def main() -> None:
         cfg = trainer.cfg
         check_taps()
         results = {}
-        for variant in VARIANTS:
+        for variant in variants:
             use_filters(variant)
             use_up_conv(trainer, variant)
             results[variant] = measure(trainer, device, args.repeats)
@@ -185,13 +214,13 @@ def main() -> None:
 
     print(f"\n{device}, {args.precision}, batch {cfg.batch}, flags: {' '.join(flags)}")
     ours = results["artgan"]
-    print(f"{'phase':<7} {'per step':>8} {'share':>6}" + "".join(f" {v + ' ms':>10} {'launches':>9}" for v in VARIANTS))
+    print(f"{'phase':<7} {'per step':>8} {'share':>6}" + "".join(f" {v + ' ms':>10} {'launches':>9}" for v in variants))
     for name, r in ours.items():
         print(f"{name:<7} {r['per_step']:>8.3g} {r['ms'] * r['per_step'] / step_ms(ours):>6.1%}"
-              + "".join(f" {results[v][name]['ms']:>10.2f} {results[v][name]['launches']:>9}" for v in VARIANTS))
+              + "".join(f" {results[v][name]['ms']:>10.2f} {results[v][name]['launches']:>9}" for v in variants))
     s_kimg = {k: step_ms(v) / cfg.batch for k, v in results.items()}  # ms per image = s per kimg
     print("phases add up to " + ", ".join(f"{v} {s_kimg[v]:.2f} s/kimg ({s_kimg[v] / s_kimg['artgan']:.2f}x artgan's time)"
-                                          for v in VARIANTS))
+                                          for v in variants))
     print(json.dumps({"bench": "phases", "device": device, "precision": args.precision, "batch": cfg.batch,
                       "flags": flags, "s_per_kimg": {k: round(v, 3) for k, v in s_kimg.items()},
                       "phases": results}))

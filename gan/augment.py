@@ -7,47 +7,57 @@ Zhao et al. 2020). Each op is applied per sample with probability p.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+# Uniform random numbers per sample, drawn in one call: the op masks (x-flip, translation,
+# brightness, saturation, contrast, cutout), then the translation (2), the three colour
+# amounts and the cutout centre (2).
+N_RANDOM = 13
 
 
-def augment(x: torch.Tensor, p: float) -> torch.Tensor:
-    if p <= 0:
+def augment(x: torch.Tensor, p: float | torch.Tensor, apply=None) -> torch.Tensor:
+    """`x` augmented per sample, each op with probability `p` (identity at p <= 0). The random
+    numbers are drawn here in one call; `apply` (default `apply_augment`, which the trainer
+    passes compiled, with `p` as a device tensor so a new p is not a new graph) does the rest."""
+    if not isinstance(p, torch.Tensor) and p <= 0:
         return x
-    b, dev = x.shape[0], x.device
+    r = torch.rand(x.shape[0], N_RANDOM, device=x.device)
+    return (apply or apply_augment)(x, r, p)
 
-    def mask() -> torch.Tensor:
-        return (torch.rand(b, 1, 1, 1, device=dev) < p).to(x.dtype)
 
-    # Geometric: x-flip and integer-ish translation (up to 1/8 of the size) as one resampling.
-    flip = torch.where(torch.rand(b, device=dev) < p, -1.0, 1.0)
-    # Whole-pixel shifts (in normalized units: 2/size per pixel) so untouched pixels stay exact.
-    # Scaled per axis with Python numbers: a tensor made from a list would be a host->device copy,
-    # which waits for the GPU.
-    u = torch.rand(b, 2, device=dev) * 2 - 1
-    w, h = x.shape[3], x.shape[2]
-    pixels = torch.cat([torch.round(u[:, :1] * w / 8), torch.round(u[:, 1:] * h / 8)], 1)
-    shift = torch.cat([pixels[:, :1] * 2 / w, pixels[:, 1:] * 2 / h], 1) * (torch.rand(b, 1, device=dev) < p)
-    theta = torch.zeros(b, 2, 3, device=dev)
-    theta[:, 0, 0] = flip
-    theta[:, 1, 1] = 1.0
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False).to(x.dtype)
-    # Colour: brightness, saturation, contrast.
-    x = x + (torch.rand(b, 1, 1, 1, device=dev, dtype=x.dtype) - 0.5) * mask()
-    mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (1 + (torch.rand(b, 1, 1, 1, device=dev, dtype=x.dtype) * 2 - 1) * mask()) + mean
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * (1 + (torch.rand(b, 1, 1, 1, device=dev, dtype=x.dtype) - 0.5) * mask()) + mean
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices mirrored back into 0..n-1 about the edges (-1 -> 0, n -> n-1), for |shift| < n."""
+    i = torch.where(i < 0, -1 - i, i)
+    return torch.where(i > n - 1, 2 * n - 1 - i, i)
+
+
+def apply_augment(x: torch.Tensor, r: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
+    """The augmentation `r` (uniforms, (batch, N_RANDOM)) picks: deterministic, differentiable in
+    `x`, and written in few ops (each one a kernel launch on a GPU when it runs eagerly)."""
+    b, c, h, w = x.shape
+    on = (r[:, :6] < p).float()
+    # Geometric: x-flip and translation by whole pixels (up to 1/8 of the size), reflected at the
+    # borders, as one gather per axis: every output pixel is an input pixel, no resampling blur.
+    cols, rows = torch.arange(w, device=x.device), torch.arange(h, device=x.device)
+    shift_x = torch.round((r[:, 6:7] * 2 - 1) * (w / 8)) * on[:, 1:2]
+    shift_y = torch.round((r[:, 7:8] * 2 - 1) * (h / 8)) * on[:, 1:2]
+    src_x = _reflect((cols + (w - 1 - 2 * cols) * on[:, 0:1] + shift_x).long(), w)  # (b, w)
+    src_y = _reflect((rows + shift_y).long(), h)  # (b, h)
+    y = x.float().gather(3, src_x[:, None, None, :].expand(b, c, h, w))
+    y = y.gather(2, src_y[:, None, :, None].expand(b, c, h, w))
+    # Colour, in this order: brightness (+ a), saturation (away from the channel mean, * s),
+    # contrast (away from the image mean, * k). Saturation keeps the channel mean and the image
+    # mean moves by a, so the three fold into one expression of the two means.
+    a = ((r[:, 8] - 0.5) * on[:, 2]).view(b, 1, 1, 1)
+    s = (1 + (r[:, 9] * 2 - 1) * on[:, 3]).view(b, 1, 1, 1)
+    k = (1 + (r[:, 10] - 0.5) * on[:, 4]).view(b, 1, 1, 1)
+    mean_c = y.mean(dim=1, keepdim=True)
+    mean = mean_c.mean(dim=(2, 3), keepdim=True)
+    y = ((y - mean_c) * s + (mean_c - mean)) * k + (mean + a)
     # Cutout: a square of half the size, zeroed.
-    h, w = x.shape[2:]
-    cy = torch.rand(b, 1, 1, device=dev)
-    cx = torch.rand(b, 1, 1, device=dev)
-    ys = torch.linspace(0, 1, h, device=dev)[None, :, None]
-    xs = torch.linspace(0, 1, w, device=dev)[None, None, :]
-    hole = ((ys - cy).abs() < 0.25) & ((xs - cx).abs() < 0.25)
-    keep = 1 - hole.unsqueeze(1).to(x.dtype) * mask()
-    return x * keep
+    hole_y = ((torch.linspace(0, 1, h, device=x.device) - r[:, 11:12]).abs() < 0.25).float() * on[:, 5:6]
+    hole_x = ((torch.linspace(0, 1, w, device=x.device) - r[:, 12:13]).abs() < 0.25).float()
+    y = y * (1 - hole_y[:, None, :, None] * hole_x[:, None, None, :])
+    return y.to(x.dtype)
 
 
 class AdaptiveP:

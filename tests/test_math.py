@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gan import losses
-from gan.augment import AdaptiveP, augment
+from gan.augment import N_RANDOM, AdaptiveP, apply_augment, augment
 from gan.models.layers import Blur, ModulatedConv2d, Upsample, _Filter, _fir_kernel
 from gan.sampling import grid_cols, grid_image
 from gan.training.data import InfiniteSampler
@@ -85,6 +85,52 @@ def test_augment_identity_at_p0_and_moves_pixels_at_p1():
     z = x.clone().requires_grad_(True)
     augment(z, 0.5).sum().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def _augment_by_definition(x, r, p):
+    """Each op on its own, in order, with the numbers `apply_augment` takes from `r`; the
+    geometry through grid_sample (an independent implementation of flip, shift and reflection)."""
+    b, _, h, w = x.shape
+    on = (r[:, :6] < p).float()
+    v = lambda t: t.view(b, 1, 1, 1)  # noqa: E731
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = torch.where(on[:, 0] > 0, -1.0, 1.0)
+    theta[:, 1, 1] = 1
+    theta[:, 0, 2] = torch.round((r[:, 6] * 2 - 1) * w / 8) * 2 / w * on[:, 1]
+    theta[:, 1, 2] = torch.round((r[:, 7] * 2 - 1) * h / 8) * 2 / h * on[:, 1]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = x + v(r[:, 8] - 0.5) * v(on[:, 2])  # brightness
+    m = x.mean(dim=1, keepdim=True)
+    x = (x - m) * (1 + v(r[:, 9] * 2 - 1) * v(on[:, 3])) + m  # saturation
+    m = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - m) * (1 + v(r[:, 10] - 0.5) * v(on[:, 4])) + m  # contrast
+    ys, xs = torch.linspace(0, 1, h)[None, :, None], torch.linspace(0, 1, w)[None, None, :]
+    hole = ((ys - r[:, 11, None, None]).abs() < 0.25) & ((xs - r[:, 12, None, None]).abs() < 0.25)
+    return x * (1 - hole[:, None].float() * v(on[:, 5]))  # cutout
+
+
+@pytest.mark.parametrize("p", [0.3, 1.0])
+def test_augment_equals_its_op_by_op_definition(p):
+    """The folded, few-op `apply_augment` computes what the ops one by one compute, on a
+    non-square image and with the largest shifts included."""
+    torch.manual_seed(1)
+    x = torch.rand(32, 3, 24, 16) * 2 - 1
+    r = torch.rand(32, N_RANDOM)
+    r[:8, 6:8] = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]).repeat(2, 1)  # +-1/8 of the size
+    assert torch.allclose(apply_augment(x, r, p), _augment_by_definition(x, r, p), atol=2e-5)
+
+
+def test_compiled_augment_equals_eager():
+    """The trainer runs `apply_augment` compiled with p as a tensor (traced by Dynamo and
+    AOTAutograd here, as in the compiled training tests): same images, same gradients."""
+    torch.manual_seed(2)
+    x = (torch.rand(8, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    r = torch.rand(8, N_RANDOM)
+    compiled = torch.compile(apply_augment, backend="aot_eager", dynamic=False)
+    out, ref = compiled(x, r, torch.tensor(0.6)), apply_augment(x, r, 0.6)
+    (g,), (g_ref,) = torch.autograd.grad(out.square().sum(), x), torch.autograd.grad(ref.square().sum(), x)
+    assert torch.equal(out, ref) and torch.equal(g, g_ref)
 
 
 def test_adaptive_p_moves_toward_target():

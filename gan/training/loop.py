@@ -95,8 +95,9 @@ class Trainer(Phases):
             torch.backends.cudnn.benchmark = True  # every phase's shapes are fixed: tune once per shape
         compiling = cfg.compile == "on" or (cfg.compile == "auto" and self.acc.device.type == "cuda")
         self.compiled = Compiler(compiling, self._log, compile_backend(self.faults))
+        self._p_device = None  # (aug p, that p as a device tensor) for the compiled augmentation
         if compiling and self.acc.is_main_process:
-            print("torch.compile on: the first steps compile G and D (a minute or so); --compile off skips it")
+            print("torch.compile on: the first steps compile G, D and the augmentation (a minute or so); --compile off skips it")
         adaptive = cfg.aug == "ada"
         self.aug = AdaptiveP(cfg.aug_p if cfg.aug in ("ada", "fixed") else 0.0, cfg.ada_target, cfg.batch,
                              cfg.ada_interval, cfg.ada_kimg, adaptive)

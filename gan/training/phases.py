@@ -12,7 +12,7 @@ import contextlib
 import torch
 
 from .. import losses
-from ..augment import augment
+from ..augment import apply_augment, augment
 
 # Outcome of a step, worst highest, as a 0-dim device tensor (the host reads a batch of them at
 # once in `Trainer._settle`, never one per step). SKIPPED: fp16's GradScaler found inf/NaN
@@ -39,6 +39,19 @@ class Phases:
         if self.arch.mapping:
             kw["update_w_avg"] = update_w_avg
         return G(z, c, **kw)
+
+    def _augment(self, x: torch.Tensor, compiled: bool = True) -> torch.Tensor:
+        """What D sees of `x`. The main phases run the augmentation compiled (with the models):
+        eagerly it is some 50 small ops, each a kernel launch on a GPU. R1 differentiates through
+        it twice, which a compiled graph cannot, so it passes `compiled=False`."""
+        p = self.aug.p
+        if p <= 0:
+            return x
+        if not (compiled and self.compiled.enabled):
+            return augment(x, p)
+        if self._p_device is None or self._p_device[0] != p:  # a fill kernel, no host->device copy
+            self._p_device = (p, torch.full((), p, device=x.device))
+        return augment(x, self._p_device[1], apply=self.compiled(apply_augment))
 
     def _sync_last(self, model, i: int):
         """Gradient accumulation: all-reduce only on the last micro-batch of a phase."""
@@ -102,8 +115,8 @@ class Phases:
             with self._sync_last(self.D, i):
                 with acc.autocast():
                     D_fast = self.compiled(self.D)
-                    real_logits = D_fast(augment(real, self.aug.p), c)
-                    fake_logits = D_fast(augment(fake.float(), self.aug.p), c)
+                    real_logits = D_fast(self._augment(real), c)
+                    fake_logits = D_fast(self._augment(fake.float()), c)
                     loss = losses.d_loss(cfg.loss, real_logits.float(), fake_logits.float())
                 if self.counters.step in self.faults.get("nan", ()):
                     self.faults["nan"].discard(self.counters.step)
@@ -121,7 +134,7 @@ class Phases:
         real, c = self._last_real
         real = real.detach().requires_grad_(True)
         with self.acc.autocast():
-            logits = self.D(augment(real, self.aug.p), c)
+            logits = self.D(self._augment(real, compiled=False), c)
         scale = self._grad_scale()
         r1 = losses.r1_penalty(logits, real, scale)
         # `logits * 0` keeps every D parameter in the graph so DDP's reducer sees them all.
@@ -140,7 +153,7 @@ class Phases:
             for i in range(cfg.grad_accum):
                 with acc.autocast(), self._sync_last(self.G, i):
                     fake = self._gen(self.compiled(self.G), self._z(self.micro), c)
-                    logits = self.compiled(D)(augment(fake.float(), self.aug.p), c)
+                    logits = self.compiled(D)(self._augment(fake.float()), c)
                     loss = losses.g_loss(cfg.loss, logits.float())
                     bad = torch.maximum(bad, self._nonfinite(loss))
                     acc.backward(loss / cfg.grad_accum)

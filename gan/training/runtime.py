@@ -45,10 +45,12 @@ def _has_accelerator() -> bool:
 
 
 class Compiler:
-    """torch.compile'd modules for the main phases, with a clean fallback: when compiling fails
-    (no C++ or Triton toolchain, an unsupported op, a backend error) training goes on eagerly
-    after one note. The regularization phases always run eagerly: compiled graphs do not
-    support the double backward that R1 and path length take."""
+    """torch.compile'd modules and functions for the main phases, with a clean fallback: when
+    compiling fails (no C++ or Triton toolchain, an unsupported op, a backend error) training
+    goes on eagerly after one note. The regularization phases always run eagerly: compiled
+    graphs do not support the double backward that R1 and path length take (and computing the
+    inner gradient with torch.func.grad inside a compiled graph gives wrong parameter gradients
+    in torch 2.14: pytorch/pytorch#136662)."""
 
     def __init__(self, enabled: bool, note, backend="inductor"):
         self.enabled = enabled  # False: modules are returned as they are
@@ -56,12 +58,13 @@ class Compiler:
         self.backend = backend  # a torch.compile backend (tests use a cheap or a broken one)
         self._compiled: dict = {}
 
-    def __call__(self, module: torch.nn.Module):
+    def __call__(self, fn):
+        """`fn` (a module or a function) compiled, or `fn` itself when compiling is off."""
         if not self.enabled:
-            return module
-        if id(module) not in self._compiled:
-            self._compiled[id(module)] = torch.compile(module, backend=self.backend, dynamic=False)
-        return self._compiled[id(module)]
+            return fn
+        if id(fn) not in self._compiled:
+            self._compiled[id(fn)] = torch.compile(fn, backend=self.backend, dynamic=False)
+        return self._compiled[id(fn)]
 
     def failed(self, e: BaseException) -> bool:
         """True if `e` came from compiling; compiling is then off for the rest of the run."""
