@@ -192,6 +192,22 @@ def test_failed_compile_is_one_note_and_the_run_goes_on(tmp_path, proc_store):
     assert checkpoint.read_state(checkpoint.latest(only_run(tmp_path / "b")))["cur_nimg"] == 32
 
 
+@pytest.mark.slow
+def test_compiled_training_on_cpu_survives_narrow_layers(tmp_path):
+    """--compile on, on CPU, with real inductor: a StyleGAN whose D has 8 channels at 64 px.
+    Inductor's channels-last layout there made oneDNN's weight gradient of the 1x1 stride-2
+    skip conv corrupt the heap (the process aborted at the first step); the Compiler turns that
+    layout off on CPU. Slow (inductor compiles G, D and their backward: a minute or two)."""
+    store = tmp_path / "s64"
+    run_cli("-m", "data_prep", "--procedural", 32, "--out", store, "--resolution", 64, "--no-progress", check=0)
+    out = train("--data", store, "--arch", "stylegan", "--channel-base", 512, "--channel-max", 16, "--map", 1,
+                "--z-dim", 16, "--w-dim", 16, "--batch", 16, "--kimg", 0.032, "--r1-interval", 1, "--aug", "fixed",
+                "--aug-p", 0.5, "--compile", "on", "--outdir", tmp_path / "runs")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch.compile failed" not in out.stdout + out.stderr
+    assert checkpoint.read_state(checkpoint.latest(only_run(tmp_path / "runs")))["cur_nimg"] == 32
+
+
 def test_user_errors(tmp_path, proc_store):
     import train as train_cli
 

@@ -52,11 +52,19 @@ class Compiler:
     inner gradient with torch.func.grad inside a compiled graph gives wrong parameter gradients
     in torch 2.14: pytorch/pytorch#136662)."""
 
-    def __init__(self, enabled: bool, note, backend="inductor"):
+    def __init__(self, enabled: bool, note, backend="inductor", device_type: str = "cuda"):
         self.enabled = enabled  # False: modules are returned as they are
         self.note = note  # prints the one-line fallback note
         self.backend = backend  # a torch.compile backend (tests use a cheap or a broken one)
         self._compiled: dict = {}
+        if enabled and device_type == "cpu":
+            import torch._inductor.config
+
+            # Inductor gives CPU convolutions channels-last inputs, and oneDNN's weight gradient
+            # of a 1x1 stride-2 convolution (StyleGAN D's skip path) on channels-last inputs with
+            # a channel count that is not a multiple of 16 corrupts the heap (torch 2.14: the
+            # process aborts). Plain NCHW, as in eager training, is safe.
+            torch._inductor.config.layout_optimization = False
 
     def __call__(self, fn):
         """`fn` (a module or a function) compiled, or `fn` itself when compiling is off."""
