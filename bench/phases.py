@@ -3,15 +3,17 @@
     python bench/phases.py [--device cuda] [--precision bf16] [--repeats 10] [-- TRAIN FLAGS]
 
 Default train flags: StyleGAN2-ADA's single-GPU 256 px config (--preset stylegan256 --batch 16
---map 2 --r1-gamma 0.8192), on 256 procedural images made here. For every phase (loader, D,
-lazy R1, G, lazy path length, EMA) it prints the median ms per call, how often it runs per step,
-its share of a step, the kernels it launches (counted by CUDA; on CPU, the ATen ops and compiled
-kernels that would be launches on a GPU), and the s/kimg these add up to. Then the same phases
-with two other implementations of the anti-aliasing filters, in the same run: "taps" (the [1,3,3,1] filters as shifted slices and adds: elementwise, no grouped
-convolution, any derivative order; a candidate for GPUs, where compile can fuse it) and
-"native" (PyTorch's own autograd of the grouped convolution, what artgan used before); and
-"filter_first": artgan's filters with StyleGAN's upsampling convs run the way models saved
-before config version 2 run them (upsample, then convolve at the full resolution).
+--map 2 --r1-gamma 0.8192), on 256 procedural images made here, with ADA at p = 0.2 (so the
+augmentation runs, as it does once ADA reacts; `-- --aug none` leaves it out). For every phase
+(loader, D, lazy R1, G, lazy path length, EMA) it prints the median ms per call, how often it
+runs per step, its share of a step, the kernels it launches (counted by CUDA; on CPU, the ATen
+ops and compiled kernels that would be launches on a GPU), and the s/kimg these add up to.
+Then the same phases with other implementations, in the same run (`--variants`): "taps" (the
+[1,3,3,1] filters as shifted slices and adds: elementwise, no grouped convolution, any
+derivative order; a candidate for GPUs, where compile can fuse it), "native" (PyTorch's own
+autograd of the grouped convolution, what artgan used before) and "filter_first" (StyleGAN's
+upsampling convs run the way models saved before config version 2 run them: upsample, then
+convolve at the full resolution).
 """
 from __future__ import annotations
 
@@ -197,7 +199,7 @@ def main() -> None:
                             "--resolution", res, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
         parsed = train_cli.build_parser().parse_args(
             ["--data", store, "--outdir", str(Path(tmp) / "runs"), "--mixed-precision", args.precision,
-             "--kimg", "1", "--aug", "ada"] + flags)
+             "--kimg", "1", "--aug", "ada", "--aug-p", "0.2"] + flags)
         trainer = launch(resolve(parsed))
         cfg = trainer.cfg
         check_taps()
