@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from gan import losses
 from gan.augment import N_RANDOM, AdaptiveP, apply_augment, augment
-from gan.models.layers import Blur, ModulatedConv2d, Upsample, _Filter, _fir_kernel
+from gan.models.layers import Blur, Downsample, EqualConv2d, ModulatedConv2d, Upsample, _Filter, _fir_kernel
 from gan.sampling import grid_cols, grid_image
 from gan.training.data import InfiniteSampler
 from gan.training.ema import update_ema
@@ -222,9 +222,27 @@ def test_resampling_filters_and_their_derivatives(shape):
     smooth_ref = F.conv2d(x, k * 4, padding=1, groups=shape[1])  # after a stride-2 transposed conv
     kernel = _fir_kernel().double()
     smooth = lambda t: _Filter.apply(t, kernel * 4, "smooth")  # noqa: E731
-    for module, ref in ((Blur().double(), blur_ref), (Upsample().double(), up_ref), (smooth, smooth_ref)):
+    cases = [(Blur().double(), blur_ref), (Upsample().double(), up_ref), (smooth, smooth_ref)]
+    if shape[2] % 2 == 0 and shape[3] % 2 == 0:  # the blur at every second pixel
+        cases.append((Downsample().double(), blur_ref[:, :, ::2, ::2]))
+    for module, ref in cases:
         assert torch.allclose(module(x), ref, atol=1e-12)
         assert torch.autograd.gradcheck(module, (x,)) and torch.autograd.gradgradcheck(module, (x,))
+
+
+def test_downsampling_convs_blur_then_stride():
+    """D's downsampling convs are the blur followed by a stride-2 conv; the 1x1 one takes the
+    blur at the kept pixels only (Downsample) and convolves with stride 1."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for k in (1, 3):
+        conv = EqualConv2d(3, 4, k, down=True).double()
+        with torch.no_grad():
+            conv.bias.normal_()
+        ref = F.conv2d(Blur().double()(x), conv.weight * conv.scale, conv.bias, stride=2, padding=(k - 1) // 2)
+        assert torch.allclose(conv(x), ref, atol=1e-12)
+    with pytest.raises(ValueError, match="even size"):
+        Downsample()(torch.zeros(1, 1, 5, 4))
 
 
 def _convolutions(fn) -> int:

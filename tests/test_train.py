@@ -195,9 +195,10 @@ def test_failed_compile_is_one_note_and_the_run_goes_on(tmp_path, proc_store):
 @pytest.mark.slow
 def test_compiled_training_on_cpu_survives_narrow_layers(tmp_path):
     """--compile on, on CPU, with real inductor: a StyleGAN whose D has 8 channels at 64 px.
-    Inductor's channels-last layout there made oneDNN's weight gradient of the 1x1 stride-2
-    skip conv corrupt the heap (the process aborted at the first step); the Compiler turns that
-    layout off on CPU. Slow (inductor compiles G, D and their backward: a minute or two)."""
+    Inductor runs CPU convs channels-last, and oneDNN's weight gradient of a 1x1 stride-2 conv
+    (D's skip path had one) with under 16 channels corrupts the heap there: the process aborted
+    at the first step. D's 1x1 downsampling conv now runs with stride 1 on Downsample's output.
+    Slow (inductor compiles G, D and their backward: a minute or two)."""
     store = tmp_path / "s64"
     run_cli("-m", "data_prep", "--procedural", 32, "--out", store, "--resolution", 64, "--no-progress", check=0)
     out = train("--data", store, "--arch", "stylegan", "--channel-base", 512, "--channel-max", 16, "--map", 1,

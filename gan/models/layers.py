@@ -42,12 +42,19 @@ class EqualConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.activate = activate  # leaky ReLU after the conv
-        self.down = down  # blur, then stride-2 conv: no aliasing when halving resolution
-        self.blur = Blur() if down else None
+        # Halving the resolution without aliasing: blur, then a stride-2 conv; a 1x1 conv sees
+        # only the kept pixels, so it gets them from Downsample (the blur at those pixels only,
+        # a quarter of the work) and runs with stride 1. (oneDNN's channels-last weight gradient
+        # of a 1x1 stride-2 conv with fewer than 16 channels also corrupts the heap in torch 2.14,
+        # which inductor's CPU layouts ran into.)
+        self.down = down
+        self.blur = (Downsample() if kernel == 1 else Blur()) if down else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight * self.scale
-        if self.down:
+        if self.down and w.shape[-1] == 1:
+            x = F.conv2d(self.blur(x), w, self.bias)
+        elif self.down:
             x = self.blur(x)
             x = F.conv2d(x, w, self.bias, stride=2, padding=(w.shape[-1] - 1) // 2)
         else:
@@ -66,12 +73,30 @@ def _blur(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (1, 2, 1, 2), mode="replicate"), k.to(x.dtype).expand(c, 1, 4, 4), groups=c)
 
 
-def _blur_adjoint(g: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    c, h, w = g.shape[1:]
-    t = F.conv_transpose2d(g, k.to(g.dtype).expand(c, 1, 4, 4), groups=c)  # (h+3, w+3): the padded input
-    # Replicate padding copied the edge rows/columns outward (1 before, 2 after): fold them back.
+def _unpad_replicate(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Adjoint of replicate padding (1 before, 2 after): (h+3, w+3) -> (h, w), the copied edge
+    rows/columns folded back onto the edges they came from."""
     t = torch.cat([t[:, :, :2].sum(2, keepdim=True), t[:, :, 2:h], t[:, :, h:].sum(2, keepdim=True)], 2)
     return torch.cat([t[..., :2].sum(3, keepdim=True), t[..., 2:w], t[..., w:].sum(3, keepdim=True)], 3)
+
+
+def _blur_adjoint(g: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    c, h, w = g.shape[1:]
+    return _unpad_replicate(F.conv_transpose2d(g, k.to(g.dtype).expand(c, 1, 4, 4), groups=c), h, w)
+
+
+def _down(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Blur, keeping every second pixel: (2H, 2W) -> (H, W), the blur computed only where kept."""
+    c, h, w = x.shape[1:]
+    if h % 2 or w % 2:
+        raise ValueError(f"downsampling needs an even size, got {h}x{w}")
+    return F.conv2d(F.pad(x, (1, 2, 1, 2), mode="replicate"), k.to(x.dtype).expand(c, 1, 4, 4), stride=2, groups=c)
+
+
+def _down_adjoint(g: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    c, h, w = g.shape[1], 2 * g.shape[2], 2 * g.shape[3]
+    t = F.conv_transpose2d(g, k.to(g.dtype).expand(c, 1, 4, 4), stride=2, output_padding=1, groups=c)
+    return _unpad_replicate(t, h, w)
 
 
 def _up(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -97,6 +122,7 @@ def _smooth_adjoint(g: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 # name -> (the op, the name of its adjoint): the filters are linear, so each one's gradient is its adjoint.
 _FILTERS = {"blur": (_blur, "blur_t"), "blur_t": (_blur_adjoint, "blur"),
+            "down": (_down, "down_t"), "down_t": (_down_adjoint, "down"),
             "up": (_up, "up_t"), "up_t": (_up_adjoint, "up"),
             "smooth": (_smooth, "smooth_t"), "smooth_t": (_smooth_adjoint, "smooth")}
 
@@ -128,6 +154,17 @@ class Blur(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _Filter.apply(x, self.kernel, "blur")
+
+
+class Downsample(nn.Module):
+    """Anti-aliased 2x downsampling: the Blur, evaluated at every second pixel only."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("kernel", _fir_kernel(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Filter.apply(x, self.kernel, "down")
 
 
 class Upsample(nn.Module):

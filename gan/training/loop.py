@@ -94,7 +94,7 @@ class Trainer(Phases):
         if self.acc.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every phase's shapes are fixed: tune once per shape
         compiling = cfg.compile == "on" or (cfg.compile == "auto" and self.acc.device.type == "cuda")
-        self.compiled = Compiler(compiling, self._log, compile_backend(self.faults), self.acc.device.type)
+        self.compiled = Compiler(compiling, self._log, compile_backend(self.faults))
         self._p_device = None  # (aug p, that p as a device tensor) for the compiled augmentation
         if compiling and self.acc.is_main_process:
             print("torch.compile on: the first steps compile G, D and the augmentation (a minute or so); --compile off skips it")

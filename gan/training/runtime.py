@@ -48,23 +48,15 @@ class Compiler:
     """torch.compile'd modules and functions for the main phases, with a clean fallback: when
     compiling fails (no C++ or Triton toolchain, an unsupported op, a backend error) training
     goes on eagerly after one note. The regularization phases always run eagerly: compiled
-    graphs do not support the double backward that R1 and path length take (and computing the
-    inner gradient with torch.func.grad inside a compiled graph gives wrong parameter gradients
-    in torch 2.14: pytorch/pytorch#136662)."""
+    graphs do not support the double backward that R1 and path length take. (Taking R1's inner
+    gradient with torch.func.grad inside the compiled graph instead ran, but silently gave zero
+    gradients for most of D's parameters in torch 2.14; compare pytorch/pytorch#136662.)"""
 
-    def __init__(self, enabled: bool, note, backend="inductor", device_type: str = "cuda"):
+    def __init__(self, enabled: bool, note, backend="inductor"):
         self.enabled = enabled  # False: modules are returned as they are
         self.note = note  # prints the one-line fallback note
         self.backend = backend  # a torch.compile backend (tests use a cheap or a broken one)
         self._compiled: dict = {}
-        if enabled and device_type == "cpu":
-            import torch._inductor.config
-
-            # Inductor gives CPU convolutions channels-last inputs, and oneDNN's weight gradient
-            # of a 1x1 stride-2 convolution (StyleGAN D's skip path) on channels-last inputs with
-            # a channel count that is not a multiple of 16 corrupts the heap (torch 2.14: the
-            # process aborts). Plain NCHW, as in eager training, is safe.
-            torch._inductor.config.layout_optimization = False
 
     def __call__(self, fn):
         """`fn` (a module or a function) compiled, or `fn` itself when compiling is off."""
