@@ -42,11 +42,11 @@ class EqualConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.activate = activate  # leaky ReLU after the conv
-        # Halving the resolution without aliasing: blur, then a stride-2 conv; a 1x1 conv sees
-        # only the kept pixels, so it gets them from Downsample (the blur at those pixels only,
-        # a quarter of the work) and runs with stride 1. (oneDNN's channels-last weight gradient
-        # of a 1x1 stride-2 conv with fewer than 16 channels also corrupts the heap in torch 2.14,
-        # which inductor's CPU layouts ran into.)
+        # Halving the resolution without aliasing: blur, then a stride-2 conv. A 1x1 conv reads
+        # only the pixels it keeps, so Downsample blurs at those alone (a quarter of the work) and
+        # the conv runs with stride 1. That also keeps clear of oneDNN's channels-last weight
+        # gradient of a 1x1 stride-2 conv with under 16 channels, which corrupts the heap
+        # (torch 2.14; inductor picks that layout on CPU).
         self.down = down
         self.blur = (Downsample() if kernel == 1 else Blur()) if down else None
 
