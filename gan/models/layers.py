@@ -145,37 +145,36 @@ class _Filter(torch.autograd.Function):
         return _Filter.apply(g, kernel, _FILTERS[ctx.name][1]), None, None
 
 
-class Blur(nn.Module):
+class _FixedFilter(nn.Module):
+    """The [1,3,3,1] filter as a module: `name` picks the `_FILTERS` op, `gain` scales the kernel."""
+
+    name, gain = "", 1.0
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("kernel", _fir_kernel() * self.gain, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Filter.apply(x, self.kernel, self.name)
+
+
+class Blur(_FixedFilter):
     """Depthwise [1,3,3,1] low-pass filter (same size output)."""
 
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("kernel", _fir_kernel(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Filter.apply(x, self.kernel, "blur")
+    name = "blur"
 
 
-class Downsample(nn.Module):
+class Downsample(_FixedFilter):
     """Anti-aliased 2x downsampling: the Blur, evaluated at every second pixel only."""
 
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("kernel", _fir_kernel(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Filter.apply(x, self.kernel, "down")
+    name = "down"
 
 
-class Upsample(nn.Module):
-    """Anti-aliased 2x upsampling: zero-insertion plus the [1,3,3,1] filter (gain 4)."""
+class Upsample(_FixedFilter):
+    """Anti-aliased 2x upsampling: zero-insertion plus the [1,3,3,1] filter (gain 4: zero-insertion
+    keeps a quarter of the samples)."""
 
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("kernel", _fir_kernel() * 4, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Filter.apply(x, self.kernel, "up")
+    name, gain = "up", 4.0
 
 
 UP_CONVS = ("transposed", "filter_first")  # ModelConfig.up_conv (checked by models.check_config)
