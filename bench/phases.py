@@ -71,7 +71,12 @@ def taps_smooth(x: torch.Tensor) -> torch.Tensor:
     return _fir4(F.pad(x, (1, 1, 1, 1)), 0.25, 0.75)
 
 
-TAPS = {"blur": taps_blur, "up": taps_up, "smooth": taps_smooth}
+def taps_down(x: torch.Tensor) -> torch.Tensor:
+    """Downsample: the blur, then every second pixel."""
+    return taps_blur(x)[:, :, ::2, ::2]
+
+
+TAPS = {"blur": taps_blur, "down": taps_down, "up": taps_up, "smooth": taps_smooth}
 
 
 def use_up_conv(trainer, variant: str) -> None:
@@ -95,7 +100,7 @@ def use_filters(variant: str) -> None:
 def check_taps() -> None:
     x = torch.randn(2, 3, 8, 6, dtype=torch.float64)
     for name, fn in TAPS.items():
-        k = layers._fir_kernel().double() * (1 if name == "blur" else 4)
+        k = layers._fir_kernel().double() * (1 if name in ("blur", "down") else 4)
         assert torch.allclose(fn(x), layers._FILTERS[name][0](x, k), atol=1e-12), name
 
 
