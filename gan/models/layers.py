@@ -49,14 +49,12 @@ class EqualConv2d(nn.Module):
         # and its gradient is faster on CPU too.
         self.down = down
         self.blur = (Downsample() if kernel == 1 else Blur()) if down else None
+        self.stride = 1 if kernel == 1 else 2  # of the conv after the filter, when down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight * self.scale
-        if self.down and w.shape[-1] == 1:
-            x = F.conv2d(self.blur(x), w, self.bias)
-        elif self.down:
-            x = self.blur(x)
-            x = F.conv2d(x, w, self.bias, stride=2, padding=(w.shape[-1] - 1) // 2)
+        if self.down:
+            x = F.conv2d(self.blur(x), w, self.bias, stride=self.stride, padding=(w.shape[-1] - 1) // 2)
         else:
             x = F.conv2d(x, w, self.bias, padding=w.shape[-1] // 2)
         return lrelu(x) if self.activate else x
