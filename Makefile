@@ -2,17 +2,25 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
+# SYSTEM_PY=python3: use a Python that already has the dependencies, with no venv and no install
+# (a GPU machine without internet: `make test-gpu bench-gpu SYSTEM_PY=python3`).
+ifdef SYSTEM_PY
+PY     := $(SYSTEM_PY)
+STAMP  :=
+endif
 DEMO   ?= demo
 RUN     = $$(ls -d $(DEMO)/runs/*-demo | tail -n 1)
 
 .PHONY: install test test-slow test-gpu faults demo demo-finetune bench bench-gpu clean-demo
 
+ifndef SYSTEM_PY
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# PYTHONWARNINGS reaches the build backend: no setuptools editable-install banner
 	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+endif
 
 install: $(STAMP)
 

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preserve-color", action="store_true")
     r.add_argument("--vgg-precision", choices=("auto", "bf16", "no"), default="auto",
                    help="VGG compute dtype; auto: bf16 with adam, fp32 with lbfgs (its line search needs an "
-                        "exact objective)")
+                        "exact objective: lbfgs refuses bf16)")
     r.add_argument("--vgg", choices=("vgg19", "vgg16"), default="vgg19", help="feature network for the style loss")
     r.add_argument("--vgg-weights", default=None, help="VGG .pth/.safetensors, or 'random' (tests, offline demos)")
     r.add_argument("--name", default=None, help="output file prefix (default: content name or seedNNNN)")
@@ -237,7 +237,8 @@ def cmd_sample(args) -> int:
             imgs.append(torch.from_numpy(np.asarray(pic, np.float32) / 127.5 - 1).permute(2, 0, 1))
     if args.grid:
         save_png(grid_image(torch.stack(imgs), grid_cols(len(imgs))), out / "grid.png")
-    print(f"wrote {len(seeds)} images to {out}" + (f" (+ {out / 'grid.png'})" if args.grid else ""))
+    noun = "image" if len(seeds) == 1 else "images"
+    print(f"wrote {len(seeds)} {noun} to {out}" + (f" (+ {out / 'grid.png'})" if args.grid else ""))
     return 0
 
 
@@ -318,6 +319,9 @@ def cmd_refine(args) -> int:
                     ("--tv-weight", args.tv_weight)):
         if v < 0:
             raise UserError(f"{name} must be >= 0")
+    if args.optimizer == "lbfgs" and args.vgg_precision == "bf16":
+        raise UserError("--optimizer lbfgs needs float32 VGG features (its line search cannot see bf16-rounded "
+                        "losses and makes no progress): use --optimizer adam for bf16, or --vgg-precision no")
     from gan.training.finetune import read_style_images
 
     styles = read_style_images(args.style, flag="--style")
@@ -347,9 +351,6 @@ def cmd_refine(args) -> int:
     vgg_precision = args.vgg_precision
     if vgg_precision == "auto":
         vgg_precision = "bf16" if args.optimizer == "adam" else "no"
-    elif vgg_precision == "bf16" and args.optimizer == "lbfgs":
-        print("warning: --optimizer lbfgs with --vgg-precision bf16 may stop early (bf16 makes the loss too coarse "
-              "for its line search); --optimizer adam is the fast bf16 mode", file=sys.stderr)
     vgg = VGGFeatures(load_vgg_state(args.vgg_weights, args.vgg), args.vgg)
     opts = RefineOptions(steps=args.steps, size=args.size, style_weight=args.style_weight,
                          content_weight=args.content_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,

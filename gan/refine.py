@@ -26,8 +26,15 @@ class RefineOptions:
     optimizer: str = "lbfgs"  # lbfgs | adam
     init: str = "content"  # content | noise
     preserve_color: bool = False  # keep the content's colours, transfer only luminance structure
-    precision: str = "no"  # VGG compute dtype: bf16 (fast, pair with adam) | no (float32)
+    precision: str = "no"  # VGG compute dtype: bf16 (fast; adam only) | no (float32)
     seed: int = 0  # noise init
+
+    def __post_init__(self):
+        # Measured: with bf16 features LBFGS's strong-Wolfe line search sees no decrease in the
+        # rounded loss and stops at the start image; without the line search bf16's noisy
+        # gradients spoil its curvature pairs and the loss grows. Adam is bf16's optimizer.
+        if self.optimizer == "lbfgs" and self.precision == "bf16":
+            raise ValueError("LBFGS needs float32 VGG features (precision='no'); use optimizer='adam' for bf16")
 
 
 def to_tensor(img: Image.Image, long_side: int) -> torch.Tensor:

@@ -313,6 +313,19 @@ def test_refine_report_is_the_saved_image(tmp_path, optimizer, precision):
     assert report["end"]["total"] <= 1.25 * report["history"][-1][-1]["total"], (report["end"], report["history"][-1][-1])
 
 
+def test_refine_refuses_lbfgs_on_bf16_features(tmp_path):
+    """LBFGS on bf16 VGG features stopped at the start image (its line search cannot see the
+    rounded loss decrease): refused up front, before any model or image is read."""
+    from gan.refine import RefineOptions
+
+    with pytest.raises(ValueError, match="adam"):
+        RefineOptions(optimizer="lbfgs", precision="bf16")
+    proc = gen("refine", "--content", tmp_path / "absent.png", "--style", tmp_path / "absent.png", "--optimizer",
+               "lbfgs", "--vgg-precision", "bf16", "--out", tmp_path / "r", check=None)
+    assert_user_error(proc, "--optimizer lbfgs needs float32", "--optimizer adam")
+    assert not (tmp_path / "r").exists()
+
+
 def test_demo_vgg_check_is_quiet_offline(tmp_path):
     """`make demo` asks `python -m gan.weights vgg19` before refining: offline and uncached it
     answers by exit code alone (no download attempt or error printed mid-demo)."""

@@ -28,36 +28,15 @@ from ..sampling import grid_cols, latents_for_seeds, save_grid
 from . import checkpoint, finetune
 from .data import DeviceBatches, InfiniteSampler, fits_on_device
 from .ema import recalibrate_batchnorm, update_ema
-from .phases import BAD, SKIPPED, Phases
-from .runtime import Compiler, checksum, compile_backend, is_oom, micro_batch, next_multiple
+from .phases import Phases
+from .runtime import Compiler, compile_backend, is_oom, micro_batch, next_multiple
+from .state import Counters, TrainerState
 
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
-OVERFLOW_PATIENCE = 50  # consecutive scaler-skipped steps that count as divergence
 
 
-class Counters:
-    """Progress and schedule state, checkpointed alongside the models."""
-
-    def __init__(self):
-        self.cur_nimg = 0  # real images shown to D, all processes
-        self.step = 0  # completed iterations (D + G update)
-        self.data_pos = 0  # indices consumed from this process's sampler stream
-        self.lr_scale = 1.0  # lowered after divergence
-        self.pl_mean = 0.0
-        self.restores = 0
-
-    def state_dict(self) -> dict:
-        d = dict(vars(self))
-        d["pl_mean"] = float(d["pl_mean"])  # kept on the device while training (no per-step sync)
-        return d
-
-    def load_state_dict(self, d: dict) -> None:
-        for k, v in d.items():
-            setattr(self, k, v)
-
-
-class Trainer(Phases):
+class Trainer(Phases, TrainerState):
     def __init__(self, acc: Accelerator, model_cfg: ModelConfig, cfg: TrainConfig, dataset, run_dir: Path,
                  resume_from: Path | None = None, faults: dict | None = None, base=None,
                  style_images: list | None = None, vgg_state: dict | None = None):
@@ -210,14 +189,6 @@ class Trainer(Phases):
         best = primary_value(self.evaluator.names, values)
         return {"name": best[0], "value": best[1]} if best else None
 
-    def _weights_finite(self) -> bool:
-        """Every weight finite on every process (one host sync: called before checkpoints)."""
-        models = (self._unwrap(self.G), self._unwrap(self.D), self.G_ema)
-        found = (~torch.stack([torch.isfinite(p.detach()).all() for m in models for p in m.parameters()]).all()).float()
-        if self.acc.num_processes > 1:
-            found = self.acc.reduce(found, "max")  # Accelerate's reduce knows sum, mean and max
-        return not bool(found > 0)
-
     def _export(self, folder: Path) -> None:
         self._recalibrate()
         save_generator(self.G_ema, self.mcfg, folder, extra={
@@ -225,100 +196,10 @@ class Trainer(Phases):
             "dataset": getattr(self.dataset, "manifest", {}).get("source", {}),
             "metrics": self.last_metrics})
 
-    def save_checkpoint(self, metric: dict | None = None) -> Path:
-        state = {"cur_nimg": self.counters.cur_nimg, "step": self.counters.step, "aug_p": self.aug.p,
-                 "data_pos_rank0": self.counters.data_pos, "lr_scale": self.counters.lr_scale,
-                 "world_size": self.acc.num_processes, "metric": metric}
-        self._check_sync()
-        ranks = self._gather_rank_state()  # collective: before the main-process-only write
-        path = checkpoint.save(self.acc, self.run_dir, self.counters.cur_nimg, state, self._export,
-                               lambda folder: self._save_trainer_state(folder, ranks))
-        if self.acc.is_main_process:
-            checkpoint.rotate(self.run_dir, self.cfg.keep)
-        self.acc.wait_for_everyone()
-        self.last_ckpt = path
-        return path
-
     def _recalibrate(self) -> None:
         with self.acc.autocast():
             recalibrate_batchnorm(self.G_ema, self.mcfg.z_dim, self.mcfg.c_dim, self.acc.device)
         self.G_ema.eval()
-
-    def _check_sync(self) -> None:
-        """Multi-process: verify every rank holds identical G, G_ema and D before saving."""
-        if self.acc.num_processes == 1:
-            return
-        sums = torch.stack([checksum(self._unwrap(self.G)), checksum(self.G_ema), checksum(self._unwrap(self.D))])
-        gathered = self.acc.gather(sums.to(self.acc.device)[None]).cpu()
-        if not torch.equal(gathered.min(0).values, gathered.max(0).values):
-            raise RuntimeError(f"processes hold different weights (checksums {gathered.tolist()})")
-        if self.acc.is_main_process:
-            with open(self.run_dir / "events.jsonl", "a") as f:
-                f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, "event": "ranks in sync",
-                                    "processes": self.acc.num_processes, "checksums": sums.tolist()}) + "\n")
-
-    def _save_trainer_state(self, folder: Path, ranks: dict) -> None:
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.G_ema.state_dict().items()},
-                  str(folder / checkpoint.G_EMA))
-        (folder / checkpoint.TRAINER).write_text(json.dumps(
-            {"counters": self.counters.state_dict(), "aug": self.aug.state_dict(), "ranks": ranks}, indent=1))
-
-    def _gather_rank_state(self) -> dict:
-        """State each process keeps for itself (collective): the path-length mean and the ADA
-        statistics gathered since the last update. Only the main process writes the trainer
-        state, so without these every process would resume with the main one's values and
-        a multi-process resume would not be exact."""
-        mine = torch.stack([torch.as_tensor(v, dtype=torch.float64).detach().cpu().reshape(())
-                            for v in (self.counters.pl_mean, *self.aug.pending())])
-        every = self.acc.gather(mine.to(self.acc.device)[None]).cpu() if self.acc.num_processes > 1 else mine[None]
-        return {"pl_mean": every[:, 0].tolist(), "aug_sum": every[:, 1].tolist(), "aug_n": every[:, 2].tolist()}
-
-    def _restore_rank_state(self, ranks: dict | None) -> None:
-        if not ranks:
-            return
-        me, world = self.acc.process_index, self.acc.num_processes
-        if len(ranks["pl_mean"]) == world:
-            self.counters.pl_mean = ranks["pl_mean"][me]
-            self.aug.set_pending(ranks["aug_sum"][me], ranks["aug_n"][me])
-        else:  # another process count: the main process carries every partial ADA statistic
-            self.counters.pl_mean = ranks["pl_mean"][0]
-            self.aug.set_pending(sum(ranks["aug_sum"]) if me == 0 else 0.0, sum(ranks["aug_n"]) if me == 0 else 0)
-
-    def _load(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
-
-        ckpt = Path(ckpt)  # checked by setup.resolve (checkpoint.resume_problem) on every process,
-        self.acc.load_state(str(ckpt))  # or written by this run (a restore after non-finite steps)
-        try:
-            self.G_ema.load_state_dict(load_file(str(ckpt / checkpoint.G_EMA)))  # copied onto G_ema's device
-            st = json.loads((ckpt / checkpoint.TRAINER).read_text())
-            self.counters.load_state_dict(st["counters"])
-            self.aug.load_state_dict(st["aug"])
-            self._restore_rank_state(st.get("ranks"))
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError) as e:
-            raise UserError(f"{ckpt}: cannot read the trainer state ({str(e).splitlines()[0][:160]})") from None
-        self.last_ckpt = ckpt
-        self._set_lr()
-
-    def _set_lr(self) -> None:
-        for opt, base in zip((self.opt_G, self.opt_D), self.base_lrs):
-            for g in opt.param_groups:
-                g["lr"] = base * self.counters.lr_scale
-
-    def _recover(self) -> None:
-        """Too many non-finite steps in a row: back to the last checkpoint, half the lr."""
-        if self.counters.restores >= 3:
-            raise UserError("training diverged repeatedly (non-finite losses after 3 restores with lower "
-                            "learning rates); try a lower --lr-g/--lr-d, higher --r1-gamma or --mixed-precision no")
-        restores, scale = self.counters.restores + 1, self.counters.lr_scale * 0.5
-        self._load(self.last_ckpt)
-        self.counters.restores, self.counters.lr_scale = restores, scale
-        self._set_lr()
-        self._make_loader()
-        self._log(f"non-finite losses for {self.cfg.nan_patience} steps: restored {self.last_ckpt.name}, "
-                  f"learning rates x{scale:g}")
 
     # ------------------------------------------------------------------ main loop
     def _on_signal(self, signum, frame):
@@ -402,27 +283,13 @@ class Trainer(Phases):
                         bar.n = ctr.cur_nimg
                         continue
                 if due_log:
-                    rate = (ctr.cur_nimg - n0) / max(time.perf_counter() - t0, 1e-9)
-                    values = dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
-                    scalars = {f"Loss/{k[5:]}": v for k, v in values.items() if k.startswith("loss_")}
-                    if self.style is not None:
-                        scalars["Style/weight"] = cfg.style_weight
-                    if self.acc.scaler is not None:
-                        scalars.update({"AMP/scale": self.acc.scaler.get_scale(), "AMP/skipped_steps": self.overflows})
-                    scalars.update({"Logits/real": values.get("logits_real", 0.0), "Logits/fake": values.get("logits_fake", 0.0),
-                                    "Aug/p": self.aug.p, "Aug/rt": self.aug.last_rt, "Speed/img_per_s": rate,
-                                    "LR/G": self.opt_G.param_groups[0]["lr"], "LR/D": self.opt_D.param_groups[0]["lr"],
-                                    "Progress/kimg": ctr.cur_nimg / 1000})
-                    acc.log(scalars, step=ctr.cur_nimg)
-                    bar.set_postfix(D=f"{values.get('loss_D', 0):.3f}", G=f"{values.get('loss_G', 0):.3f}",
-                                    p=f"{self.aug.p:.2f}", ips=f"{rate:.0f}", refresh=False)
+                    self._log_progress(stats, (ctr.cur_nimg - n0) / max(time.perf_counter() - t0, 1e-9), bar)
                 if due_snap:
                     self._snapshot(grid_z, grid_c)
                     next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
                 if due_ckpt or stop:
                     if not self._weights_finite():  # never write non-finite weights
-                        self._log("non-finite weights before a checkpoint: restoring the last one instead")
-                        self._recover()
+                        self._recover("non-finite weights before a checkpoint")
                         bar.n = ctr.cur_nimg
                         continue
                     metric = self._evaluate() if due_metric else None
@@ -466,6 +333,22 @@ class Trainer(Phases):
         n0, n1, t0, t1 = self.steady_window
         return (n1 - n0) / (t1 - t0)
 
+    def _log_progress(self, stats: dict, rate: float, bar) -> None:
+        """The step's statistics to the trackers and the progress bar (one host read for all)."""
+        values = dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist()))
+        scalars = {f"Loss/{k[5:]}": v for k, v in values.items() if k.startswith("loss_")}
+        if self.style is not None:
+            scalars["Style/weight"] = self.cfg.style_weight
+        if self.acc.scaler is not None:
+            scalars.update({"AMP/scale": self.acc.scaler.get_scale(), "AMP/skipped_steps": self.overflows})
+        scalars.update({"Logits/real": values.get("logits_real", 0.0), "Logits/fake": values.get("logits_fake", 0.0),
+                        "Aug/p": self.aug.p, "Aug/rt": self.aug.last_rt, "Speed/img_per_s": rate,
+                        "LR/G": self.opt_G.param_groups[0]["lr"], "LR/D": self.opt_D.param_groups[0]["lr"],
+                        "Progress/kimg": self.counters.cur_nimg / 1000})
+        self.acc.log(scalars, step=self.counters.cur_nimg)
+        bar.set_postfix(D=f"{values.get('loss_D', 0):.3f}", G=f"{values.get('loss_G', 0):.3f}",
+                        p=f"{self.aug.p:.2f}", ips=f"{rate:.0f}", refresh=False)
+
     def _log(self, msg: str) -> None:
         """A line on the console and in events.jsonl (main process)."""
         if self.acc.is_main_process:
@@ -484,32 +367,6 @@ class Trainer(Phases):
         if flag > 0 and self.stop_signal is None:
             self.stop_signal = signal.SIGTERM
         return bool(flag > 0)
-
-    def _settle(self) -> bool:
-        """Read the outcomes of the steps since the last call (one host sync) and act on the
-        streaks, in step order: `nan_patience` BAD steps in a row, or OVERFLOW_PATIENCE
-        scaler-skipped ones, restore the last checkpoint with halved learning rates (the steps
-        after the streak are dropped with it). True if it restored."""
-        if not self._outcomes:
-            return False
-        steps, flags = zip(*self._outcomes)
-        self._outcomes = []
-        for step, code in zip(steps, torch.stack(flags).tolist()):
-            if code >= BAD:  # a BAD step leaves the overflow streak as it was
-                self._bad += 1
-                self._log(f"step {step}: non-finite loss or gradient, step skipped ({self._bad} in a row)")
-            else:
-                self._bad = 0
-                self._overflow = self._overflow + 1 if code >= SKIPPED else 0
-                self.overflows += code >= SKIPPED
-                if self._overflow >= OVERFLOW_PATIENCE:
-                    self._log(f"step {step}: fp16 gradients overflowed {self._overflow} steps in a row "
-                              "(the loss scale cannot settle)")
-            if self._bad >= self.cfg.nan_patience or self._overflow >= OVERFLOW_PATIENCE:
-                self._bad = self._overflow = 0
-                self._recover()
-                return True
-        return False
 
     def _grid_inputs(self, seeds):
         z = latents_for_seeds(seeds, self.mcfg.z_dim).to(self.acc.device)

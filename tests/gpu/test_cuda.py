@@ -1,7 +1,11 @@
 """The CUDA path, run with `make test-gpu` on a GPU machine; skipped where no CUDA device exists
 (CPU CI). Tolerances are stated per test: cuDNN picks algorithms per shape and uses TF32
-convolutions, so GPU results match CPU ones closely, not bit for bit."""
+convolutions, so GPU results match CPU ones closely, not bit for bit.
+
+ARTGAN_GPU_TESTS_DEVICE=cpu rehearses this suite on a CPU (every code path and assertion, CPU
+against CPU), so a session without a GPU can check it before a scarce GPU session runs it."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -13,7 +17,14 @@ from gan.export import load_generator
 from gan.training import checkpoint
 from test_train import TINY_DCGAN, TINY_STYLE, faults, load_state, only_run
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+DEV = os.environ.get("ARTGAN_GPU_TESTS_DEVICE", "cuda")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(DEV == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def needs_fp16_device(precision: str = "fp16") -> None:
+    if precision == "fp16" and DEV == "cpu":
+        pytest.skip("fp16 training is refused on a CPU (it needs a GPU)")
 
 
 def train(*args, check=0, **kw):
@@ -39,6 +50,7 @@ def test_train_every_precision_and_resume(tmp_path, proc_store, arch, precision)
     divergence), losses that move, and a resume that continues the same run. StyleGAN runs with
     the GPU default, torch.compile on (a failed compile would be a note, and fails the test);
     DCGAN eagerly."""
+    needs_fp16_device(precision)
     tiny = TINY_STYLE + ["--pl-weight", 1, "--r1-interval", 4] if arch == "stylegan" else TINY_DCGAN
     common = ["--data", proc_store, *tiny, "--batch", 16, "--mixed-precision", precision, "--snap", 100,
               "--outdir", tmp_path / "runs", "--name", "g", "--log-every", 10,
@@ -87,14 +99,14 @@ def test_sample_cpu_gpu_agree_and_batch_invariant(trained):
 
     G, cfg, _ = load_generator(trained)
     cpu = dict(Sampler(G, cfg, "cpu").seeds([1, 5, 9, 13], 2, 0.7, batch=4))
-    G, cfg, _ = load_generator(trained, "cuda")
-    s = Sampler(G, cfg, "cuda")
+    G, cfg, _ = load_generator(trained, DEV)
+    s = Sampler(G, cfg, DEV)
     gpu4 = dict(s.seeds([1, 5, 9, 13], 2, 0.7, batch=4))
     gpu1 = dict(s.seeds([13, 9, 5, 1], 2, 0.7, batch=1))
     for k in cpu:
         assert (cpu[k] - gpu4[k]).abs().max() < 2e-2, k  # TF32 convolutions on the GPU
         assert (gpu4[k] - gpu1[k]).abs().max() < 1e-3, k
-    bf16 = dict(Sampler(G, cfg, "cuda", "bf16").seeds([1], 2, 0.7))
+    bf16 = dict(Sampler(G, cfg, DEV, "bf16").seeds([1], 2, 0.7))
     assert (bf16[1] - gpu4[1]).abs().mean() < 5e-2
 
 
@@ -105,7 +117,7 @@ def test_every_cli_command_on_cuda(trained, tmp_path, proc_store):
                 ["refine", "--seeds", 1, "--style", proc_store / "preview.png", "--vgg-weights", "random", "--steps", 10,
                  "--size", 64, "--optimizer", "adam", "--out", tmp_path / "r"],
                 ["eval", "--data", proc_store, "--metrics", "swd", "--num", 64, "--json", tmp_path / "e.json"]):
-        run_cli("generate.py", cmd[0], "--model", trained, "--device", "cuda", "--class", "grid", *cmd[1:], check=0)
+        run_cli("generate.py", cmd[0], "--model", trained, "--device", DEV, "--class", "grid", *cmd[1:], check=0)
     assert Image.open(tmp_path / "s" / "grid.png").size == (4 * 32, 2 * 32)
     cpu = run_cli("generate.py", "eval", "--model", trained, "--device", "cpu", "--data", proc_store, "--metrics", "swd",
                   "--num", 64, "--json", tmp_path / "c.json", check=0)
@@ -114,7 +126,8 @@ def test_every_cli_command_on_cuda(trained, tmp_path, proc_store):
     assert g["swd"] == pytest.approx(c["swd"], rel=5e-2), (g, c, cpu.stderr[-500:])
 
 
-@pytest.mark.parametrize("optimizer,precision", [("lbfgs", "no"), ("adam", "no"), ("adam", "bf16"), ("lbfgs", "bf16")])
+# LBFGS refuses bf16 features (tests/test_generate.py): these are every combination refine runs.
+@pytest.mark.parametrize("optimizer,precision", [("lbfgs", "no"), ("adam", "no"), ("adam", "bf16")])
 def test_refine_every_optimizer_and_precision_on_cuda(tmp_path, optimizer, precision):
     from data_prep.procedural import render
     from gan.refine import RefineOptions, losses_of, refine
@@ -125,13 +138,14 @@ def test_refine_every_optimizer_and_precision_on_cuda(tmp_path, optimizer, preci
     vgg = VGGFeatures(None)
     content, style = render(2, 0, 64)[0], render(0, 2, 64)[0]
     opts = RefineOptions(steps=30, size=64, optimizer=optimizer, precision=precision, style_weight=1e4)
-    out, report = refine(content, [style], [1.0], vgg, opts, device="cuda", progress=False)
+    out, report = refine(content, [style], [1.0], vgg, opts, device=DEV, progress=False)
     assert report["end"]["style"] < 0.7 * report["start"]["style"], report["end"]
-    again = losses_of(Image.open(save_png(out, tmp_path / "r.png")), content, [style], [1.0], vgg, opts, "cuda")
+    again = losses_of(Image.open(save_png(out, tmp_path / "r.png")), content, [style], [1.0], vgg, opts, DEV)
     assert again["total"] == pytest.approx(report["end"]["total"], rel=1e-3)
 
 
 def test_fp16_scaler_on_gpu_backs_off_from_injected_overflows(tmp_path, proc_store):
+    needs_fp16_device()
     train("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--kimg", 0.16, "--mixed-precision", "fp16",
           "--outdir", tmp_path / "runs", "--snap", 100, "--compile", "off", env=faults("overflow@2,3,4"))
     run = only_run(tmp_path / "runs")
@@ -144,6 +158,7 @@ def test_fp16_scaler_on_gpu_backs_off_from_injected_overflows(tmp_path, proc_sto
 def test_training_steps_do_not_sync_on_gpu(tmp_path, proc_store, precision):
     """No host read of a tensor (a device sync) between settle points on CUDA, fp16's scaler
     included, and CUDA's own sync detector agrees."""
+    needs_fp16_device(precision)
     out = run_cli("tests/host_reads.py", "--data", proc_store, "--outdir", tmp_path, *TINY_STYLE, "--pl-weight", 2,
                   "--pl-interval", 2, "--r1-gamma", 1, "--r1-interval", 3, "--aug", "fixed", "--aug-p", 0.3,
                   "--batch", 8, "--kimg", 0.096, "--log-every", 1000, "--snap", 1000, "--checkpoint-every", 1000,
