@@ -213,6 +213,8 @@ def main() -> None:
             use_filters(variant)
             use_up_conv(trainer, variant)
             results[variant] = measure(trainer, device, args.repeats)
+            # As soon as measured: a run stopped at a time limit keeps the variants so far.
+            print(f"measured {variant}: " + json.dumps(results[variant]), flush=True)
         use_filters("artgan")
         use_up_conv(trainer, "artgan")
 

@@ -107,7 +107,7 @@ def main() -> None:
     if device == "cuda":
         peaks["fp16"] = matmul_peak(torch.float16, device)
     env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}))
-    rows = []
+    rows, failed = [], []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         for preset in args.presets.split(","):
@@ -120,10 +120,20 @@ def main() -> None:
                        "--device", device, "--compile", args.compile]
                 if args.batch:
                     cmd += ["--batch", str(args.batch)]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-                row = json.loads(next(l for l in out.splitlines() if l.startswith("ROW "))[4:])
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                found = [l for l in proc.stdout.splitlines() if l.startswith("ROW ")]
+                if proc.returncode != 0 or not found:
+                    # One failed configuration (a compile error, out of memory) must not cost
+                    # the others' figures: say why and go on.
+                    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+                    print(f"FAILED {preset} {prec} (exit {proc.returncode}): {tail[-600:]}", flush=True)
+                    failed.append(f"{preset} {prec}")
+                    continue
+                row = json.loads(found[0][4:])
                 row["mfu"] = round(row["achieved_tflops"] * 1e12 / peaks.get(prec, peaks["no"]), 3)
                 rows.append(row)
+                # Each row as soon as it is measured: a run stopped at a time limit keeps the rows so far.
+                print("row " + json.dumps(row), flush=True)
     print(f"\nmatmul peak here ({device}): fp32 {peaks['no'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} "
           f"TFLOP/s (bf16/fp32 {peaks['bf16'] / peaks['no']:.2f}x)")
     print(f"{'preset':<12} {'prec':<5} {'batch':>5} {'img/s':>8} {'s/kimg':>8} {'GFLOP/img':>10} {'TFLOP/s':>8} "
@@ -135,7 +145,10 @@ def main() -> None:
         by = {r["precision"]: r["img_per_s"] for r in rows if r["preset"] == preset}
         if by.get("no") and by.get("bf16"):
             print(f"{preset}: bf16 / fp32 img/s = {by['bf16'] / by['no']:.2f}x")
-    print(json.dumps({"bench": "train", "peak_tflops": {k: round(v / 1e12, 3) for k, v in peaks.items()}, "rows": rows}))
+    print(json.dumps({"bench": "train", "peak_tflops": {k: round(v / 1e12, 3) for k, v in peaks.items()}, "rows": rows,
+                      "failed": failed}))
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
