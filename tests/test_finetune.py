@@ -72,9 +72,13 @@ def test_freeze_d_keeps_the_first_blocks_and_transfers_weights(tmp_path, base, u
     assert frozen and all(torch.equal(d0[k], d1[k]) for k in frozen), frozen
     assert not torch.equal(d0["features.5.weight"], d1["features.5.weight"])
     assert not torch.equal(d0["out.weight"], d1["out.weight"])
-    # the one-class fine-tune resumes on its unlabelled store
-    train("--resume", run, "--kimg", 0.112)
+    # the one-class fine-tune resumes on its unlabelled store (given the run's checkpoints folder,
+    # the run resumes from its newest checkpoint, as it does given the run dir)
+    train("--resume", run / "checkpoints", "--kimg", 0.112)
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 112
+    from gan.export import resolve_model
+
+    assert resolve_model(str(run / "checkpoints")) == resolve_model(str(run)) == checkpoint.latest(run) / "export"
     # An export has no D: it starts fresh, and the user is told.
     import shutil
 

@@ -109,6 +109,8 @@ def _resolve(args) -> Plan:
     dataset = open_store(args.data) if args.data else None
     if args.resume and args.resume != "auto":
         target = Path(args.resume)
+        if target.name == "checkpoints" and (target.parent / "config.json").exists():
+            target = target.parent  # a run's checkpoints folder: resume the run
         if (target / checkpoint.STATE).exists():
             ckpt, run_dir = target, target.parent.parent
             problem = verify(ckpt)
