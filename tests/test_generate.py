@@ -331,6 +331,11 @@ def test_demo_vgg_check_is_quiet_offline(tmp_path):
     answers by exit code alone (no download attempt or error printed mid-demo)."""
     import tomllib
 
+    from torchvision.models import VGG19_Weights
+
+    from gan.weights import VGG19_URL
+
+    assert VGG19_URL == VGG19_Weights.IMAGENET1K_V1.url
     proc = run_cli("-m", "gan.weights", "vgg19", env={"TORCH_HOME": str(tmp_path / "torch")})
     assert proc.returncode == 1 and proc.stdout == "" and proc.stderr == "", proc
     path = tmp_path / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
