@@ -96,6 +96,7 @@ bench-gpu: $(STAMP)
 	$(PY) bench/phases.py --device cuda 2>&1 | tee $(BENCH_OUT)/phases.log
 	$(PY) bench/train.py --device cuda --presets sg2ada256,stylegan256,dcgan64 --precisions no,bf16 2>&1 | tee $(BENCH_OUT)/train.log
 	$(PY) bench/train.py --device cuda --presets sg2ada256 --precisions bf16 --compile off 2>&1 | tee $(BENCH_OUT)/train-eager.log
+	$(PY) bench/train.py --device cuda --presets sg2ada256,stylegan256 --precisions bf16 --compile-mode reduce-overhead 2>&1 | tee $(BENCH_OUT)/train-cudagraphs.log
 	$(PY) bench/loader.py --device cuda 2>&1 | tee $(BENCH_OUT)/loader.log
 	$(PY) bench/generate.py --device cuda --presets dcgan64,stylegan256 --refine-size 512 2>&1 | tee $(BENCH_OUT)/generate.log
 

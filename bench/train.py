@@ -59,13 +59,14 @@ def matmul_peak(dtype, device: str, seconds=1.5) -> float:
 
 
 def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | None, device: str,
-               compile_: str = "auto") -> dict:
+               compile_: str = "auto", compile_mode: str = "default") -> dict:
     preset, extra = CONFIGS.get(name, (name, []))
     cpu_batch = ["--batch", str(BATCH[name])] if device == "cpu" and name in BATCH else []
     args = train_cli.build_parser().parse_args(
         ["--data", str(store), "--preset", preset, "--mixed-precision", precision,
          "--kimg", str(KIMG[name][device == "cuda"]), "--snap", "1e6", "--checkpoint-every", "1e6",
-         "--outdir", str(tmp / "runs"), "--aug", "ada", "--compile", compile_] + extra + cpu_batch + (["--batch", str(batch)] if batch else []))
+         "--outdir", str(tmp / "runs"), "--aug", "ada", "--compile", compile_,
+         "--compile-mode", compile_mode] + extra + cpu_batch + (["--batch", str(batch)] if batch else []))
     plan = resolve(args)
     mcfg, cfg = plan.mcfg, plan.cfg
     cfg.name = f"{name}-{precision}"
@@ -80,7 +81,8 @@ def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | N
         import resource
 
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
-    return {"preset": name, "precision": precision, "batch": cfg.batch, "img_per_s": round(ips, 1),
+    return {"preset": name, "precision": precision, "batch": cfg.batch, "compile": cfg.compile,
+            "compile_mode": cfg.compile_mode, "img_per_s": round(ips, 1),
             "s_per_kimg": round(1000 / ips, 2) if ips else None, "peak_mem_gib": round(peak_gib, 2),
             "train_gflop_per_img": round(flops / 1e9, 3), "achieved_tflops": round(ips * flops / 1e12, 3)}
 
@@ -93,6 +95,9 @@ def main() -> None:
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                     help="train.py's --compile (auto: on with a GPU); compile time is inside the warm-up steps")
+    ap.add_argument("--compile-mode", default="default",
+                    choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                    help="train.py's --compile-mode (reduce-overhead: CUDA graphs)")
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)  # PRESET,PRECISION,STORE,TMP
     args = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -101,7 +106,8 @@ def main() -> None:
     if args.single:
         # Accelerate's state is per process: each measurement runs in its own interpreter.
         preset, prec, store, tmp = args.single.split(",")
-        print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device, args.compile)))
+        print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device, args.compile,
+                                                  args.compile_mode)))
         return
     peaks = {"no": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
     if device == "cuda":
@@ -117,7 +123,7 @@ def main() -> None:
                                 "--resolution", str(RES[preset]), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
             for prec in args.precisions.split(","):
                 cmd = [sys.executable, __file__, "--single", f"{preset},{prec},{store},{tmp / (preset + prec)}",
-                       "--device", device, "--compile", args.compile]
+                       "--device", device, "--compile", args.compile, "--compile-mode", args.compile_mode]
                 if args.batch:
                     cmd += ["--batch", str(args.batch)]
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -74,6 +74,10 @@ class TrainConfig:
     mixed_precision: str = opt("no", "no | bf16 | fp16", choices=("no", "bf16", "fp16"))
     compile: str = opt("auto", "torch.compile G and D for the main phases: auto (on with a GPU) | on | off",
                        choices=("auto", "on", "off"))
+    compile_mode: str = opt("default", "torch.compile's mode when compiling: default | reduce-overhead (CUDA "
+                                       "graphs: fewer kernel launches at small batches, more GPU memory) | "
+                                       "max-autotune | max-autotune-no-cudagraphs",
+                            choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"))
     snap: float = opt(10.0, "sample grid every N kimg")
     checkpoint_every: float = opt(50.0, "checkpoint every N kimg")
     keep: int = opt(3, "checkpoints to keep (plus the best by metric)")

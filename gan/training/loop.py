@@ -73,7 +73,7 @@ class Trainer(Phases, TrainerState):
         if self.acc.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every phase's shapes are fixed: tune once per shape
         compiling = cfg.compile == "on" or (cfg.compile == "auto" and self.acc.device.type == "cuda")
-        self.compiled = Compiler(compiling, self._log, compile_backend(self.faults))
+        self.compiled = Compiler(compiling, self._log, compile_backend(self.faults), cfg.compile_mode)
         self._p_device = None  # (aug p, that p as a device tensor) for the compiled augmentation
         if compiling and self.acc.is_main_process:
             print("torch.compile on: the first steps compile G, D and the augmentation (a minute or so); --compile off skips it")
@@ -237,6 +237,10 @@ class Trainer(Phases, TrainerState):
                 if ctr.step in self.faults.get("oom", ()):
                     raise torch.OutOfMemoryError("injected out of memory")
                 ada_now = cfg.aug == "ada" and ctr.step % cfg.ada_interval == 0
+                if self.compiled.cudagraphs:
+                    # A new step: the CUDA graphs may reuse their output memory of the last one
+                    # (what the host keeps of a step, losses and outcomes, is computed eagerly).
+                    torch.compiler.cudagraph_mark_step_begin()
                 try:
                     outcome = self._step(stats)
                 except Exception as e:

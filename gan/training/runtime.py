@@ -52,18 +52,27 @@ class Compiler:
     gradient with torch.func.grad inside the compiled graph instead ran, but silently gave zero
     gradients for most of D's parameters in torch 2.14; compare pytorch/pytorch#136662.)"""
 
-    def __init__(self, enabled: bool, note, backend="inductor"):
+    def __init__(self, enabled: bool, note, backend="inductor", mode: str = "default"):
         self.enabled = enabled  # False: modules are returned as they are
         self.note = note  # prints the one-line fallback note
         self.backend = backend  # a torch.compile backend (tests use a cheap or a broken one)
+        self.mode = mode  # inductor's mode; the others take none
         self._compiled: dict = {}
+
+    @property
+    def cudagraphs(self) -> bool:
+        """Whether compiled graphs replay as CUDA graphs (on CUDA; inductor leaves CPU graphs as
+        they are). The trainer then marks where each step begins, so that a graph's outputs
+        from the last step may be overwritten by this one's."""
+        return self.enabled and self.backend == "inductor" and self.mode in ("reduce-overhead", "max-autotune")
 
     def __call__(self, fn):
         """`fn` (a module or a function) compiled, or `fn` itself when compiling is off."""
         if not self.enabled:
             return fn
         if id(fn) not in self._compiled:
-            self._compiled[id(fn)] = torch.compile(fn, backend=self.backend, dynamic=False)
+            mode = self.mode if self.backend == "inductor" else None
+            self._compiled[id(fn)] = torch.compile(fn, backend=self.backend, mode=mode, dynamic=False)
         return self._compiled[id(fn)]
 
     def failed(self, e: BaseException) -> bool:
