@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -244,7 +241,7 @@ def cmd_sample(args) -> int:
 
 def cmd_interpolate(args) -> int:
     from gan.errors import UserError
-    from gan.sampling import interpolation_frames, parse_seeds
+    from gan.sampling import interpolation_frames, parse_seeds, require_mp4_writer, write_animation
 
     seeds = parse_seeds(args.seeds)
     out = Path(args.out)
@@ -256,30 +253,12 @@ def cmd_interpolate(args) -> int:
     if args.frames < 2 or args.fps < 1:
         raise UserError("--frames must be >= 2 and --fps >= 1")
     if suffix == ".mp4":
-        try:
-            import imageio.v2 as imageio  # noqa: F401
-            import imageio_ffmpeg  # noqa: F401
-        except ImportError:
-            raise UserError("MP4 needs imageio-ffmpeg: pip install 'artgan[video]' (or write a .gif)") from None
+        require_mp4_writer()
     if out.exists() and out.is_dir():
         raise UserError(f"--out {args.out} is a directory; pass a file name")
     sampler, c, _ = _sampler(args)
     frames = interpolation_frames(sampler, seeds, args.frames, args.loop, c, args.trunc)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{suffix}")
-    try:
-        if suffix == ".gif":
-            from PIL import Image
-
-            pics = [Image.fromarray(f) for f in frames]
-            pics[0].save(tmp, save_all=True, append_images=pics[1:], duration=round(1000 / args.fps), loop=0)
-        else:
-            import imageio.v2 as imageio
-
-            imageio.mimwrite(tmp, frames, fps=args.fps, macro_block_size=1)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_animation(frames, out, args.fps)
     print(f"wrote {len(frames)} frames to {out}")
     return 0
 
@@ -373,74 +352,14 @@ def cmd_refine(args) -> int:
 
 
 def cmd_export(args) -> int:
-    import torch
+    from gan.export import export_model, push_to_hub, resolve_model
 
-    from gan.errors import UserError
-    from gan.export import CONFIG, WEIGHTS, load_generator, resolve_model, write_model_card
-    from gan.integrity import write_manifest
-    from gan.sampling import Sampler, grid_image, latents_for_seeds, save_png
-
-    src = resolve_model(args.model)
-    G, cfg, meta = load_generator(src)  # validates before anything is written
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {args.out} exists and is not an empty directory; pick a new one")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
-    try:
-        shutil.copy2(src / WEIGHTS, tmp / WEIGHTS)
-        shutil.copy2(src / CONFIG, tmp / CONFIG)
-        sampler = Sampler(G, cfg)
-        seeds = list(range(16))
-        if cfg.c_dim:
-            imgs = torch.cat([sampler.from_z(latents_for_seeds(seeds[:4], cfg.z_dim), k) for k in range(cfg.c_dim)])
-        else:
-            imgs = sampler.from_z(latents_for_seeds(seeds, cfg.z_dim), None)
-        save_png(grid_image(imgs, 4), tmp / "samples.png")
-        write_model_card(tmp, meta, args.push_to_hub or out.name, args.push_to_hub or out.name)
-        write_manifest(tmp)
-        _shareable_modes(tmp)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    out = export_model(resolve_model(args.model), Path(args.out), args.push_to_hub or Path(args.out).name)
     print(f"exported to {out}")
     if args.push_to_hub:
-        try:
-            from huggingface_hub import HfApi
-
-            api = HfApi()
-            api.create_repo(args.push_to_hub, private=args.private, exist_ok=True)
-            api.upload_folder(repo_id=args.push_to_hub, folder_path=str(out))
-        except Exception as e:
-            raise UserError(f"push to {args.push_to_hub} failed ({type(e).__name__}: "
-                            f"{(str(e).splitlines() or [''])[0][:160]}); the export in {out} is complete: "
-                            f"{_push_hint(e)}") from None
+        push_to_hub(out, args.push_to_hub, args.private)
         print(f"pushed to https://huggingface.co/{args.push_to_hub}")
     return 0
-
-
-def _push_hint(e: Exception) -> str:
-    """What to do after a failed upload: log in only when the Hub refused us, else the network."""
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
-
-    status = getattr(getattr(e, "response", None), "status_code", None)
-    if isinstance(e, LocalTokenNotFoundError) or (isinstance(e, HfHubHTTPError) and status in (401, 403)):
-        return "log in with `hf auth login` (a token with write access) and retry"
-    if isinstance(e, HfHubHTTPError) and status is not None:
-        return f"the Hub answered HTTP {status}; check the repo id and retry"
-    return "the Hub could not be reached; check your network (and that HF_HUB_OFFLINE is unset) and retry"
-
-
-def _shareable_modes(folder: Path) -> None:
-    """mkdtemp makes 0700 and copies keep their source's mode: give an export the modes any
-    new file gets under the user's umask, since it is meant to be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for f in folder.iterdir():
-        os.chmod(f, 0o666 & ~umask)
 
 
 def _style_metrics_setup(args):

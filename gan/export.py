@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -172,3 +174,71 @@ def write_model_card(folder: Path, meta: dict, name: str, hub_or_path: str) -> N
         kimg=meta.get("kimg", "?"), data=data_desc,
         metrics=", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) or "none recorded", hub_or_path=hub_or_path)
     (folder / "README.md").write_text(card)
+
+
+def export_model(src: Path, out: Path, name: str) -> Path:
+    """A shareable folder at `out` (new or empty): the model's weights and config, a 4x4 grid of
+    samples, a model card titled `name`, checksums; files with the user's umask modes. Built
+    in a temporary folder beside `out` and renamed into place: complete or absent."""
+    from .sampling import Sampler, grid_image, latents_for_seeds, save_png
+
+    G, cfg, meta = load_generator(src)  # validates before anything is written
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} exists and is not an empty directory; pick a new one")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if out.parent.exists() else None))
+    try:
+        shutil.copy2(src / WEIGHTS, tmp / WEIGHTS)
+        shutil.copy2(src / CONFIG, tmp / CONFIG)
+        sampler = Sampler(G, cfg)
+        seeds = list(range(16))
+        if cfg.c_dim:
+            imgs = torch.cat([sampler.from_z(latents_for_seeds(seeds[:4], cfg.z_dim), k) for k in range(cfg.c_dim)])
+        else:
+            imgs = sampler.from_z(latents_for_seeds(seeds, cfg.z_dim), None)
+        save_png(grid_image(imgs, 4), tmp / "samples.png")
+        write_model_card(tmp, meta, name, name)
+        write_manifest(tmp)
+        _shareable_modes(tmp)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _shareable_modes(folder: Path) -> None:
+    """mkdtemp makes 0700 and copies keep their source's mode: give an export the modes any
+    new file gets under the user's umask, since it is meant to be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for f in folder.iterdir():
+        os.chmod(f, 0o666 & ~umask)
+
+
+def push_to_hub(folder: Path, repo_id: str, private: bool = False) -> None:
+    """Upload an exported folder to a Hub model repo (created if missing); a failure is one
+    line that says what to do, and the local export stays complete."""
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder))
+    except Exception as e:
+        raise UserError(f"push to {repo_id} failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}); "
+                        f"the export in {folder} is complete: {_push_hint(e)}") from None
+
+
+def _push_hint(e: Exception) -> str:
+    """What to do after a failed upload: log in only when the Hub refused us, else the network."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if isinstance(e, LocalTokenNotFoundError) or (isinstance(e, HfHubHTTPError) and status in (401, 403)):
+        return "log in with `hf auth login` (a token with write access) and retry"
+    if isinstance(e, HfHubHTTPError) and status is not None:
+        return f"the Hub answered HTTP {status}; check the repo id and retry"
+    return "the Hub could not be reached; check your network (and that HF_HUB_OFFLINE is unset) and retry"

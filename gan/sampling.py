@@ -57,6 +57,38 @@ def save_grid(imgs: torch.Tensor, path: str | os.PathLike, cols: int = 8) -> Ima
     return grid
 
 
+def require_mp4_writer() -> None:
+    """MP4 needs the optional imageio-ffmpeg: say so before any work."""
+    try:
+        import imageio.v2 as imageio  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        from .errors import UserError
+
+        raise UserError("MP4 needs imageio-ffmpeg: pip install 'artgan[video]' (or write a .gif)") from None
+
+
+def write_animation(frames: list[np.ndarray], out: str | os.PathLike, fps: int) -> Path:
+    """uint8 HWC frames to a looping .gif or an .mp4 (by `out`'s suffix), atomically: written
+    under a temporary name with the same suffix (the writers choose the format by it), then renamed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
+    try:
+        if out.suffix.lower() == ".gif":
+            pics = [Image.fromarray(f) for f in frames]
+            pics[0].save(tmp, save_all=True, append_images=pics[1:], duration=round(1000 / fps), loop=0)
+        else:
+            require_mp4_writer()
+            import imageio.v2 as imageio
+
+            imageio.mimwrite(tmp, frames, fps=fps, macro_block_size=1)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 MAX_SEED = 2 ** 32 - 1
 
 
