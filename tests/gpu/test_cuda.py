@@ -114,10 +114,14 @@ def test_cuda_graphs_train_as_the_default_compile_does(tmp_path, proc_store):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, proc_store):
+    """A small conditional StyleGAN, with SWD measured during training (on the training device)."""
     out = tmp_path_factory.mktemp("trained")
     train("--data", proc_store, *TINY_STYLE, "--cond", "--batch", 16, "--kimg", 0.32, "--outdir", out, "--snap", 100,
-          "--compile", "off")
-    return checkpoint.latest(only_run(out)) / "export"
+          "--compile", "off", "--metrics", "swd", "--metrics-num", 64)
+    run = only_run(out)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and rows[-1]["kimg"] == 0.32 and np.isfinite(rows[-1]["swd"]) and rows[-1]["swd"] > 0, rows
+    return checkpoint.latest(run) / "export"
 
 
 def test_sample_cpu_gpu_agree_and_batch_invariant(trained):
