@@ -1,7 +1,8 @@
-"""The training loop: set-up, scheduling, logging, checkpoints, divergence handling, faults.
+"""The training loop: set-up, scheduling, logging, snapshots, metrics, signals, faults.
 
-The phases of one step live in `phases.py` (mixed into the Trainer). Models come from the
-registry, losses are pure functions, checkpoints go through `checkpoint.py`.
+Mixed into the Trainer: the phases of one step (`phases.py`) and its state in and out, i.e.
+counters, checkpoints and divergence handling (`state.py`). Models come from the registry,
+losses are pure functions, checkpoint files are written by `checkpoint.py`.
 """
 from __future__ import annotations
 
