@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--refine-steps", type=int, default=300)
     ap.add_argument("--refine-size", type=int, default=256)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--vgg-weights", default=None,
+                    help="refine's VGG19: a weights file or 'random' (default: cached ImageNet weights, else random)")
     args = ap.parse_args()
     rows = []
     for preset in args.presets.split(","):
@@ -71,10 +73,13 @@ def main() -> None:
     for r in rows:
         print(f"{r['preset']:<12} {r['fp32_img_per_s']:>11} {r['bf16_img_per_s']:>11} {r['bf16_speedup']:>10}")
 
-    try:
-        state, weights = load_vgg_state(None), "imagenet"
-    except UserError:
-        state, weights = load_vgg_state("random"), "random"
+    if args.vgg_weights:  # a file, or "random": no download attempted (a machine without internet may hang on one)
+        state, weights = load_vgg_state(args.vgg_weights), args.vgg_weights
+    else:
+        try:
+            state, weights = load_vgg_state(None), "imagenet"
+        except UserError:
+            state, weights = load_vgg_state("random"), "random"
     vgg = VGGFeatures(state)
     content, _ = render(11, 0, 256)
     style, _ = render(3, 1, 256)
