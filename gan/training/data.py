@@ -46,7 +46,9 @@ class DeviceBatches:
         self.count = n
         self.images = torch.empty(dataset.images.shape, dtype=torch.uint8, device=device)
         for i in range(0, n, self.CHUNK):
-            self.images[i : i + self.CHUNK].copy_(torch.from_numpy(np.ascontiguousarray(dataset.images[i : i + self.CHUNK])))
+            # np.array copies the chunk out of the read-only memmap: torch.from_numpy warns about
+            # a non-writable array (once per process, on every GPU run) when given the memmap itself.
+            self.images[i : i + self.CHUNK].copy_(torch.from_numpy(np.array(dataset.images[i : i + self.CHUNK])))
         self.labels = torch.from_numpy(np.asarray(dataset.labels, dtype=np.int64)).to(device)
         self.device = device
         self.normalize = dataset.normalize  # the loader's own conversion: the same floats
