@@ -88,8 +88,7 @@ def resolve_model(spec: str, flag: str = "--model") -> Path:
             return p
         if (p / checkpoint.STATE).exists():
             return p / "export"
-        if p.name == "checkpoints" and (p.parent / CONFIG).exists():  # a run's checkpoints folder: the run
-            p = p.parent
+        p = checkpoint.run_dir_of(p)
         if (p / "checkpoints").is_dir() or (p / CONFIG).exists():
             ck = checkpoint.latest(p)
             if ck is None:

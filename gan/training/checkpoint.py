@@ -121,6 +121,12 @@ def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def run_dir_of(path: Path) -> Path:
+    """`path`, or the run itself when `path` is a run's checkpoints/ folder (where users point)."""
+    path = Path(path)
+    return path.parent if path.name == "checkpoints" and (path.parent / "config.json").exists() else path
+
+
 def latest(run_dir: Path) -> Path | None:
     ck = complete_checkpoints(run_dir)
     return ck[-1][1] if ck else None

@@ -108,9 +108,7 @@ def _resolve(args) -> Plan:
     run_dir = ckpt = restart_in = None
     dataset = open_store(args.data) if args.data else None
     if args.resume and args.resume != "auto":
-        target = Path(args.resume)
-        if target.name == "checkpoints" and (target.parent / "config.json").exists():
-            target = target.parent  # a run's checkpoints folder: resume the run
+        target = checkpoint.run_dir_of(Path(args.resume))
         if (target / checkpoint.STATE).exists():
             ckpt, run_dir = target, target.parent.parent
             problem = verify(ckpt)
