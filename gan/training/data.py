@@ -10,6 +10,7 @@ resumed run continues exactly where the checkpoint left off.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import torch
@@ -45,10 +46,14 @@ class DeviceBatches:
         n = dataset.count
         self.count = n
         self.images = torch.empty(dataset.images.shape, dtype=torch.uint8, device=device)
-        for i in range(0, n, self.CHUNK):
-            # np.array copies the chunk out of the read-only memmap: torch.from_numpy warns about
-            # a non-writable array (once per process, on every GPU run) when given the memmap itself.
-            self.images[i : i + self.CHUNK].copy_(torch.from_numpy(np.array(dataset.images[i : i + self.CHUNK])))
+        with warnings.catch_warnings():
+            # The store is a read-only memmap, only ever read here (copied to the device), so
+            # torch.from_numpy's warning about non-writable arrays does not apply; a host copy of
+            # each chunk just to silence it would read the whole store twice.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            for i in range(0, n, self.CHUNK):
+                chunk = np.ascontiguousarray(dataset.images[i : i + self.CHUNK])
+                self.images[i : i + self.CHUNK].copy_(torch.from_numpy(chunk))
         self.labels = torch.from_numpy(np.asarray(dataset.labels, dtype=np.int64)).to(device)
         self.device = device
         self.normalize = dataset.normalize  # the loader's own conversion: the same floats
