@@ -15,6 +15,7 @@ matmul peak measured in the same run, and peak memory (CUDA allocator peak, or m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ import torch
 # This file is also named train.py: put the repo root first so `import train` is the CLI.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train as train_cli  # noqa: E402
+from gan.config import TrainConfig  # noqa: E402
 from gan.training.flops import model_summary  # noqa: E402
 from gan.training.loop import launch  # noqa: E402
 from gan.training.setup import resolve  # noqa: E402
@@ -93,10 +95,10 @@ def main() -> None:
     ap.add_argument("--precisions", default="no,bf16")
     ap.add_argument("--batch", type=int, default=None, help="override the presets' batch")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(TrainConfig)}  # train.py's own
+    ap.add_argument("--compile", choices=choices["compile"], default="auto",
                     help="train.py's --compile (auto: on with a GPU); compile time is inside the warm-up steps")
-    ap.add_argument("--compile-mode", default="default",
-                    choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    ap.add_argument("--compile-mode", choices=choices["compile_mode"], default="default",
                     help="train.py's --compile-mode (reduce-overhead: CUDA graphs)")
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)  # PRESET,PRECISION,STORE,TMP
     args = ap.parse_args()
