@@ -87,12 +87,15 @@ def test_resume_is_bit_identical(tmp_path, proc_store, arch):
     # AOTAutograd but not code-generated (CI has seconds, not inductor's minutes): the same
     # computation, R1 and path length (eager) beside it.
     on_device = ["--data-on-device", "on"]
-    traced = dict(env=faults("compile_eager")) if arch == "stylegan" else {}
+    # Dynamo logs every recompile: the compiled half is checked for them below.
+    traced = dict(env={**faults("compile_eager"), "TORCH_LOGS": "recompiles"}) if arch == "stylegan" else {}
     train(*common, "--kimg", 0.064, "--outdir", tmp_path / "a", "--snap", 0.032)
     half = train(*common, "--kimg", 0.032, "--outdir", tmp_path / "b", *(on_device if arch == "dcgan" else []))
     assert "Warning" not in half.stderr, half.stderr[-2000:]  # e.g. torch's about the store's read-only memmap
-    train(*common, "--kimg", 0.064, "--outdir", tmp_path / "b", "--resume", "auto",
-          *(on_device + ["--compile", "on"] if arch == "stylegan" else []), **traced)
+    resumed = train(*common, "--kimg", 0.064, "--outdir", tmp_path / "b", "--resume", "auto",
+                    *(on_device + ["--compile", "on"] if arch == "stylegan" else []), **traced)
+    if arch == "stylegan":
+        check_compiled_once(resumed.stderr)
     a = checkpoint.latest(only_run(tmp_path / "a"))
     b = checkpoint.latest(only_run(tmp_path / "b"))
     assert a.name == b.name
@@ -108,6 +111,19 @@ def test_resume_is_bit_identical(tmp_path, proc_store, arch):
     assert checkpoint.read_state(a)["aug_p"] == checkpoint.read_state(b)["aug_p"]
     if arch == "stylegan":
         check_truncation_centre(a / "export", tmp_path)
+
+
+def check_compiled_once(stderr: str):
+    """Each compiled function (G, D, the augmentation) is traced once per kind of call: G with
+    and without grad, D and the augmentation on images with and without grad (the D and G
+    phases). Any other recompile (a guard on a changing Python value, such as ADA's p or the
+    step) would repeat during training, and on a GPU each one costs seconds to a minute."""
+    log = [line for line in stderr.splitlines() if "[__recompiles]" in line]
+    recompiles = [line for line in log if "Recompiling function" in line]
+    causes = [m.group(1) for line in log if (m := re.search(r"- \d+/\d+: (.+)", line))]
+    assert "recompile_limit" not in stderr, stderr[-3000:]
+    assert 0 < len(recompiles) <= 3 and len(causes) == len(recompiles), "\n".join(log)
+    assert all(c.startswith("GLOBAL_STATE changed: grad_mode") or "requires_grad mismatch" in c for c in causes), causes
 
 
 def check_truncation_centre(export, tmp_path):
