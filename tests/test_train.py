@@ -277,10 +277,28 @@ def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_st
     run = only_run(runs)
     sync = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines() if "ranks in sync" in l]
     assert sync and all(e["processes"] == 2 for e in sync)
+    assert not (run / ".process-check").exists()  # the start-up check's file (runtime.share_run_dir) is gone
     ck = checkpoint.latest(run)
     assert checkpoint.read_state(ck)["cur_nimg"] == 64 and (ck / "random_states_1.pkl").exists()
     train("--data", proc_store, "--resume", ck, "--kimg", 0.096, "--batch", 8)
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 96
+
+
+def test_processes_that_see_different_files_are_told_apart():
+    """What share_run_dir does with each process's view (the real 2-process runs: the fault
+    suite's test_machines_that_do_not_share_files_are_refused)."""
+    from gan.training.runtime import disagreement
+
+    view = {"host": "a", "sees run dir": True, "store": "f00d" * 16, "resume": "kimg000040"}
+    assert disagreement([view, dict(view, host="b")], "runs/00001-x") is None
+    blind = disagreement([view, dict(view, host="b", **{"sees run dir": False}, store="beef")], "runs/00001-x")
+    assert blind.startswith("process 1 (on b) does not see the run dir runs/00001-x that process 0 (on a) made")
+    assert "shared filesystem" in blind
+    store = disagreement([view, view, dict(view, host="c", store="beef" * 16)], "r")
+    assert store.startswith("process 2 (on c) reads a different store") and "f00df00df00d vs" not in store
+    assert "beefbeefbeef vs f00df00df00d" in store
+    resume = disagreement([view, dict(view, resume=None)], "r")
+    assert "would resume from nothing but process 0 from kimg000040" in resume
 
 
 @pytest.mark.slow

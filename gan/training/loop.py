@@ -407,14 +407,16 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
         die_with_parent(os.getppid(), signal.SIGTERM)
     acc = make_accelerator(cfg.mixed_precision, cfg.outdir)
     extra = {"data_manifest_hash": plan.dataset.manifest_hash, "command": list(command or [])}
+    # What every process must agree on (checked by share_run_dir when there are several).
+    facts = {"store": plan.dataset.manifest_hash, "resume": plan.ckpt.name if plan.ckpt is not None else None}
     if plan.ckpt is not None:
-        run_dir = share_run_dir(acc, lambda: plan.run_dir)
+        run_dir = share_run_dir(acc, lambda: plan.run_dir, facts)
         if acc.is_main_process:
             rundir.write_config(run_dir, plan.mcfg, cfg, extra)
     elif plan.restart_in is not None:
-        run_dir = share_run_dir(acc, lambda: rundir.restart(plan.restart_in, plan.mcfg, cfg, extra))
+        run_dir = share_run_dir(acc, lambda: rundir.restart(plan.restart_in, plan.mcfg, cfg, extra), facts)
     else:
-        run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg, extra))
+        run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg, extra), facts)
     if acc.is_main_process:
         print(f"run dir: {run_dir}")
         if plan.ckpt is None and plan.style_images:

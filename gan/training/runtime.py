@@ -101,17 +101,72 @@ def compile_backend(faults: dict):
     return "aot_eager" if "compile_eager" in faults else "inductor"
 
 
-def share_run_dir(acc: Accelerator, make) -> Path:
-    """Create the run dir on the main process and give every process the same path."""
-    from accelerate.utils import broadcast_object_list
+SEEN = ".process-check"  # written by the main process in a new run dir, read by the others, removed
 
-    obj = [str(make()) if acc.is_main_process else None]
+
+def share_run_dir(acc: Accelerator, make, facts: dict | None = None) -> Path:
+    """Create the run dir on the main process and give every process the same path. With
+    several processes, each then checks that it sees that dir and agrees with the main process
+    on `facts` (what it is about to train from: the store, the checkpoint), or every process
+    stops with the same one-line error (see `disagreement`)."""
+    import secrets
+    import socket
+
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    token = secrets.token_hex(8)
+    if acc.is_main_process:
+        run_dir = Path(make())
+        if acc.num_processes > 1:
+            (run_dir / SEEN).write_text(token)
+        obj = [str(run_dir), token]
+    else:
+        obj = [None, None]
     if acc.num_processes > 1:
         obj = broadcast_object_list(obj)
-    run_dir = Path(obj[0])
+        run_dir = Path(obj[0])
+        try:
+            sees = (run_dir / SEEN).read_text() == obj[1]
+        except OSError:
+            sees = False
+        views = gather_object([{"host": socket.gethostname(), "sees run dir": sees, **(facts or {})}])
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (run_dir / SEEN).unlink(missing_ok=True)
+        problem = disagreement(views, str(run_dir))
+        if problem:
+            # Every process stops here, past the last collective: leave the process group first
+            # (exiting with it open aborts the process: "terminate called without an active exception").
+            torch.distributed.destroy_process_group()
+            raise UserError(problem)
     acc.project_configuration.project_dir = str(run_dir)
     acc.project_configuration.logging_dir = str(run_dir)
     return run_dir
+
+
+def disagreement(views: list[dict], run_dir: str) -> str | None:
+    """Why the processes cannot train one run together (one sentence), or None. `views[k]` is
+    what process k sees: its host, whether it sees the run dir the main process made, the
+    store's manifest hash and the checkpoint it would resume. On machines that do not share
+    the run dir, each process would write its part of every checkpoint where no resume finds it;
+    on different stores, or from different checkpoints, the processes would train different runs."""
+    main = views[0]
+
+    def where(k: int) -> str:
+        return f"process {k} (on {views[k]['host']})"
+
+    for k, v in enumerate(views[1:], 1):
+        if not v["sees run dir"]:
+            return (f"{where(k)} does not see the run dir {run_dir} that process 0 (on {main['host']}) made: "
+                    "every machine must share --outdir (NFS or another shared filesystem, same path everywhere)")
+    for k, v in enumerate(views[1:], 1):
+        if v.get("store") != main.get("store"):
+            return (f"{where(k)} reads a different store at --data than process 0 (manifest {str(v.get('store'))[:12]} "
+                    f"vs {str(main.get('store'))[:12]}): give every machine the same prepared store")
+        if v.get("resume") != main.get("resume"):
+            return (f"{where(k)} would resume from {v.get('resume') or 'nothing'} but process 0 from "
+                    f"{main.get('resume') or 'nothing'}: every machine must see the same checkpoints (shared --outdir)")
+    return None
 
 
 def checksum(model: torch.nn.Module) -> torch.Tensor:

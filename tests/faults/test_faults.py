@@ -324,6 +324,46 @@ def test_killed_rank_ends_the_other_and_the_run_resumes(tmp_path, proc_store, fa
         _assert_all(fault_table, name)
 
 
+# ---------------------------------------------------------------------------- machines that do not share files
+def test_machines_that_do_not_share_files_are_refused(tmp_path, proc_store, fault_table):
+    """Two processes as if on two machines (inject/machine.py: each rank runs from its own folder,
+    so relative paths are its own files). Without a shared --outdir each process would write its
+    part of every checkpoint where no resume finds it; with different stores they would train
+    different runs. Both stop at start-up with the same error on every process, and nothing is
+    left running."""
+    other = tmp_path / "other-store"
+    if fl.FULL:
+        subprocess.run([sys.executable, "-m", "data_prep", "--procedural", "64", "--seed", "1", "--out", other,
+                        "--resolution", "32", "--no-progress"], cwd=fl.ROOT, check=True, capture_output=True)
+    shared = tmp_path / "shared-runs"
+    cases = [("machines that do not share --outdir", "runs", proc_store, "does not see the run dir")]
+    if fl.FULL:
+        cases.append(("machines with different stores at --data", shared, other, "reads a different store"))
+    for i, (fault, outdir, store1, expected) in enumerate(cases):
+        for rank, store in enumerate((proc_store, store1)):
+            (tmp_path / f"m{i}" / f"machine{rank}").mkdir(parents=True)
+            (tmp_path / f"m{i}" / f"machine{rank}" / "store").symlink_to(store)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29601 + i),
+               "--no-python", sys.executable, fl.HERE / "inject" / "machine.py", "--data", "store",
+               *fl.train_cmd("store", outdir)[4:]]
+        proc = fl.run(cmd, env=fl.env(ARTGAN_MACHINE_DIR=str(tmp_path / f"m{i}" / "machine{rank}")), timeout=300)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        problems = [] if proc.returncode != 0 else ["exit 0"]
+        if not errors or not all(expected in e for e in errors):
+            problems.append(f"errors: {errors}")
+        # torchrun reports the failed ranks with a traceback of its own; a rank's would show artgan's frames.
+        ours = [line for line in proc.stderr.splitlines()
+                if line.strip().startswith(f'File "{fl.ROOT}') and f"{fl.ROOT}/.venv" not in line]
+        if "exitcode  : -6" in proc.stderr or ours:
+            problems.append(f"a rank aborted or printed a traceback: {ours[:3]}")
+        ckpts = list((tmp_path / f"m{i}").rglob("kimg*")) + list(shared.rglob("kimg*"))
+        if ckpts:
+            problems.append(f"checkpoints written: {ckpts}")
+        fault_table.add(fault, not problems, note="stopped at start-up, saying why", detail=problems)
+    for fault, *_ in cases:
+        _assert_all(fault_table, fault)
+
+
 # ---------------------------------------------------------------------------- data_prep killed
 def test_data_prep_killed_over_an_existing_store(tmp_path, fault_table):
     """Kill data_prep (SIGKILL, SIGTERM, SIGINT) while it replaces a store: the store is the old
