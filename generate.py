@@ -283,9 +283,9 @@ def cmd_mix(args) -> int:
 def cmd_refine(args) -> int:
     from gan.errors import UserError
     from gan.integrity import write_atomic
-    from gan.refine import RefineOptions, refine, strip
+    from gan.refine import RefineOptions, blend_weights, refine, strip
     from gan.sampling import parse_seeds, save_png, to_uint8
-    from gan.style import VGGFeatures, load_vgg_state
+    from gan.style import VGGFeatures, load_vgg_state, read_style_images
     from PIL import Image
 
     if (args.content is None) == (args.seeds is None):
@@ -301,19 +301,8 @@ def cmd_refine(args) -> int:
     if args.optimizer == "lbfgs" and args.vgg_precision == "bf16":
         raise UserError("--optimizer lbfgs needs float32 VGG features (its line search cannot see bf16-rounded "
                         "losses and makes no progress): use --optimizer adam for bf16, or --vgg-precision no")
-    from gan.training.finetune import read_style_images
-
     styles = read_style_images(args.style, flag="--style")
-    if args.style_blend:
-        try:
-            blend = [float(x) for x in args.style_blend.split(",")]
-        except ValueError:
-            raise UserError(f"--style-blend {args.style_blend!r}: comma-separated numbers, one per --style") from None
-        if len(blend) != len(styles) or any(b < 0 for b in blend) or sum(blend) <= 0:
-            raise UserError(f"--style-blend needs {len(styles)} non-negative weights, one per --style")
-    else:
-        blend = [1.0] * len(styles)
-    blend = [b / sum(blend) for b in blend]
+    blend = blend_weights(args.style_blend, len(styles))
     name = _safe_name(args.name) if args.name else None
     contents: list[tuple[str, Image.Image]] = []
     meta = None
@@ -364,35 +353,19 @@ def cmd_export(args) -> int:
 
 def _style_metrics_setup(args):
     """For eval --style: style distance of the samples to the style image(s) and their diversity,
-    over --style-seeds (conditional models: --class, else classes in turn)."""
-    import torch
-
+    over --style-seeds (conditional models: --class, else classes in turn). Inputs are read and
+    checked here, before the other metrics run."""
     from gan.errors import UserError
-    from gan.metrics.style import style_report
-    from gan.sampling import latents_for_seeds, parse_seeds
-    from gan.style import StyleTarget, VGGFeatures, load_vgg_state
-    from gan.training.finetune import read_style_images, style_size
+    from gan.metrics.style import sampled_style_report
+    from gan.sampling import parse_seeds
+    from gan.style import load_vgg_state, read_style_images
 
     seeds = parse_seeds(args.style_seeds)
     if len(seeds) < 2:
         raise UserError("--style-seeds needs at least two seeds (diversity compares samples)")
     images = read_style_images(args.style, flag="--style")
     state = load_vgg_state(args.vgg_weights, args.vgg)
-
-    def run(sampler) -> dict:
-        target = StyleTarget(VGGFeatures(state, args.vgg).to(sampler.device), images, style_size(sampler.cfg.resolution))
-        c_dim = sampler.cfg.c_dim
-        imgs = []
-        for i in range(0, len(seeds), 32):
-            chunk = seeds[i : i + 32]
-            if c_dim and args.cls is None:
-                c = torch.tensor([s % c_dim for s in chunk])
-            else:
-                c = sampler.class_index(args.cls) if c_dim else None
-            imgs.append(sampler.from_z(latents_for_seeds(chunk, sampler.cfg.z_dim), c))
-        return style_report(torch.cat(imgs), target)
-
-    return run
+    return lambda sampler: sampled_style_report(sampler, seeds, args.cls, images, state, args.vgg)
 
 
 def cmd_eval(args) -> int:

@@ -37,6 +37,21 @@ class RefineOptions:
             raise ValueError("LBFGS needs float32 VGG features (precision='no'); use optimizer='adam' for bf16")
 
 
+def blend_weights(spec: str | None, n: int) -> list[float]:
+    """--style-blend "0.7,0.3" for `n` style images as weights summing to 1 (None: equal)."""
+    from .errors import UserError
+
+    if not spec:
+        return [1.0 / n] * n
+    try:
+        blend = [float(x) for x in spec.split(",")]
+    except ValueError:
+        raise UserError(f"--style-blend {spec!r}: comma-separated numbers, one per --style") from None
+    if len(blend) != n or any(not b >= 0 for b in blend) or not 0 < sum(blend) < float("inf"):
+        raise UserError(f"--style-blend needs {n} non-negative weights, one per --style")
+    return [b / sum(blend) for b in blend]
+
+
 def to_tensor(img: Image.Image, long_side: int) -> torch.Tensor:
     w, h = img.size
     s = long_side / max(w, h)

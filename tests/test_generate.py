@@ -246,6 +246,9 @@ def test_generate_user_errors(models, tmp_path):
                       "1x1px", "at least 32px")
     assert_user_error(quick("refine", "--content", good, "--style", good, "--vgg-weights", tmp_path / "missing.pth",
                             "--out", out), "no such file")
+    for blend in ("1", "0.5,x", "-1,2", "nan,1", "0,0", "inf,1"):
+        assert_user_error(quick("refine", "--content", good, "--style", good, "--style", good, f"--style-blend={blend}",
+                                "--vgg-weights", "random", "--out", out), "--style-blend")
     assert_user_error(quick("interpolate", "--model", m, "--class", "Cubism", "--seeds", "1,2", "--out", out / "x.avi"),
                       ".gif or .mp4")
     assert not out.exists() or not any(out.iterdir())  # nothing half-written

@@ -17,7 +17,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import UserError
-from ..style import MIN_STYLE_SIDE
+from ..style import read_style_images
 
 
 @dataclass
@@ -109,33 +109,6 @@ def freeze_blocks(D: torch.nn.Module, k: int) -> None:
     """FreezeD (Mo et al. 2020): the first k blocks (the input side) keep their weights."""
     for block in D.input_blocks()[:k]:
         block.requires_grad_(False)
-
-
-def read_style_images(paths: list[str], flag: str = "--style-image") -> list:
-    """RGB images, each readable and at least MIN_STYLE_SIDE px; errors name `flag`."""
-    from PIL import Image
-
-    images = []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                im = im.convert("RGB")
-        except FileNotFoundError:
-            raise UserError(f"{flag} {p}: no such file") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise UserError(f"{flag} {p}: not a readable image ({str(e).splitlines()[0][:120]})") from None
-        if min(im.size) < MIN_STYLE_SIDE:
-            raise UserError(f"{flag} {p} is {im.size[0]}x{im.size[1]}px; style images need at least "
-                            f"{MIN_STYLE_SIDE}px on the short side (upscaling invents a style the image does not have)")
-        images.append(im)
-    return images
-
-
-def style_size(resolution: int) -> int:
-    """Working size for the style loss: VGG's Gram statistics need some room, small G outputs
-    are upsampled to 128px; large ones are compared at up to 256px."""
-    return min(max(resolution, 128), 256)
 
 
 def save_style_images(images: list, run_dir: Path) -> None:

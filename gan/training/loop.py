@@ -83,11 +83,11 @@ class Trainer(Phases, TrainerState):
                              cfg.ada_interval, cfg.ada_kimg, adaptive)
         self.style = None  # style-guided training: Gram targets of the style images
         if style_images:
-            from ..style import StyleTarget, VGGFeatures
+            from ..style import StyleTarget, VGGFeatures, style_size
 
             dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
             vgg = VGGFeatures(vgg_state, cfg.vgg).to(self.acc.device).with_dtype(dtype)
-            self.style = StyleTarget(vgg, style_images, finetune.style_size(model_cfg.resolution))
+            self.style = StyleTarget(vgg, style_images, style_size(model_cfg.resolution))
         # G_ema, the ADA controller and the counters are saved by `_save_trainer_state` as
         # safetensors + JSON, not through Accelerate's custom-object pickle (a pickle in a run dir
         # someone shared would run code on resume).

@@ -79,13 +79,14 @@ def resolve(args) -> Plan:
 
 def _style_setup(plan: Plan, args) -> None:
     """Validate and load what style-guided training needs, before anything is written."""
+    from ..style import read_style_images
     from . import finetune
 
     cfg = plan.cfg
     if plan.ckpt is None:
         cfg.style_images = [str(p) for p in (getattr(args, "style_image", None) or [])]
         if cfg.style_images:
-            plan.style_images = finetune.read_style_images(cfg.style_images)
+            plan.style_images = read_style_images(cfg.style_images)
     elif cfg.style_images:
         plan.style_images = finetune.run_style_images(plan.run_dir)
         if len(plan.style_images) != len(cfg.style_images):
