@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import run_cli
 from gan.export import load_generator
 from gan.training import checkpoint
-from test_train import TINY_DCGAN, TINY_STYLE, faults, load_state, only_run
+from test_train import TINY_DCGAN, TINY_STYLE, check_compiled_once, faults, load_state, only_run
 
 DEV = os.environ.get("ARTGAN_GPU_TESTS_DEVICE", "cuda")
 pytestmark = [pytest.mark.gpu,
@@ -55,7 +55,9 @@ def test_train_every_precision_and_resume(tmp_path, proc_store, arch, precision)
     common = ["--data", proc_store, *tiny, "--batch", 16, "--mixed-precision", precision, "--snap", 100,
               "--outdir", tmp_path / "runs", "--name", "g", "--log-every", 10,
               "--compile", "auto" if arch == "stylegan" else "off"]
-    train(*common, "--kimg", 3.2, "--checkpoint-every", 1.6)
+    first = train(*common, "--kimg", 3.2, "--checkpoint-every", 1.6, env={"TORCH_LOGS": "recompiles"})
+    if arch == "stylegan" and DEV == "cuda":  # compiled (--compile auto compiles on GPUs only)
+        check_compiled_once(first.stderr)
     run = only_run(tmp_path / "runs")
     events = (run / "events.jsonl").read_text()
     assert "restored" not in events and events.count("step skipped") <= 2, events
@@ -96,8 +98,10 @@ def test_cuda_graphs_train_as_the_default_compile_does(tmp_path, proc_store):
     common = ["--data", proc_store, *TINY_STYLE, "--batch", 16, "--kimg", 0.32, "--seed", 5, "--snap", 100,
               "--pl-weight", 1, "--r1-interval", 4, "--aug", "fixed", "--aug-p", 0.3, "--compile", "on",
               "--name", "g", "--log-every", 5]
-    train(*common, "--outdir", tmp_path / "default")
-    train(*common, "--outdir", tmp_path / "graphs", "--compile-mode", "reduce-overhead")
+    for mode, extra in (("default", []), ("graphs", ["--compile-mode", "reduce-overhead"])):
+        # Inductor's compiles each take seconds: none may repeat during training (CUDA graphs record
+        # per compiled graph too).
+        check_compiled_once(train(*common, "--outdir", tmp_path / mode, *extra, env={"TORCH_LOGS": "recompiles"}).stderr)
     runs = {m: only_run(tmp_path / m) for m in ("default", "graphs")}
     for run in runs.values():
         events = (run / "events.jsonl").read_text()
