@@ -10,6 +10,7 @@ import ctypes
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -259,6 +260,10 @@ def read_manifest(path: str | os.PathLike) -> dict:
         with open(root / MANIFEST, encoding="utf-8") as f:
             manifest = json.load(f)
     except FileNotFoundError:
+        if _holds_images(root):  # the user's art itself: say how to prepare it
+            store = shlex.quote(f"data/{root.name}")
+            raise UserError(f"{root} is a folder of images, not a prepared store; prepare it first: python -m data_prep "
+                            f"{shlex.quote(str(root))} --out {store} --resolution 128 (then --data {store})") from None
         raise UserError(f"{root} is not a prepared store (no {MANIFEST}); create it with python -m data_prep") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{root / MANIFEST} is malformed ({e}); re-run python -m data_prep") from None
@@ -268,6 +273,20 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if manifest.get("format", 0) > FORMAT_VERSION:
         raise UserError(f"{root} was written by a newer artgan (store format {manifest['format']}); upgrade artgan")
     return manifest
+
+
+def _holds_images(root: Path, depth: int = 2) -> bool:
+    """Whether `root` or a subfolder (up to `depth` levels) holds an image file; stops at the first."""
+    from .sources import IMAGE_EXTENSIONS
+
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return False
+    if any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS for e in entries):
+        return True
+    return depth > 1 and any(e.is_dir() and not e.name.startswith(".") and _holds_images(Path(e.path), depth - 1)
+                             for e in entries[:256])
 
 
 def manifest_hash(path: str | os.PathLike) -> str:

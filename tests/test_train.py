@@ -241,6 +241,11 @@ def test_user_errors(tmp_path, proc_store):
     bad.mkdir()
     (bad / "manifest.json").write_text("{")
     assert_user_error(quick("--data", bad, "--outdir", runs), "malformed")
+    art = tmp_path / "my art" / "oils"  # the user's own art, not yet prepared: the command to prepare it
+    art.mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(art / "a.JPG")
+    assert_user_error(quick("--data", art.parent, "--outdir", runs), "folder of images",
+                      f"python -m data_prep '{art.parent}' --out 'data/my art' --resolution 128")
     assert_user_error(quick("--data", proc_store, "--resolution", 64, "--outdir", runs), "--resolution 64")
     assert_user_error(quick("--data", proc_store, "--resolution", 100, "--outdir", runs),
                       "--resolution 100", "64 or 128")
