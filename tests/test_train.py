@@ -289,6 +289,44 @@ def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_st
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 96
 
 
+def test_accelerate_launch_precision_is_used(tmp_path, proc_store, monkeypatch):
+    """`accelerate launch --mixed_precision bf16` (or `accelerate config`'s choice) reaches the
+    trainer as ACCELERATE_MIXED_PRECISION, which Accelerate itself drops when handed a precision:
+    a new run trains in it unless --mixed-precision says otherwise, with a note either way. (The
+    real launcher, and resuming under it: test_accelerate_launch_runs_in_its_precision, slow.)"""
+    import train as train_cli
+
+    def dry(*args):
+        proc = run_main(train_cli.main, "--data", proc_store, *TINY_DCGAN, "--outdir", tmp_path, "--dry-run", *args)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout[: proc.stdout.index("\nG:")])["train"]["mixed_precision"], proc.stderr
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert dry() == ("bf16", "note: mixed precision bf16, from accelerate launch / accelerate config "
+                             "(--mixed-precision overrides it)\n")
+    prec, err = dry("--mixed-precision", "no")
+    assert prec == "no" and "--mixed-precision no overrides accelerate's bf16" in err
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what the launcher sets when nothing was chosen
+    assert dry("--preset", "demo")[0] == "bf16" and dry()[0] == "no"
+    assert not any(tmp_path.iterdir())  # dry runs write nothing
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_in_its_precision(tmp_path, proc_store):
+    """The real `accelerate launch` (one CPU process): a new run in the launcher's bf16; a run
+    started in fp32 and resumed under it stays in fp32 and says so."""
+    launch = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", 1, "--mixed_precision", "bf16", "train.py"]
+    common = ["--data", proc_store, *TINY_DCGAN, "--batch", 16, "--name", "p"]
+    run_cli(*launch, *common, "--kimg", 0.032, "--outdir", tmp_path / "a", check=0)
+    assert json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]["mixed_precision"] == "bf16"
+    train(*common, "--kimg", 0.032, "--outdir", tmp_path / "b")
+    proc = run_cli(*launch, *common, "--kimg", 0.064, "--outdir", tmp_path / "b", "--resume", "auto", check=0)
+    assert "the run trains in no, as it started; accelerate's bf16 is not applied" in proc.stderr
+    run = only_run(tmp_path / "b")
+    assert json.loads((run / "config.json").read_text())["train"]["mixed_precision"] == "no"
+    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 64
+
+
 def test_processes_that_see_different_files_are_told_apart():
     """What share_run_dir does with each process's view (the real 2-process runs: the fault
     suite's test_machines_that_do_not_share_files_are_refused)."""

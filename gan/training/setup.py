@@ -157,6 +157,7 @@ def _resolve(args) -> Plan:
         if args.data:
             cfg.data = args.data
         plan = Plan(mcfg, cfg, dataset or open_store(cfg.data), run_dir, ckpt)
+        _launcher_precision(plan, "mixed_precision" in explicit, resuming=True)
         _check_resume(plan)
         return plan
 
@@ -184,6 +185,7 @@ def _resolve(args) -> Plan:
     cfg.name = args.name or default_name(args, dataset.resolution)
     plan = Plan(mcfg, cfg, dataset)
     _finalize_new(plan, explicit.get("model.resolution"), args.cond, preset_resolution(args))
+    _launcher_precision(plan, "mixed_precision" in explicit)
     _settle_new(plan)
     plan.restart_in = restart_in
     return plan
@@ -209,8 +211,34 @@ def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
     cfg.name = args.name or default_name(args, dataset.resolution)
     cfg.init_from, cfg.fixed_class = str(args.from_model), fixed
     plan = Plan(mcfg, cfg, dataset, base=base)
+    _launcher_precision(plan, "mixed_precision" in explicit)
     _settle_new(plan)
     return plan
+
+
+def _launcher_precision(plan: Plan, explicit: bool, resuming: bool = False) -> None:
+    """`accelerate launch --mixed_precision X`, or the precision chosen in `accelerate config`,
+    reaches every process as ACCELERATE_MIXED_PRECISION; artgan hands Accelerate its own
+    precision, which would override it without a word. A launcher's bf16 or fp16 is the user's
+    choice: a new run takes it unless --mixed-precision is given. An explicit flag, or a resumed
+    run's own precision, wins with a note. ("no" is also what the launcher sets when nothing was
+    chosen, so it changes nothing.)"""
+    cfg = plan.cfg
+    env = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if env in ("no", cfg.mixed_precision):
+        return
+    if env not in ("bf16", "fp16"):
+        plan.notes.append(f"note: accelerate's mixed precision {env} is not one artgan trains in; training in "
+                          f"{cfg.mixed_precision} (--mixed-precision no|bf16|fp16)")
+    elif explicit:
+        plan.notes.append(f"note: --mixed-precision {cfg.mixed_precision} overrides accelerate's {env}")
+    elif resuming:
+        plan.notes.append(f"note: the run trains in {cfg.mixed_precision}, as it started; accelerate's {env} is not "
+                          f"applied (--mixed-precision {env} changes it)")
+    else:
+        cfg.mixed_precision = env
+        plan.notes.append(f"note: mixed precision {env}, from accelerate launch / accelerate config "
+                          "(--mixed-precision overrides it)")
 
 
 def _good_checkpoint(run_dir: Path) -> Path | None:
