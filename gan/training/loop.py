@@ -212,9 +212,6 @@ class Trainer(Phases, TrainerState):
         total = round(cfg.kimg * 1000)  # round, not int(): 0.384 * 1000 is 383.99999...
 
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        if main:
-            acc.init_trackers("tb", config={k: (str(v) if isinstance(v, (list, tuple, dict)) else v)
-                                           for k, v in cfg.to_dict().items()})
         seeds = list(range(min(64, max(16, 4 * max(self.mcfg.c_dim, 1)))))
         grid_z, grid_c = self._grid_inputs(seeds)
         # The bar ends where training really ends: the first multiple of the batch past `total`
@@ -231,6 +228,9 @@ class Trainer(Phases, TrainerState):
         steps_here = 0  # steps of this session (a resumed run's counters start far from 0)
         stats: dict = {}
         try:
+            if main:  # inside: a full disk here is reported like any other write's
+                acc.init_trackers("tb", config={k: (str(v) if isinstance(v, (list, tuple, dict)) else v)
+                                               for k, v in cfg.to_dict().items()})
             if self.last_ckpt is None:
                 self.save_checkpoint()  # a restore point before the first step
                 self._snapshot(grid_z, grid_c)
@@ -409,17 +409,25 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
     extra = {"data_manifest_hash": plan.dataset.manifest_hash, "command": list(command or [])}
     # What every process must agree on (checked by share_run_dir when there are several).
     facts = {"store": plan.dataset.manifest_hash, "resume": plan.ckpt.name if plan.ckpt is not None else None}
-    if plan.ckpt is not None:
-        run_dir = share_run_dir(acc, lambda: plan.run_dir, facts)
-        if acc.is_main_process:
-            rundir.write_config(run_dir, plan.mcfg, cfg, extra)
-    elif plan.restart_in is not None:
-        run_dir = share_run_dir(acc, lambda: rundir.restart(plan.restart_in, plan.mcfg, cfg, extra), facts)
-    else:
-        run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg, extra), facts)
+    try:
+        if plan.ckpt is not None:
+            run_dir = share_run_dir(acc, lambda: plan.run_dir, facts)
+            if acc.is_main_process:
+                rundir.write_config(run_dir, plan.mcfg, cfg, extra)
+        elif plan.restart_in is not None:
+            run_dir = share_run_dir(acc, lambda: rundir.restart(plan.restart_in, plan.mcfg, cfg, extra), facts)
+        else:
+            run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg, extra),
+                                    facts)
+        if acc.is_main_process and plan.ckpt is None and plan.style_images:
+            finetune.save_style_images(plan.style_images, run_dir)
+    except OSError as e:
+        where = getattr(e, "filename", None) or cfg.outdir
+        if not no_space_left(e, where):
+            raise
+        raise disk_full(where, ("the run's checkpoints are intact" if plan.ckpt is not None else
+                                "nothing was trained yet") + "; free space and run the command again") from None
     if acc.is_main_process:
         print(f"run dir: {run_dir}")
-        if plan.ckpt is None and plan.style_images:
-            finetune.save_style_images(plan.style_images, run_dir)
     return Trainer(acc, plan.mcfg, cfg, plan.dataset, run_dir, resume_from=plan.ckpt, faults=faults, base=plan.base,
                    style_images=plan.style_images, vgg_state=plan.vgg_state)

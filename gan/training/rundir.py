@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from ..config import CONFIG_VERSION, ModelConfig, TrainConfig
@@ -30,7 +31,11 @@ def create(outdir: Path, name: str, model_cfg: ModelConfig, cfg: TrainConfig, ex
             break
         except FileExistsError:
             nxt += 1
-    write_config(run, model_cfg, cfg, extra)
+    try:
+        write_config(run, model_cfg, cfg, extra)
+    except BaseException:  # e.g. a full disk: no run dir without a config is left to trip later runs
+        shutil.rmtree(run, ignore_errors=True)
+        raise
     return run
 
 
@@ -47,8 +52,12 @@ def restart(run: Path, model_cfg: ModelConfig, cfg: TrainConfig, extra: dict) ->
 def write_config(run: Path, model_cfg: ModelConfig, cfg: TrainConfig, extra: dict) -> None:
     data = {"artgan_config_version": CONFIG_VERSION, "model": model_cfg.to_dict(), "train": cfg.to_dict(), **extra}
     tmp = run / ".config.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(run / "config.json")
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(run / "config.json")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_config(run: Path) -> tuple[ModelConfig, TrainConfig, dict]:

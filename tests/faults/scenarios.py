@@ -80,6 +80,36 @@ def checkpoint(disk: Disk, a: dict) -> dict:
             "note": (intact[0].split("; ")[-2] if intact else "")}
 
 
+def startup(disk: Disk, a: dict) -> dict:
+    """Training starts on a disk that is already full: one line, exit 28, no half-made run dir
+    left behind (a later --resume auto would trip on it); after freeing space the same command
+    trains to the uninterrupted run's weights."""
+    runs = disk.path / "runs"
+    filler = disk.path / "filler"
+    if disk.mode == "tmpfs":  # fill it up
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+    cmd = fl.train_cmd(a["store"], runs, kimg=float(a["kimg"]))
+    proc = fl.run(cmd, env=disk.env(".config.json.tmp@1"))
+    problems = disk_full_reported(proc)
+    left = sorted(p.name for p in runs.iterdir()) if runs.exists() else []
+    if left:
+        problems.append(f"left behind in --outdir: {left}")
+    filler.unlink(missing_ok=True)
+    disk.free_space()
+    again = fl.run(cmd)
+    lost = []
+    if again.returncode != 0:
+        problems.append(f"the same command after freeing space: exit {again.returncode}\n{again.stderr[-1500:]}")
+    elif not fl.same(fl.final_state(fl.the_run(runs)), fl.final_state(Path(a["ref"]))):
+        lost.append("final weights differ from the uninterrupted run")
+    return {"survived": not problems, "data_lost": len(lost), "problems": problems + lost}
+
+
 def store(disk: Disk, a: dict) -> dict:
     """data_prep over an existing store runs out of space: the old store is intact."""
     out = disk.path / "store"
@@ -143,8 +173,8 @@ def samples(disk: Disk, a: dict) -> dict:
             "note": f"{len(written)} complete files before the disk filled"}
 
 
-SIZES = {"checkpoint": "1500k", "store": "700k", "export": "48k", "samples": "120k"}
-SCENARIOS = {"checkpoint": checkpoint, "store": store, "export": export, "samples": samples}
+SIZES = {"checkpoint": "1500k", "startup": "64k", "store": "700k", "export": "48k", "samples": "120k"}
+SCENARIOS = {"checkpoint": checkpoint, "startup": startup, "store": store, "export": export, "samples": samples}
 
 
 def main() -> int:

@@ -138,7 +138,7 @@ def test_sigterm_sigint_checkpoint_and_exit_cleanly(tmp_path, proc_store, refere
 FAST_DISK = {"checkpoint", "store"}
 
 
-@pytest.mark.parametrize("what", ["checkpoint", "store", "export", "samples"])
+@pytest.mark.parametrize("what", ["checkpoint", "startup", "store", "export", "samples"])
 def test_disk_full(tmp_path, proc_store, reference, fault_table, what):
     """ENOSPC while writing: exit 28, one line naming the filesystem and what is intact, no
     partial file or folder left; after freeing space the same command completes."""
