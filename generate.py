@@ -117,6 +117,9 @@ def main(argv=None) -> int:
         # complete, the partial one is gone.
         where = getattr(args, "out", None) or getattr(args, "json", None) or getattr(e, "filename", None) or "."
         if not no_space_left(e, where):
+            if isinstance(e, OSError) and e.errno is not None and e.filename:  # a path that cannot be read or written
+                print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
+                return 2
             raise
         print(f"error: {disk_full(where, 'every file already written is complete; free space and run it again')}",
               file=sys.stderr)
@@ -161,7 +164,10 @@ def _out_dir(path: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {path} is a file; pass a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {path}: cannot create it ({e.strerror or e}); pick another folder") from None
     return out
 
 

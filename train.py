@@ -61,6 +61,11 @@ def main(argv=None) -> int:
     except DiskFull as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_DISK_FULL
+    except OSError as e:  # a path that cannot be read or written (the checkpoints already written are intact)
+        if e.errno is None or not e.filename:
+            raise
+        print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         return _interrupted(e)
 

@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DISK_FULL
     except OSError as e:  # e.g. the Hugging Face cache filling up during a download
         if not no_space_left(e, e.filename or "."):
-            raise
+            if e.errno is None or not e.filename:
+                raise
+            print(f"error: {e.filename}: {e.strerror} (any previous store is intact)", file=sys.stderr)
+            return 2
         print(f"error: {disk_full(e.filename or '.', 'the previous store is intact; free space and run it again')}",
               file=sys.stderr)
         return EXIT_DISK_FULL

@@ -60,6 +60,8 @@ def no_space_left(exc: BaseException, path: str | os.PathLike) -> bool:
         e = e.__cause__ or e.__context__
     if "no space left" in str(exc).lower():
         return True
+    if isinstance(exc, OSError) and exc.errno is not None:  # the OS said what went wrong, and it was not space
+        return False
     if isinstance(exc, (RuntimeError, OSError)) or type(exc).__name__ == "SafetensorError":
         free = free_bytes(path)
         return free is not None and free < LOW_SPACE

@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 def check_output_dir(out: Path) -> None:
-    """Refuse to replace anything that is not a prepared store."""
+    """Refuse to replace anything that is not a prepared store, and an --out whose folder cannot
+    be made or written to (before any work)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=out.parent))  # where the store is built
+    except OSError as e:
+        why = "a file is in the way" if isinstance(e, (FileExistsError, NotADirectoryError)) else e.strerror or e
+        raise UserError(f"--out {out}: cannot write in the folder {out.parent} ({why}); pick another --out") from None
     if out.exists():
         if not out.is_dir():
             raise UserError(f"--out {out} is a file; pass a new or existing store directory")

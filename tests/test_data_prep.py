@@ -288,6 +288,9 @@ def test_user_errors_are_one_line(tmp_path, proc_store):
     (precious / "thesis.txt").write_text("do not delete")
     assert_user_error(quick("--procedural", 4, "--out", precious, "--resolution", 32, check=None), "refusing")
     assert (precious / "thesis.txt").read_text() == "do not delete"
+    blocked = precious / "thesis.txt" / "store"  # a file where --out's folder should be
+    assert_user_error(quick("--procedural", 4, "--out", blocked, "--resolution", 32, check=None),
+                      "cannot write in the folder", "a file is in the way")
 
 
 def test_store_refuses_mismatched_files(tmp_path, proc_store):

@@ -251,6 +251,10 @@ def test_generate_user_errors(models, tmp_path):
                                 "--vgg-weights", "random", "--out", out), "--style-blend")
     assert_user_error(quick("interpolate", "--model", m, "--class", "Cubism", "--seeds", "1,2", "--out", out / "x.avi"),
                       ".gif or .mp4")
+    assert_user_error(quick("sample", "--model", m, "--class", "Cubism", "--seeds", 1, "--out", good / "x"),
+                      f"--out {good / 'x'}: cannot create it")  # a file where the folder should be
+    assert_user_error(quick("interpolate", "--model", m, "--class", "Cubism", "--seeds", "1,2", "--frames", 2,
+                            "--out", good / "w.gif"), f"{good}: File exists")
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
 
 

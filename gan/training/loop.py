@@ -424,7 +424,8 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
     except OSError as e:
         where = getattr(e, "filename", None) or cfg.outdir
         if not no_space_left(e, where):
-            raise
+            raise UserError(f"cannot write the run dir in --outdir {cfg.outdir} ({e.strerror or e}: {where}); "
+                            "pick a folder you can write to") from None
         raise disk_full(where, ("the run's checkpoints are intact" if plan.ckpt is not None else
                                 "nothing was trained yet") + "; free space and run the command again") from None
     if acc.is_main_process:
