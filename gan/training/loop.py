@@ -418,7 +418,7 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
             run_dir = share_run_dir(acc, lambda: rundir.restart(plan.restart_in, plan.mcfg, cfg, extra), facts)
         else:
             run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg, extra),
-                                    facts)
+                                    facts, new=True)
         if acc.is_main_process and plan.ckpt is None and plan.style_images:
             finetune.save_style_images(plan.style_images, run_dir)
     except OSError as e:

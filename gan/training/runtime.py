@@ -3,6 +3,7 @@ helpers (OOM detection, checksums, fault-injection specs, schedules)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -102,13 +103,30 @@ def compile_backend(faults: dict):
 
 
 SEEN = ".process-check"  # written by the main process in a new run dir, read by the others, removed
+SEE_WAIT = 10.0  # seconds a process keeps looking for it: a network filesystem may show a new file late
 
 
-def share_run_dir(acc: Accelerator, make, facts: dict | None = None) -> Path:
+def _sees(path: Path, token: str, wait: float) -> bool:
+    """Whether `path` holds `token`, looking again for up to `wait` seconds."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if path.read_text() == token:
+                return True
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
+
+
+def share_run_dir(acc: Accelerator, make, facts: dict | None = None, new: bool = False) -> Path:
     """Create the run dir on the main process and give every process the same path. With
     several processes, each then checks that it sees that dir and agrees with the main process
     on `facts` (what it is about to train from: the store, the checkpoint), or every process
-    stops with the same one-line error (see `disagreement`)."""
+    stops with the same one-line error (see `disagreement`); a `new` run dir is removed then."""
     import secrets
     import socket
 
@@ -125,16 +143,15 @@ def share_run_dir(acc: Accelerator, make, facts: dict | None = None) -> Path:
     if acc.num_processes > 1:
         obj = broadcast_object_list(obj)
         run_dir = Path(obj[0])
-        try:
-            sees = (run_dir / SEEN).read_text() == obj[1]
-        except OSError:
-            sees = False
+        sees = _sees(run_dir / SEEN, obj[1], 0.0 if "no_fs_wait" in faults_from_env() else SEE_WAIT)
         views = gather_object([{"host": socket.gethostname(), "sees run dir": sees, **(facts or {})}])
         acc.wait_for_everyone()
         if acc.is_main_process:
             (run_dir / SEEN).unlink(missing_ok=True)
         problem = disagreement(views, str(run_dir))
         if problem:
+            if new and acc.is_main_process:
+                shutil.rmtree(run_dir, ignore_errors=True)
             # Every process stops here, past the last collective: leave the process group first
             # (exiting with it open aborts the process: "terminate called without an active exception").
             torch.distributed.destroy_process_group()
