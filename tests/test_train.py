@@ -1,4 +1,5 @@
 import json
+import os
 import re
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import assert_user_error, run_cli, run_main
+from gan.errors import UserError
 from gan.export import load_generator
 from gan.training import checkpoint
 
@@ -327,6 +329,18 @@ def test_accelerate_launch_runs_in_its_precision(tmp_path, proc_store):
     run = only_run(tmp_path / "b")
     assert json.loads((run / "config.json").read_text())["train"]["mixed_precision"] == "no"
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 64
+
+
+def test_run_dir_lock_stops_a_second_trainer(tmp_path):
+    """One train.py per run dir (the real second train.py: the fault suite's
+    test_second_trainer_on_the_same_run_is_refused)."""
+    from gan.training.rundir import RunLock
+
+    first = RunLock(tmp_path)
+    with pytest.raises(UserError, match=rf"is being trained by another train.py \(pid {os.getpid()} on "):
+        RunLock(tmp_path)
+    first.release()
+    RunLock(tmp_path).release()  # free again once released (and the kernel frees it when a process dies)
 
 
 def test_processes_that_see_different_files_are_told_apart():

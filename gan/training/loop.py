@@ -103,6 +103,7 @@ class Trainer(Phases, TrainerState):
                 self.metric_names, dataset, cfg.metrics_num, self.run_dir / "metrics_cache", acc.device,
                 acc.process_index, world, gather=(lambda t: acc.gather(t)) if world > 1 else None,
                 log=lambda m: acc.is_main_process and tqdm.write(m))
+        self.run_locks: list = []  # rundir.RunLock held by the main process while it trains (set by launch)
         self.overflows = 0  # scaler-skipped steps in this process's run (logged)
         self._outcomes: list = []  # (step, outcome tensor) not yet read by `_settle`
         self._bad = self._overflow = 0  # current streaks of BAD / SKIPPED steps
@@ -327,6 +328,9 @@ class Trainer(Phases, TrainerState):
             except OSError:  # the trackers' last flush on a full disk must not hide the first error
                 if failing is None:
                     raise
+            finally:
+                for held in self.run_locks:
+                    held.release()
         self._log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
         return 0
 
@@ -409,19 +413,30 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
     extra = {"data_manifest_hash": plan.dataset.manifest_hash, "command": list(command or [])}
     # What every process must agree on (checked by share_run_dir when there are several).
     facts = {"store": plan.dataset.manifest_hash, "resume": plan.ckpt.name if plan.ckpt is not None else None}
+    locks: list = []
+
+    def _locked(run: Path) -> Path:
+        """The main process locks the run dir before writing in it (a second train.py on it stops)."""
+        locks.append(rundir.RunLock(run))
+        return run
+
     try:
         if plan.ckpt is not None:
-            run_dir = share_run_dir(acc, lambda: plan.run_dir, facts)
+            run_dir = share_run_dir(acc, lambda: _locked(plan.run_dir), facts)
             if acc.is_main_process:
                 rundir.write_config(run_dir, plan.mcfg, cfg, extra)
         elif plan.restart_in is not None:
-            run_dir = share_run_dir(acc, lambda: rundir.restart(plan.restart_in, plan.mcfg, cfg, extra), facts)
+            run_dir = share_run_dir(acc, lambda: rundir.restart(_locked(plan.restart_in), plan.mcfg, cfg, extra), facts)
         else:
-            run_dir = share_run_dir(acc, lambda: rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg, extra),
-                                    facts, new=True)
+            run_dir = share_run_dir(acc, lambda: _locked(rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg,
+                                                                       extra)), facts, new=True)
         if acc.is_main_process and plan.ckpt is None and plan.style_images:
             finetune.save_style_images(plan.style_images, run_dir)
-    except OSError as e:
+    except BaseException as e:
+        for held in locks:
+            held.release()
+        if not isinstance(e, OSError):
+            raise
         where = getattr(e, "filename", None) or cfg.outdir
         if not no_space_left(e, where):
             raise UserError(f"cannot write the run dir in --outdir {cfg.outdir} ({e.strerror or e}: {where}); "
@@ -430,5 +445,12 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
                                 "nothing was trained yet") + "; free space and run the command again") from None
     if acc.is_main_process:
         print(f"run dir: {run_dir}")
-    return Trainer(acc, plan.mcfg, cfg, plan.dataset, run_dir, resume_from=plan.ckpt, faults=faults, base=plan.base,
-                   style_images=plan.style_images, vgg_state=plan.vgg_state)
+    try:
+        trainer = Trainer(acc, plan.mcfg, cfg, plan.dataset, run_dir, resume_from=plan.ckpt, faults=faults,
+                          base=plan.base, style_images=plan.style_images, vgg_state=plan.vgg_state)
+    except BaseException:
+        for held in locks:
+            held.release()
+        raise
+    trainer.run_locks = locks  # released when train() ends
+    return trainer

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
 from ..config import CONFIG_VERSION, ModelConfig, TrainConfig
 from ..errors import UserError
 
 _RUN = re.compile(r"^(\d{5})-(.+)$")
+LOCK = ".lock"  # held (flock) by the main process of the train.py that trains the run
 
 
 def runs_in(outdir: Path) -> list[Path]:
@@ -73,3 +76,36 @@ def read_config(run: Path) -> tuple[ModelConfig, TrainConfig, dict]:
 def newest_run(outdir: Path, name: str) -> Path | None:
     matches = [p for p in runs_in(outdir) if _RUN.match(p.name).group(2) == name]
     return matches[-1] if matches else None
+
+
+class RunLock:
+    """An exclusive lock on a run dir while one train.py trains it, so a second one (a command
+    run twice, two terminals) cannot interleave its checkpoints with the first's. An flock: the
+    kernel releases it when the process ends, even by kill -9, so a crash never leaves a stale
+    lock. Where the filesystem has no locks (or no fcntl), runs are not locked."""
+
+    def __init__(self, run: Path):
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        fd = os.open(Path(run) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{run} is being trained by another train.py ({holder}); wait for it to end, "
+                            "or start a separate run with another --name") from None
+        except OSError:
+            os.close(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None

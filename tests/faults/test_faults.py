@@ -324,6 +324,37 @@ def test_killed_rank_ends_the_other_and_the_run_resumes(tmp_path, proc_store, fa
         _assert_all(fault_table, name)
 
 
+# ---------------------------------------------------------------------------- the same command twice
+def test_second_trainer_on_the_same_run_is_refused(tmp_path, proc_store, fault_table):
+    """The command started again while it still trains (a second terminal, a scheduler retrying):
+    the second train.py stops at once with one line naming the first and writes nothing; the
+    first goes on to the end with every checkpoint intact."""
+    if not fl.FULL:
+        pytest.skip("in the full set (make faults)")
+    outdir = tmp_path / "twice"
+    cmd = fl.train_cmd(proc_store, outdir, kimg=3.2)  # long enough to still train when the second starts
+    first = fl.start(cmd)
+    problems = []
+    if not fl.wait_for(lambda: list(outdir.glob("*/checkpoints/kimg*")), 180):
+        problems.append("the first run wrote no checkpoint")
+    config = (fl.the_run(outdir) / "config.json").read_bytes()
+    second = fl.run(cmd)
+    alive = first.poll() is None
+    if second.returncode != 2 or not fl.one_line_error(second) or f"pid {first.pid} on" not in second.stderr:
+        problems.append(f"second: exit {second.returncode}: {second.stderr[-800:]}")
+    if (fl.the_run(outdir) / "config.json").read_bytes() != config:
+        problems.append("the second rewrote the run's config")
+    _, err = first.communicate(timeout=300)
+    if first.returncode != 0:
+        problems.append(f"first: exit {first.returncode}: {err[-800:]}")
+    if not alive:
+        problems.append("the first had ended before the second started: the check did not run")
+    lost = fl.lost_checkpoints(fl.the_run(outdir))
+    fault_table.add("the same train.py started again while it trains", not problems, len(lost),
+                    note="refused while the first trained", detail=problems + lost)
+    _assert_all(fault_table, "the same train.py started again while it trains")
+
+
 # ---------------------------------------------------------------------------- machines that do not share files
 def test_machines_that_do_not_share_files_are_refused(tmp_path, proc_store, fault_table):
     """Two processes as if on two machines (inject/machine.py: each rank runs from its own folder,
