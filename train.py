@@ -5,6 +5,7 @@ Same code on one CPU/GPU (`python train.py`) and many (`accelerate launch train.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -36,15 +37,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_importing = False  # True while __main__ imports the libraries (see _import_libraries)
+
+
 def _interrupt(signum, frame):
+    if _importing:  # nothing written yet: end now rather than raise inside an import
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        os._exit(128 + signum)
     raise KeyboardInterrupt(signum)
+
+
+INTERRUPTED = "interrupted; checkpoints already written are intact (continue with --resume auto)"
+
+
+def _import_libraries() -> None:
+    """What training imports, loaded before any work. An exception raised inside an import (by
+    the signal handler) can leave a half-initialized module behind that the interpreter then
+    trips over: numpy's lazy attributes recursed without end, a traceback instead of the one
+    line. So during these imports a signal ends the process at once (os._exit), which is safe
+    because nothing has been written yet."""
+    import accelerate  # noqa: F401
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+
+    import gan.training.loop  # noqa: F401
+    import gan.training.setup  # noqa: F401
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
     import signal
 
     signum = e.args[0] if e.args and isinstance(e.args[0], int) else signal.SIGINT
-    print("interrupted; checkpoints already written are intact (continue with --resume auto)", file=sys.stderr)
+    print(INTERRUPTED, file=sys.stderr)
     return 128 + signum
 
 
@@ -97,7 +121,11 @@ if __name__ == "__main__":
     # both end the process with one line and exit 128+signal: during the imports, start-up,
     # and after training, instead of a traceback or a silent death.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
+        _importing = True
+        _import_libraries()
+        _importing = False
         code = main()
     except KeyboardInterrupt as e:
         code = _interrupted(e)
