@@ -37,31 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_importing = False  # True while __main__ imports the libraries (see _import_libraries)
+def _in_import(frame) -> bool:
+    """Whether `frame` runs inside an import (importlib's frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _interrupt(signum, frame):
-    if _importing:  # nothing written yet: end now rather than raise inside an import
+    if _in_import(frame):
+        # An exception raised inside an import can leave a half-initialized module behind that the
+        # interpreter then trips over (numpy's lazy attributes recursed without end: a traceback
+        # instead of the one line). Start-up's writes are atomic renames: end the process here.
         print(INTERRUPTED, file=sys.stderr, flush=True)
         os._exit(128 + signum)
     raise KeyboardInterrupt(signum)
 
 
 INTERRUPTED = "interrupted; checkpoints already written are intact (continue with --resume auto)"
-
-
-def _import_libraries() -> None:
-    """What training imports, loaded before any work. An exception raised inside an import (by
-    the signal handler) can leave a half-initialized module behind that the interpreter then
-    trips over: numpy's lazy attributes recursed without end, a traceback instead of the one
-    line. So during these imports a signal ends the process at once (os._exit), which is safe
-    because nothing has been written yet."""
-    import accelerate  # noqa: F401
-    import numpy  # noqa: F401
-    import torch  # noqa: F401
-
-    import gan.training.loop  # noqa: F401
-    import gan.training.setup  # noqa: F401
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
@@ -123,9 +118,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        _importing = True
-        _import_libraries()
-        _importing = False
         code = main()
     except KeyboardInterrupt as e:
         code = _interrupted(e)
