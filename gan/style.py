@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import UserError
-from .weights import ensure_cached, load_state_file
+from .weights import VGG_URLS, ensure_cached, load_state_file
 
 # Indices into torchvision's vgg19().features / vgg16().features.
 LAYERS = {
@@ -34,10 +34,31 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NETWORKS = tuple(LAYERS)
 
 
-def _weights_enum(net: str):
-    from torchvision.models import VGG16_Weights, VGG19_Weights
+# torchvision's VGG layouts ("E" = VGG19, "D" = VGG16): conv widths, M = 2x2 max-pool. Built here
+# rather than by importing torchvision.models, which pulls in every model and costs 1-2 s per
+# process; the module indices (and so the state dict keys) are torchvision's.
+VGG_CFGS = {
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+}
 
-    return {"vgg19": VGG19_Weights, "vgg16": VGG16_Weights}[net].IMAGENET1K_V1
+
+def vgg_layers(net: str) -> nn.Sequential:
+    """torchvision's `vgg19().features` / `vgg16().features` (no batch norm), initialized the way
+    torchvision initializes them, drawing from the global RNG in the same order."""
+    layers, c = [], 3
+    for v in VGG_CFGS[net]:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(c, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            c = v
+    features = nn.Sequential(*layers)
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    return features
 
 
 def load_vgg_state(weights: str | None, net: str = "vgg19", flag: str = "--vgg-weights") -> dict | None:
@@ -52,7 +73,7 @@ def load_vgg_state(weights: str | None, net: str = "vgg19", flag: str = "--vgg-w
               "says how to supply the ImageNet weights", file=sys.stderr)
         return None
     if weights is None:
-        weights = str(ensure_cached(_weights_enum(net).url, name, flag))
+        weights = str(ensure_cached(VGG_URLS[net], name, flag))
     return load_state_file(weights, name, flag)
 
 
@@ -61,17 +82,11 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, state: dict | None, net: str = "vgg19"):
         super().__init__()
-        from torchvision.models.vgg import cfgs, make_layers
-
         # Only the convolutional part (torchvision's layout, so its state dicts load): building
         # the 120M-parameter classifier just to drop it took seconds per process.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # 'random' weights are the same everywhere, every time
-            features = make_layers(cfgs[{"vgg19": "E", "vgg16": "D"}[net]])
-            for m in features.modules():
-                if isinstance(m, nn.Conv2d):  # torchvision's VGG initialization
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                    nn.init.zeros_(m.bias)
+            features = vgg_layers(net)
         if state is not None:
             own = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
             try:
@@ -153,6 +168,10 @@ class StyleTarget(nn.Module):
         """imgs: generator output in [-1, 1], (N, 3, R, R) -> (N,) relative style distances:
         per layer ||Gram - target||^2 / ||target||^2, averaged over the style layers. Relative,
         so one --style-weight means the same for any feature scale (VGG19/16, any weights)."""
+        return self.distance_and_features(imgs)[0]
+
+    def distance_and_features(self, imgs: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """`distance`, and VGG's features of the images at the working size (one VGG pass)."""
         x = ((imgs.float() + 1) / 2).clamp(0, 1)
         if x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
@@ -160,7 +179,7 @@ class StyleTarget(nn.Module):
         total = 0
         for k, t in self.targets().items():
             total = total + (gram(feats[k]) - t).square().sum(dim=(1, 2)) / t.square().sum().clamp_min(1e-12)
-        return total / len(STYLE_NAMES)
+        return total / len(STYLE_NAMES), feats
 
 
 def read_style_images(paths: list[str], flag: str = "--style-image") -> list:

@@ -56,14 +56,15 @@ def available(url: str) -> bool:
     return hub_path(url).exists()
 
 
-# torchvision's VGG19_Weights.IMAGENET1K_V1.url (a test keeps them equal), so the check below
-# does not import torchvision: that took 2 s, a pause in `make demo`.
+# torchvision's VGG19_Weights / VGG16_Weights.IMAGENET1K_V1.url (a test keeps them equal), so
+# neither the check below nor the style loss imports torchvision: that takes 1-2 s per process.
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+VGG_URLS = {"vgg19": VGG19_URL, "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth"}
 
 
 def _main(argv: list[str]) -> int:
     """python -m gan.weights vgg19: exit 0 if the VGG19 ImageNet weights are (now) cached, 1 if not."""
-    urls = {"vgg19": VGG19_URL}
+    urls = {"vgg19": VGG_URLS["vgg19"]}
     if len(argv) != 1 or argv[0] not in urls:
         print(f"usage: python -m gan.weights {{{','.join(urls)}}}")
         return 2

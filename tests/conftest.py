@@ -53,6 +53,16 @@ def proc_store(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, proc_store):
+    """A run dir of a tiny DCGAN trained briefly on `proc_store`, for tests that only read it."""
+    runs = tmp_path_factory.mktemp("tiny_run")
+    run_cli("train.py", "--data", proc_store, "--arch", "dcgan", "--g-channels", 8, "--d-channels", 8, "--z-dim", 16,
+            "--kimg", 0.032, "--batch", 16, "--outdir", runs, check=0)
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run
+
+
 class FaultTable:
     """Rows of the fault-injection suite (tests/faults), printed as a table at the end."""
 

@@ -20,6 +20,17 @@ def gen(*args, check=0):
     return run_cli("generate.py", *args, check=check)
 
 
+def gen_in_process(*args, check=0):
+    """generate.py's main() in this process: for calls after a test's first (its subprocess run
+    covers start-up); about 2 s less each."""
+    import generate
+
+    proc = run_main(generate.main, *args)
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stderr[-2000:])
+    return proc
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Small randomly initialized exported models (sampling logic does not need training)."""
@@ -91,13 +102,13 @@ def test_sample_cli_writes_seed_files_grid_and_export_roundtrip(models, tmp_path
     names = sorted(p.name for p in out.iterdir())
     assert names == ["grid.png"] + [f"seed{i:04d}.png" for i in (0, 1, 2, 3, 4, 5, 42)], res.stdout
     again = tmp_path / "again"
-    gen("sample", "--model", models["style"], "--seeds", "42", "--class", "Cubism", "--trunc", 0.7, "--out", again)
+    gen_in_process("sample", "--model", models["style"], "--seeds", "42", "--class", "Cubism", "--trunc", 0.7, "--out", again)
     a = np.asarray(Image.open(out / "seed0042.png")).astype(int)
     b = np.asarray(Image.open(again / "seed0042.png")).astype(int)
     assert np.abs(a - b).max() <= 1
     # export -> load gives identical images
     exp = tmp_path / "exported"
-    gen("export", "--model", models["style"], "--out", exp)
+    gen_in_process("export", "--model", models["style"], "--out", exp)
     assert {p.name for p in exp.iterdir()} == {"model.safetensors", "config.json", "README.md", "samples.png",
                                                "checksums.json"}
     card = (exp / "README.md").read_text()
@@ -117,11 +128,12 @@ def test_sample_cli_writes_seed_files_grid_and_export_roundtrip(models, tmp_path
     G2, cfg2, _ = load_generator(exp)
     z = latents_for_seeds([3, 4], cfg1.z_dim)
     assert torch.equal(Sampler(G1, cfg1).from_z(z, 2, 0.5), Sampler(G2, cfg2).from_z(z, 2, 0.5))
-    assert_user_error(gen("export", "--model", models["style"], "--out", exp, check=None), "not an empty directory")
+    assert_user_error(gen_in_process("export", "--model", models["style"], "--out", exp, check=None),
+                      "not an empty directory")
 
 
 def test_grid_shape_follows_the_count(models, tmp_path):
-    gen("sample", "--model", models["dcgan"], "--seeds", "0-31", "--grid", "--out", tmp_path)
+    gen_in_process("sample", "--model", models["dcgan"], "--seeds", "0-31", "--grid", "--out", tmp_path)
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
     assert grid.shape[:2] == (4 * 32, 8 * 32)  # 4x8, not 6x6 with 4 empty cells
     cells = grid.reshape(4, 32, 8, 32, 3).transpose(0, 2, 1, 3, 4).reshape(32, -1)
@@ -130,14 +142,11 @@ def test_grid_shape_follows_the_count(models, tmp_path):
     assert np.array_equal(grid[96:, 224:], seed31)
 
 
-def test_sample_from_run_dir_and_checkpoint(tmp_path, proc_store):
-    runs = tmp_path / "runs"
-    run_cli("train.py", "--data", proc_store, "--arch", "dcgan", "--g-channels", 8, "--d-channels", 8, "--z-dim", 16,
-            "--kimg", 0.032, "--batch", 16, "--outdir", runs, check=0)
-    run = next(runs.iterdir())
+def test_sample_from_run_dir_and_checkpoint(tmp_path, tiny_run):
+    run = tiny_run
     gen("sample", "--model", run, "--seeds", "0-1", "--out", tmp_path / "a")
     ck = sorted((run / "checkpoints").iterdir())[-1]
-    gen("sample", "--model", ck, "--seeds", "0-1", "--out", tmp_path / "b")
+    gen_in_process("sample", "--model", ck, "--seeds", "0-1", "--out", tmp_path / "b")
     assert (tmp_path / "a/seed0001.png").read_bytes() == (tmp_path / "b/seed0001.png").read_bytes()
 
 
@@ -147,17 +156,18 @@ def test_interpolate_gif_frames_and_mix(models, tmp_path):
         "--loop", "--out", gif)
     with Image.open(gif) as im:
         assert im.n_frames == 12
-    gen("interpolate", "--model", models["dcgan"], "--seeds", "1,2", "--frames", 5, "--out", tmp_path / "d.gif")
+    gen_in_process("interpolate", "--model", models["dcgan"], "--seeds", "1,2", "--frames", 5, "--out", tmp_path / "d.gif")
     with Image.open(tmp_path / "d.gif") as im:
         assert im.n_frames == 5
     mix = tmp_path / "mix.png"
-    gen("mix", "--model", models["style"], "--class", "Baroque", "--rows", "1-3", "--cols", "10-13", "--layers", "0-3",
-        "--out", mix)
+    gen_in_process("mix", "--model", models["style"], "--class", "Baroque", "--rows", "1-3", "--cols", "10-13",
+                   "--layers", "0-3", "--out", mix)
     assert Image.open(mix).size == (5 * 32, 4 * 32)
-    assert_user_error(gen("mix", "--model", models["dcgan"], "--rows", "1", "--cols", "2", "--out", mix, check=None),
+    assert_user_error(gen_in_process("mix", "--model", models["dcgan"], "--rows", "1", "--cols", "2", "--out", mix,
+                                     check=None),
                       "not supported for dcgan")
-    assert_user_error(gen("mix", "--model", models["style"], "--class", "Baroque", "--rows", "1", "--cols", "2",
-                          "--layers", "3-99", "--out", mix, check=None), "w layers")
+    assert_user_error(gen_in_process("mix", "--model", models["style"], "--class", "Baroque", "--rows", "1",
+                                     "--cols", "2", "--layers", "3-99", "--out", mix, check=None), "w layers")
 
 
 def test_refine_lowers_style_loss(models, tmp_path):
@@ -180,8 +190,8 @@ def test_refine_lowers_style_loss(models, tmp_path):
     render(5, 1, 200)[0].resize((300, 200)).save(photo)
     style2 = tmp_path / "s2.png"
     render(1, 3, 96)[0].save(style2)
-    res = gen("refine", "--content", photo, "--style", style, "--style", style2, "--style-blend", "0.7,0.3",
-              "--vgg-weights", "random", "--steps", 6, "--size", 300, "--out", out, "--preserve-color")
+    gen_in_process("refine", "--content", photo, "--style", style, "--style", style2, "--style-blend", "0.7,0.3",
+                   "--vgg-weights", "random", "--steps", 3, "--size", 300, "--out", out, "--preserve-color")
     assert Image.open(out / "photo_refined.png").size == (300, 200)
     rep = json.loads((out / "photo_report.json").read_text())
     assert [s["size"] for s in rep["scales"]] == [[171, 256], [200, 300]]
@@ -234,8 +244,8 @@ def test_generate_user_errors(models, tmp_path):
     assert_user_error(quick("sample", "--model", pick, "--seeds", 1, "--out", out), "only safetensors")
     bad_img = tmp_path / "bad.jpg"
     bad_img.write_text("nope")
-    assert_user_error(gen("refine", "--content", bad_img, "--style", bad_img, "--vgg-weights", "random",
-                          "--out", out, check=None), "not a readable image")
+    assert_user_error(quick("refine", "--content", bad_img, "--style", bad_img, "--vgg-weights", "random",
+                            "--out", out), "not a readable image")
     good = tmp_path / "good.png"
     Image.new("RGB", (40, 40), (9, 9, 9)).save(good)
     assert_user_error(quick("refine", "--content", good, "--style", good, "--vgg-weights", "random", "--name",
@@ -327,8 +337,8 @@ def test_refine_refuses_lbfgs_on_bf16_features(tmp_path):
 
     with pytest.raises(ValueError, match="adam"):
         RefineOptions(optimizer="lbfgs", precision="bf16")
-    proc = gen("refine", "--content", tmp_path / "absent.png", "--style", tmp_path / "absent.png", "--optimizer",
-               "lbfgs", "--vgg-precision", "bf16", "--out", tmp_path / "r", check=None)
+    proc = gen_in_process("refine", "--content", tmp_path / "absent.png", "--style", tmp_path / "absent.png",
+                          "--optimizer", "lbfgs", "--vgg-precision", "bf16", "--out", tmp_path / "r", check=None)
     assert_user_error(proc, "--optimizer lbfgs needs float32", "--optimizer adam")
     assert not (tmp_path / "r").exists()
 
@@ -338,11 +348,25 @@ def test_demo_vgg_check_is_quiet_offline(tmp_path):
     answers by exit code alone (no download attempt or error printed mid-demo)."""
     import tomllib
 
-    from torchvision.models import VGG19_Weights
+    from torchvision.models import VGG16_Weights, VGG19_Weights
+    from torchvision.models.vgg import cfgs, make_layers
 
-    from gan.weights import VGG19_URL
+    from gan.style import vgg_layers
+    from gan.weights import VGG_URLS
 
-    assert VGG19_URL == VGG19_Weights.IMAGENET1K_V1.url
+    # artgan's VGG layouts, init and weight URLs are torchvision's (without importing it).
+    for net, key, weights in (("vgg19", "E", VGG19_Weights), ("vgg16", "D", VGG16_Weights)):
+        assert VGG_URLS[net] == weights.IMAGENET1K_V1.url
+        torch.manual_seed(0)
+        ours = vgg_layers(net).state_dict()
+        torch.manual_seed(0)
+        theirs = make_layers(cfgs[key])
+        for m in theirs.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                torch.nn.init.zeros_(m.bias)
+        theirs = theirs.state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), net
     proc = run_cli("-m", "gan.weights", "vgg19", env={"TORCH_HOME": str(tmp_path / "torch")})
     assert proc.returncode == 1 and proc.stdout == "" and proc.stderr == "", proc
     path = tmp_path / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"

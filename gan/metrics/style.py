@@ -3,7 +3,6 @@ fine-tuning. Both are measured with the same VGG as the style loss (gan.style)."
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..style import CONTENT_NAME, StyleTarget, VGGFeatures, style_size
 
@@ -18,10 +17,9 @@ def style_report(images: torch.Tensor, target: StyleTarget, batch: int = 16) -> 
     dists, feats = [], []
     for i in range(0, len(images), batch):
         chunk = images[i : i + batch].to(target.vgg.mean.device)
-        dists.append(target.distance(chunk).cpu())
-        x = F.interpolate(((chunk.float() + 1) / 2).clamp(0, 1), size=(target.size, target.size), mode="bilinear",
-                          align_corners=False)
-        feats.append(target.vgg(x)[CONTENT_NAME].float().flatten(1).cpu())
+        d, vgg_feats = target.distance_and_features(chunk)
+        dists.append(d.cpu())
+        feats.append(vgg_feats[CONTENT_NAME].float().flatten(1).cpu())
     f = torch.cat(feats)
     pair = torch.cdist(f, f) / f.shape[1] ** 0.5
     n = len(f)
