@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from data_prep.errors import UserError as PrepError
-    from gan.errors import EXIT_DISK_FULL, UserError, disk_full, no_space_left
+    from gan.errors import EXIT_DISK_FULL, UserError, disk_full, no_space_left, path_error
 
     try:
         return COMMANDS[args.cmd](args)
@@ -117,8 +117,8 @@ def main(argv=None) -> int:
         # complete, the partial one is gone.
         where = getattr(args, "out", None) or getattr(args, "json", None) or getattr(e, "filename", None) or "."
         if not no_space_left(e, where):
-            if isinstance(e, OSError) and e.errno is not None and e.filename:  # a path that cannot be read or written
-                print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
+            if path_error(e) is not None:  # a path that cannot be read or written
+                print(f"error: {path_error(e)}", file=sys.stderr)
                 return 2
             raise
         print(f"error: {disk_full(where, 'every file already written is complete; free space and run it again')}",

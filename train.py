@@ -69,7 +69,7 @@ def _interrupted(e: KeyboardInterrupt) -> int:
 
 def main(argv=None) -> int:
     from data_prep.errors import UserError as PrepError
-    from gan.errors import EXIT_DISK_FULL, DiskFull, UserError
+    from gan.errors import EXIT_DISK_FULL, DiskFull, UserError, path_error
 
     try:
         args = build_parser().parse_args(argv)
@@ -81,9 +81,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_DISK_FULL
     except OSError as e:  # a path that cannot be read or written (the checkpoints already written are intact)
-        if e.errno is None or not e.filename:
+        if path_error(e) is None:
             raise
-        print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
+        print(f"error: {path_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         return _interrupted(e)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import EXIT_DISK_FULL, DiskFull, UserError, disk_full, no_space_left
+from .errors import EXIT_DISK_FULL, DiskFull, UserError, disk_full, no_space_left, path_error
 from .transforms import CROPS
 
 
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DISK_FULL
     except OSError as e:  # e.g. the Hugging Face cache filling up during a download
         if not no_space_left(e, e.filename or "."):
-            if e.errno is None or not e.filename:
+            if path_error(e) is None:
                 raise
-            print(f"error: {e.filename}: {e.strerror} (any previous store is intact)", file=sys.stderr)
+            print(f"error: {path_error(e)} (any previous store is intact)", file=sys.stderr)
             return 2
         print(f"error: {disk_full(e.filename or '.', 'the previous store is intact; free space and run it again')}",
               file=sys.stderr)

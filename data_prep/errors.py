@@ -22,6 +22,14 @@ class DiskFull(Exception):
     """No space left while writing; the message says where, what is intact and what to do."""
 
 
+def path_error(exc: BaseException) -> str | None:
+    """The one line for an OSError naming a path the OS refused (no permission, a file in the
+    way, a missing mount): 'PATH: reason'. None for anything else, which is a bug to report."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return None
+
+
 def free_bytes(path: str | os.PathLike) -> int | None:
     """Bytes this process may still write on the filesystem holding `path` (root may use the
     blocks reserved for it); None when it cannot be told."""

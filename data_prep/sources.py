@@ -16,6 +16,11 @@ from .errors import UserError
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
+def counts_as_image(name: str) -> bool:
+    """Whether a folder entry named `name` is one the folder source reads (hidden ones are not)."""
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
 @dataclass
 class Item:
     id: str  # stable, human-readable source id (relative path, split[row], proc-000123)
@@ -65,7 +70,7 @@ def _walk(root: Path, counters: dict) -> Iterator[tuple[str, Path | None, str | 
                 is_dir = is_file = False
             if is_dir:
                 yield from visit(Path(e.path), child)
-            elif Path(e.name).suffix.lower() in IMAGE_EXTENSIONS:
+            elif counts_as_image(e.name):
                 if is_file:
                     yield child, Path(e.path), None
                 else:

@@ -285,13 +285,13 @@ def read_manifest(path: str | os.PathLike) -> dict:
 
 def _holds_images(root: Path, depth: int = 2) -> bool:
     """Whether `root` or a subfolder (up to `depth` levels) holds an image file; stops at the first."""
-    from .sources import IMAGE_EXTENSIONS
+    from .sources import counts_as_image
 
     try:
         entries = list(os.scandir(root))
     except OSError:
         return False
-    if any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS for e in entries):
+    if any(counts_as_image(e.name) and e.is_file() for e in entries):
         return True
     return depth > 1 and any(e.is_dir() and not e.name.startswith(".") and _holds_images(Path(e.path), depth - 1)
                              for e in entries[:256])

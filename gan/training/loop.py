@@ -6,6 +6,7 @@ losses are pure functions, checkpoint files are written by `checkpoint.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -103,7 +104,8 @@ class Trainer(Phases, TrainerState):
                 self.metric_names, dataset, cfg.metrics_num, self.run_dir / "metrics_cache", acc.device,
                 acc.process_index, world, gather=(lambda t: acc.gather(t)) if world > 1 else None,
                 log=lambda m: acc.is_main_process and tqdm.write(m))
-        self.run_locks: list = []  # rundir.RunLock held by the main process while it trains (set by launch)
+        # What train() lets go of when it ends (set by launch): the main process's lock on the run dir.
+        self.held = contextlib.ExitStack()
         self.overflows = 0  # scaler-skipped steps in this process's run (logged)
         self._outcomes: list = []  # (step, outcome tensor) not yet read by `_settle`
         self._bad = self._overflow = 0  # current streaks of BAD / SKIPPED steps
@@ -329,8 +331,7 @@ class Trainer(Phases, TrainerState):
                 if failing is None:
                     raise
             finally:
-                for held in self.run_locks:
-                    held.release()
+                self.held.close()
         self._log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
         return 0
 
@@ -413,11 +414,11 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
     extra = {"data_manifest_hash": plan.dataset.manifest_hash, "command": list(command or [])}
     # What every process must agree on (checked by share_run_dir when there are several).
     facts = {"store": plan.dataset.manifest_hash, "resume": plan.ckpt.name if plan.ckpt is not None else None}
-    locks: list = []
+    held = contextlib.ExitStack()  # released if start-up fails, else handed to the Trainer
 
     def _locked(run: Path) -> Path:
         """The main process locks the run dir before writing in it (a second train.py on it stops)."""
-        locks.append(rundir.RunLock(run))
+        held.enter_context(rundir.RunLock(run))
         return run
 
     try:
@@ -433,8 +434,7 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
         if acc.is_main_process and plan.ckpt is None and plan.style_images:
             finetune.save_style_images(plan.style_images, run_dir)
     except BaseException as e:
-        for held in locks:
-            held.release()
+        held.close()
         if not isinstance(e, OSError):
             raise
         where = getattr(e, "filename", None) or cfg.outdir
@@ -449,8 +449,7 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
         trainer = Trainer(acc, plan.mcfg, cfg, plan.dataset, run_dir, resume_from=plan.ckpt, faults=faults,
                           base=plan.base, style_images=plan.style_images, vgg_state=plan.vgg_state)
     except BaseException:
-        for held in locks:
-            held.release()
+        held.close()
         raise
-    trainer.run_locks = locks  # released when train() ends
+    trainer.held = held.pop_all()  # released when train() ends
     return trainer
