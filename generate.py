@@ -186,12 +186,11 @@ def _safe_name(name: str) -> str:
 def _read_image(path: str, what: str):
     from PIL import Image
 
+    from data_prep.images import read_rgb
     from gan.errors import UserError
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
+        return read_rgb(path)
     except FileNotFoundError:
         raise UserError(f"{what} {path}: no such file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:

@@ -74,6 +74,20 @@ def open_image(src, draft_to: tuple[int, str] | None = None) -> tuple[Image.Imag
         fp.close()
 
 
+WHITE = (255, 255, 255)
+
+
+def read_rgb(path) -> Image.Image:
+    """One image file as 8-bit RGB in memory, read the way data_prep reads a collection (`to_rgb`:
+    EXIF orientation applied, 16-bit and float images scaled rather than clipped to white,
+    transparency on white); for style, content and reference images. Raises what Pillow raises
+    (FileNotFoundError, OSError, ValueError, Image.DecompressionBombError)."""
+    with Image.open(path) as im:
+        im.load()
+        out = to_rgb(im, WHITE)
+        return out.copy() if out is im else out  # closing `im` frees its pixels
+
+
 def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """EXIF-transpose and normalize any Pillow mode to 8-bit RGB."""
     try:

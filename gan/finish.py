@@ -67,9 +67,10 @@ def reference_stats(path: str | Path, max_images: int = 2000) -> tuple[np.ndarra
         ds = PreparedDataset(p)
         idx = np.linspace(0, len(ds) - 1, min(max_images, len(ds))).round().astype(int)
         return colour_stats(np.asarray(ds.images[np.unique(idx)]).transpose(0, 2, 3, 1))
+    from data_prep.images import read_rgb
+
     try:
-        with Image.open(p) as im:
-            return colour_stats(np.asarray(im.convert("RGB")))
+        return colour_stats(np.asarray(read_rgb(p)))
     except FileNotFoundError:
         raise UserError(f"--finish-ref {path}: no such file or directory") from None
     except OSError as e:

@@ -186,12 +186,12 @@ def read_style_images(paths: list[str], flag: str = "--style-image") -> list:
     """RGB images, each readable and at least MIN_STYLE_SIDE px; errors name `flag`."""
     from PIL import Image
 
+    from data_prep.images import read_rgb
+
     images = []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                im.load()
-                im = im.convert("RGB")
+            im = read_rgb(p)
         except FileNotFoundError:
             raise UserError(f"{flag} {p}: no such file") from None
         except (OSError, ValueError, Image.DecompressionBombError) as e:

@@ -330,6 +330,36 @@ def test_refine_report_is_the_saved_image(tmp_path, optimizer, precision):
     assert report["end"]["total"] <= 1.25 * report["history"][-1][-1]["total"], (report["end"], report["history"][-1][-1])
 
 
+def test_style_content_and_reference_images_are_read_like_the_collection(tmp_path):
+    """Style, content and --finish-ref images are read the way data_prep reads art: a 16-bit
+    scan keeps its tones (Pillow's convert('RGB') clipped it to white), a phone photo stands the
+    way its EXIF says, transparency lies on white (not on whatever colour hides under alpha 0)."""
+    import generate
+    from gan.finish import reference_stats
+    from gan.style import read_style_images
+
+    ramp = (np.linspace(0, 65535, 96 * 64).reshape(64, 96)).astype(np.uint16)
+    scan = tmp_path / "scan16.png"
+    Image.fromarray(ramp).save(scan)
+    assert Image.open(scan).mode.startswith("I")
+    photo = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait (rotated 90 degrees)
+    Image.new("RGB", (120, 60), (200, 40, 40)).save(photo, exif=exif)
+    clear = tmp_path / "clear.png"
+    rgba = np.zeros((64, 64, 4), np.uint8)  # black under alpha 0, except an opaque red square
+    rgba[16:48, 16:48] = (255, 0, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(clear)
+    for read in (lambda p: generate._read_image(str(p), "--content"), lambda p: read_style_images([str(p)])[0]):
+        tones = np.asarray(read(scan)).astype(float)
+        assert tones.shape == (64, 96, 3) and 120 < tones.mean() < 135 and tones.max() == 255, tones.mean()
+        assert read(photo).size == (60, 120)
+        seen = np.asarray(read(clear))
+        assert (seen[0, 0] == 255).all() and tuple(seen[32, 32]) == (255, 0, 0)
+    mean, _ = reference_stats(scan)
+    assert 40 < mean[0] < 60, mean  # CIELAB lightness of a mid-grey ramp, not of white (100)
+
+
 def test_refine_refuses_lbfgs_on_bf16_features(tmp_path):
     """LBFGS on bf16 VGG features stopped at the start image (its line search cannot see the
     rounded loss decrease): refused up front, before any model or image is read."""
