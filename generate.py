@@ -297,15 +297,12 @@ def cmd_refine(args) -> int:
         raise UserError("give the content as --content IMAGE or as --model MODEL --seeds S")
     if args.seeds is not None and not args.model:
         raise UserError("--seeds needs --model")
-    if args.steps < 1 or args.size < 32 or args.size > 4096:
-        raise UserError("--steps must be >= 1 and --size between 32 and 4096")
-    for name, v in (("--style-weight", args.style_weight), ("--content-weight", args.content_weight),
-                    ("--tv-weight", args.tv_weight)):
-        if v < 0:
-            raise UserError(f"{name} must be >= 0")
-    if args.optimizer == "lbfgs" and args.vgg_precision == "bf16":
-        raise UserError("--optimizer lbfgs needs float32 VGG features (its line search cannot see bf16-rounded "
-                        "losses and makes no progress): use --optimizer adam for bf16, or --vgg-precision no")
+    vgg_precision = args.vgg_precision
+    if vgg_precision == "auto":
+        vgg_precision = "bf16" if args.optimizer == "adam" else "no"
+    opts = RefineOptions(steps=args.steps, size=args.size, style_weight=args.style_weight,
+                         content_weight=args.content_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,
+                         init=args.init, preserve_color=args.preserve_color, precision=vgg_precision)
     styles = read_style_images(args.style, flag="--style")
     blend = blend_weights(args.style_blend, len(styles))
     name = _safe_name(args.name) if args.name else None
@@ -321,13 +318,7 @@ def cmd_refine(args) -> int:
         for seed, img in sampler.seeds(seeds, c, args.trunc):
             prefix = f"{name}_seed{seed:04d}" if name and len(seeds) > 1 else (name or f"seed{seed:04d}")
             contents.append((prefix, Image.fromarray(to_uint8(img[None])[0])))
-    vgg_precision = args.vgg_precision
-    if vgg_precision == "auto":
-        vgg_precision = "bf16" if args.optimizer == "adam" else "no"
     vgg = VGGFeatures(load_vgg_state(args.vgg_weights, args.vgg), args.vgg)
-    opts = RefineOptions(steps=args.steps, size=args.size, style_weight=args.style_weight,
-                         content_weight=args.content_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,
-                         init=args.init, preserve_color=args.preserve_color, precision=vgg_precision)
     finisher = _finisher(args, meta)
     out = _out_dir(args.out)
     for prefix, content in contents:

@@ -30,11 +30,21 @@ class RefineOptions:
     seed: int = 0  # noise init
 
     def __post_init__(self):
+        """Refuse what cannot work, in one line naming generate.py's flag, before any work."""
+        from .errors import UserError
+
+        if self.steps < 1 or not 32 <= self.size <= 4096:
+            raise UserError("--steps must be >= 1 and --size between 32 and 4096")
+        for flag, v in (("--style-weight", self.style_weight), ("--content-weight", self.content_weight),
+                        ("--tv-weight", self.tv_weight)):
+            if not v >= 0:
+                raise UserError(f"{flag} must be >= 0")
         # Measured: with bf16 features LBFGS's strong-Wolfe line search sees no decrease in the
         # rounded loss and stops at the start image; without the line search bf16's noisy
         # gradients spoil its curvature pairs and the loss grows. Adam is bf16's optimizer.
         if self.optimizer == "lbfgs" and self.precision == "bf16":
-            raise ValueError("LBFGS needs float32 VGG features (precision='no'); use optimizer='adam' for bf16")
+            raise UserError("--optimizer lbfgs needs float32 VGG features (its line search cannot see bf16-rounded "
+                            "losses and makes no progress): use --optimizer adam for bf16, or --vgg-precision no")
 
 
 def blend_weights(spec: str | None, n: int) -> list[float]:

@@ -256,6 +256,9 @@ def test_generate_user_errors(models, tmp_path):
                       "1x1px", "at least 32px")
     assert_user_error(quick("refine", "--content", good, "--style", good, "--vgg-weights", tmp_path / "missing.pth",
                             "--out", out), "no such file")
+    for flag, value in (("--steps", 0), ("--size", 8), ("--style-weight", "nan"), ("--tv-weight", -1)):
+        assert_user_error(quick("refine", "--content", good, "--style", good, f"{flag}={value}", "--vgg-weights",
+                                "random", "--out", out), flag)
     for blend in ("1", "0.5,x", "-1,2", "nan,1", "0,0", "inf,1"):
         assert_user_error(quick("refine", "--content", good, "--style", good, "--style", good, f"--style-blend={blend}",
                                 "--vgg-weights", "random", "--out", out), "--style-blend")
@@ -365,8 +368,11 @@ def test_refine_refuses_lbfgs_on_bf16_features(tmp_path):
     rounded loss decrease): refused up front, before any model or image is read."""
     from gan.refine import RefineOptions
 
-    with pytest.raises(ValueError, match="adam"):
+    with pytest.raises(UserError, match="--optimizer adam"):
         RefineOptions(optimizer="lbfgs", precision="bf16")
+    for bad in (dict(steps=0), dict(size=16), dict(style_weight=float("nan")), dict(tv_weight=-1)):
+        with pytest.raises(UserError):
+            RefineOptions(optimizer="adam", **bad)
     proc = gen_in_process("refine", "--content", tmp_path / "absent.png", "--style", tmp_path / "absent.png",
                           "--optimizer", "lbfgs", "--vgg-precision", "bf16", "--out", tmp_path / "r", check=None)
     assert_user_error(proc, "--optimizer lbfgs needs float32", "--optimizer adam")
