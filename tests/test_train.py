@@ -115,17 +115,40 @@ def test_resume_is_bit_identical(tmp_path, proc_store, arch):
         check_truncation_centre(a / "export", tmp_path)
 
 
+def test_compiled_bf16_traces_each_kind_of_call_once(tmp_path, proc_store):
+    """bf16, the precision GPUs train in: Accelerate wraps G's and D's forward for autocast, and
+    the compiled run must still trace each kind of call once (Dynamo on CI, without codegen)."""
+    proc = train("--data", proc_store, *TINY_STYLE, "--batch", 8, "--kimg", 0.064, "--mixed-precision", "bf16",
+                 "--compile", "on", "--pl-weight", 1, "--r1-interval", 2, "--aug", "ada", "--aug-p", 0.2,
+                 "--snap", 100, "--outdir", tmp_path, env={**faults("compile_eager"), "TORCH_LOGS": "recompiles"})
+    check_compiled_once(proc.stderr)
+    assert "torch.compile failed" not in proc.stderr
+
+
 def check_compiled_once(stderr: str):
-    """Each compiled function (G, D, the augmentation) is traced once per kind of call: G with
+    """Each compiled callable (G, D, the augmentation) is traced once per kind of call: G with
     and without grad, D and the augmentation on images with and without grad (the D and G
     phases). Any other recompile (a guard on a changing Python value, such as ADA's p or the
-    step) would repeat during training, and on a GPU each one costs seconds to a minute."""
+    step) would repeat during training, and on a GPU each one costs seconds to a minute.
+
+    Under mixed precision Accelerate wraps G's and D's forward in one wrapper function, and DDP
+    wraps both in its own: Dynamo then keeps G's and D's graphs under that one function, so D's
+    first graph shows as a recompile of G's ("rank mismatch": an image where G takes z). That is
+    one more entry, not a repeated one; four in all."""
     log = [line for line in stderr.splitlines() if "[__recompiles]" in line]
     recompiles = [line for line in log if "Recompiling function" in line]
-    causes = [m.group(1) for line in log if (m := re.search(r"- \d+/\d+: (.+)", line))]
+    # Only the newest guard failure of each recompile is its cause (older entries are listed too).
+    causes = []
+    for i, line in enumerate(log):
+        if "Recompiling function" in line:
+            failures = [m.group(1) for m in (re.search(r"- \d+/\d+: (.+)", l) for l in log[i + 1:i + 12]) if m]
+            causes.append(failures[0] if failures else "")
     assert "recompile_limit" not in stderr, stderr[-3000:]
-    assert 0 < len(recompiles) <= 3 and len(causes) == len(recompiles), "\n".join(log)
-    assert all(c.startswith("GLOBAL_STATE changed: grad_mode") or "requires_grad mismatch" in c for c in causes), causes
+    assert 0 < len(recompiles) <= 4, "\n".join(log)
+    allowed = ("GLOBAL_STATE changed: grad_mode", "requires_grad mismatch", "rank mismatch")
+    assert all(any(a in c for a in allowed) for c in causes), causes
+    shared = sum("rank mismatch" in c for c in causes)
+    assert len(recompiles) - shared <= 3, causes  # beyond the one shared entry, three grad-mode kinds
 
 
 def check_truncation_centre(export, tmp_path):
