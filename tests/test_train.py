@@ -303,18 +303,25 @@ def test_user_errors(tmp_path, proc_store):
 
 
 def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_store):
+    """DDP (gloo) with gradient accumulation, compiled as on GPUs (Dynamo on CI, no codegen): the
+    ranks stay in sync, and neither recompiles past its first steps (no_sync, lazy R1 and path
+    length, ADA's moving p); a single process resumes the run."""
     runs = tmp_path / "runs"
-    env = {"OMP_NUM_THREADS": "1"}
+    env = {"OMP_NUM_THREADS": "1", **faults("compile_eager"), "TORCH_LOGS": "recompiles"}
     proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29571, "train.py", "--data", proc_store, *TINY_STYLE, "--batch", 8, "--kimg", 0.064, "--outdir", runs,
-                   "--r1-interval", 2, "--aug", "ada", "--grad-accum", 2, "--pl-weight", 1, env=env)
+                   "--r1-interval", 2, "--aug", "ada", "--grad-accum", 2, "--pl-weight", 1, "--compile", "on", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    pids = {m.group(1) for m in re.finditer(r"V\d{4} [\d:.]+ (\d+) .*\[__recompiles\]", proc.stderr)}
+    assert len(pids) == 2, proc.stderr[-3000:]
+    for pid in pids:  # each rank's own log
+        check_compiled_once("\n".join(l for l in proc.stderr.splitlines() if f" {pid} " in l))
     run = only_run(runs)
     sync = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines() if "ranks in sync" in l]
     assert sync and all(e["processes"] == 2 for e in sync)
     assert not (run / ".process-check").exists()  # the start-up check's file (runtime.share_run_dir) is gone
     ck = checkpoint.latest(run)
     assert checkpoint.read_state(ck)["cur_nimg"] == 64 and (ck / "random_states_1.pkl").exists()
-    train("--data", proc_store, "--resume", ck, "--kimg", 0.096, "--batch", 8)
+    train("--data", proc_store, "--resume", ck, "--kimg", 0.096, "--batch", 8, "--compile", "off")
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 96
 
 
