@@ -58,8 +58,8 @@ def available(url: str) -> bool:
 
 # torchvision's VGG19_Weights / VGG16_Weights.IMAGENET1K_V1.url (a test keeps them equal), so
 # neither the check below nor the style loss imports torchvision: that takes 1-2 s per process.
-VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
-VGG_URLS = {"vgg19": VGG19_URL, "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth"}
+VGG_URLS = {"vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth"}
 
 
 def _main(argv: list[str]) -> int:

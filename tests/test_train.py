@@ -137,14 +137,17 @@ def check_compiled_once(stderr: str):
     one more entry, not a repeated one; four in all."""
     log = [line for line in stderr.splitlines() if "[__recompiles]" in line]
     recompiles = [line for line in log if "Recompiling function" in line]
-    # Only the newest guard failure of each recompile is its cause (older entries are listed too).
-    causes = []
-    for i, line in enumerate(log):
+    # A recompile's cause is the first guard failure listed after it (the newest entry's; the
+    # older entries' failures follow).
+    causes, pending = [], False
+    for line in log:
         if "Recompiling function" in line:
-            failures = [m.group(1) for m in (re.search(r"- \d+/\d+: (.+)", l) for l in log[i + 1:i + 12]) if m]
-            causes.append(failures[0] if failures else "")
+            pending = True
+        elif pending and (m := re.search(r"- \d+/\d+: (.+)", line)):
+            causes.append(m.group(1))
+            pending = False
     assert "recompile_limit" not in stderr, stderr[-3000:]
-    assert 0 < len(recompiles) <= 4, "\n".join(log)
+    assert 0 < len(recompiles) <= 4 and len(causes) == len(recompiles), "\n".join(log)
     allowed = ("GLOBAL_STATE changed: grad_mode", "requires_grad mismatch", "rank mismatch")
     assert all(any(a in c for a in allowed) for c in causes), causes
     shared = sum("rank mismatch" in c for c in causes)

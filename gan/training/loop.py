@@ -414,42 +414,37 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
     extra = {"data_manifest_hash": plan.dataset.manifest_hash, "command": list(command or [])}
     # What every process must agree on (checked by share_run_dir when there are several).
     facts = {"store": plan.dataset.manifest_hash, "resume": plan.ckpt.name if plan.ckpt is not None else None}
-    held = contextlib.ExitStack()  # released if start-up fails, else handed to the Trainer
+    # The run dir's lock: released if start-up fails, else handed to the Trainer (train() releases it).
+    with contextlib.ExitStack() as held:
 
-    def _locked(run: Path) -> Path:
-        """The main process locks the run dir before writing in it (a second train.py on it stops)."""
-        held.enter_context(rundir.RunLock(run))
-        return run
+        def _locked(run: Path) -> Path:
+            """The main process locks the run dir before writing in it (a second train.py on it stops)."""
+            held.enter_context(rundir.RunLock(run))
+            return run
 
-    try:
-        if plan.ckpt is not None:
-            run_dir = share_run_dir(acc, lambda: _locked(plan.run_dir), facts)
-            if acc.is_main_process:
-                rundir.write_config(run_dir, plan.mcfg, cfg, extra)
-        elif plan.restart_in is not None:
-            run_dir = share_run_dir(acc, lambda: rundir.restart(_locked(plan.restart_in), plan.mcfg, cfg, extra), facts)
-        else:
-            run_dir = share_run_dir(acc, lambda: _locked(rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg,
-                                                                       extra)), facts, new=True)
-        if acc.is_main_process and plan.ckpt is None and plan.style_images:
-            finetune.save_style_images(plan.style_images, run_dir)
-    except BaseException as e:
-        held.close()
-        if not isinstance(e, OSError):
-            raise
-        where = getattr(e, "filename", None) or cfg.outdir
-        if not no_space_left(e, where):
-            raise UserError(f"cannot write the run dir in --outdir {cfg.outdir} ({e.strerror or e}: {where}); "
-                            "pick a folder you can write to") from None
-        raise disk_full(where, ("the run's checkpoints are intact" if plan.ckpt is not None else
-                                "nothing was trained yet") + "; free space and run the command again") from None
-    if acc.is_main_process:
-        print(f"run dir: {run_dir}")
-    try:
+        try:
+            if plan.ckpt is not None:
+                run_dir = share_run_dir(acc, lambda: _locked(plan.run_dir), facts)
+                if acc.is_main_process:
+                    rundir.write_config(run_dir, plan.mcfg, cfg, extra)
+            elif plan.restart_in is not None:
+                run_dir = share_run_dir(acc, lambda: rundir.restart(_locked(plan.restart_in), plan.mcfg, cfg, extra),
+                                        facts)
+            else:
+                run_dir = share_run_dir(acc, lambda: _locked(rundir.create(Path(cfg.outdir), cfg.name, plan.mcfg, cfg,
+                                                                           extra)), facts, new=True)
+            if acc.is_main_process and plan.ckpt is None and plan.style_images:
+                finetune.save_style_images(plan.style_images, run_dir)
+        except OSError as e:
+            where = getattr(e, "filename", None) or cfg.outdir
+            if not no_space_left(e, where):
+                raise UserError(f"cannot write the run dir in --outdir {cfg.outdir} ({e.strerror or e}: {where}); "
+                                "pick a folder you can write to") from None
+            raise disk_full(where, ("the run's checkpoints are intact" if plan.ckpt is not None else
+                                    "nothing was trained yet") + "; free space and run the command again") from None
+        if acc.is_main_process:
+            print(f"run dir: {run_dir}")
         trainer = Trainer(acc, plan.mcfg, cfg, plan.dataset, run_dir, resume_from=plan.ckpt, faults=faults,
                           base=plan.base, style_images=plan.style_images, vgg_state=plan.vgg_state)
-    except BaseException:
-        held.close()
-        raise
-    trainer.held = held.pop_all()  # released when train() ends
+        trainer.held = held.pop_all()
     return trainer
