@@ -31,7 +31,7 @@ from . import checkpoint, finetune
 from .data import DeviceBatches, InfiniteSampler, fits_on_device
 from .ema import recalibrate_batchnorm, update_ema
 from .phases import Phases
-from .runtime import Compiler, compile_backend, is_oom, micro_batch, next_multiple
+from .runtime import BufferSync, Compiler, compile_backend, is_oom, micro_batch, next_multiple
 from .state import Counters, TrainerState
 
 
@@ -71,6 +71,9 @@ class Trainer(Phases, TrainerState):
         if "scaler" in self.faults and self.acc.scaler is None:
             self.acc.scaler = torch.amp.GradScaler(self.acc.device.type)
         self.G, self.D, self.opt_G, self.opt_D = self.acc.prepare(G, D, opt_G, opt_D)
+        self.sync_buffers = BufferSync(self.acc.num_processes, G, D)  # what DDP's broadcast_buffers did
+        if "old_ddp" in self.faults:  # test hook: DDP before torch 2.12 on CI's newer torch
+            _bump_versions_like_old_ddp(self.acc.process_index, self.G, self.D)
         self.G_ema.to(self.acc.device)
         if self.acc.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every phase's shapes are fixed: tune once per shape
@@ -245,6 +248,7 @@ class Trainer(Phases, TrainerState):
                     # A new step: the CUDA graphs may reuse their output memory of the last one
                     # (what the host keeps of a step, losses and outcomes, is computed eagerly).
                     torch.compiler.cudagraph_mark_step_begin()
+                self.sync_buffers()
                 try:
                     outcome = self._step(stats)
                 except Exception as e:
@@ -448,3 +452,19 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
                           base=plan.base, style_images=plan.style_images, vgg_state=plan.vgg_state)
         trainer.held = held.pop_all()
     return trainer
+
+
+def _bump_versions_like_old_ddp(rank: int, *models) -> None:
+    """Test hook ("old_ddp"): do to each DDP-wrapped model what DDP's buffer broadcast did at every
+    forward before torch 2.12, whatever torch runs: copy into the synced buffers on ranks other than
+    0, bumping their version counters. Training must not depend on DDP's buffer sync (BufferSync)."""
+    for m in models:
+        if rank == 0 or not getattr(m, "forward_sync_buffers", getattr(m, "broadcast_buffers", False)):
+            continue
+        synced = [b for name, b in m.module.named_buffers() if name not in m.parameters_to_ignore]
+
+        def bump(module, args, synced=synced):
+            with torch.no_grad():
+                for b in synced:
+                    b.copy_(b.clone())
+        m.register_forward_pre_hook(bump)

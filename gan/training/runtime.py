@@ -20,11 +20,13 @@ def is_oom(e: BaseException) -> bool:
 def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
     import warnings
 
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
     # DDP compares gradient strides literally: a (1, N) weight's gradient laid out (1, 1) instead
     # of (N, 1) is the same memory order, copied into its bucket as is. Not worth a warning per rank.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    # torch 2.13 renamed broadcast_buffers (forward_sync_buffers); older ones know only the old name.
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
 
     if mixed_precision == "fp16" and not _has_accelerator():
         # Accelerate would quietly train in float32 here: CPUs have no fp16 loss scaling.
@@ -32,6 +34,8 @@ def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
     try:
         # The project dir moves to the run dir once it exists (share_run_dir).
         return Accelerator(mixed_precision=mixed_precision, log_with="tensorboard",
+                           # the buffers are synced once per step instead (BufferSync)
+                           kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
                            project_config=ProjectConfiguration(project_dir=str(outdir)),
                            # Without an accelerator, Accelerate only forms a multi-process (gloo)
                            # group under torchrun when told it runs on CPU.
@@ -184,6 +188,31 @@ def disagreement(views: list[dict], run_dir: str) -> str | None:
             return (f"{where(k)} would resume from {v.get('resume') or 'nothing'} but process 0 from "
                     f"{main.get('resume') or 'nothing'}: every machine must see the same checkpoints (shared --outdir)")
     return None
+
+
+class BufferSync:
+    """Rank 0's model state buffers (StyleGAN's w_avg and noise_const, BatchNorm's running
+    statistics) copied to every other rank once per step, before the step's first forward.
+
+    DDP's `broadcast_buffers` does this at every forward, and artgan turns it off: before torch 2.12
+    DDP's copy bumped the buffers' version counters, so on every rank but 0 a buffer that an earlier
+    forward had saved for backward (BatchNorm's running statistics, the filter kernels) looked
+    modified, and backward failed ("modified by an inplace operation"; D runs on reals and on fakes
+    before one backward). Between steps no graph holds them. The constant buffers (non-persistent:
+    the filter kernels) are the same on every rank by construction and are not sent. One broadcast."""
+
+    def __init__(self, num_processes: int, *models: torch.nn.Module):
+        self.buffers = [] if num_processes == 1 else [
+            b for m in models for keys in [set(m.state_dict())] for name, b in m.named_buffers() if name in keys]
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        if not self.buffers:
+            return
+        flat = torch.cat([b.reshape(-1).double() for b in self.buffers])  # exact for float32 and counts
+        torch.distributed.broadcast(flat, src=0)
+        for b, v in zip(self.buffers, flat.split([b.numel() for b in self.buffers])):
+            b.copy_(v.view_as(b))
 
 
 def checksum(model: torch.nn.Module) -> torch.Tensor:
