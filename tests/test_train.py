@@ -138,19 +138,21 @@ def check_compiled_once(stderr: str):
     log = [line for line in stderr.splitlines() if "[__recompiles]" in line]
     recompiles = [line for line in log if "Recompiling function" in line]
     # A recompile's cause is the first guard failure listed after it (the newest entry's; the
-    # older entries' failures follow).
+    # older entries' failures follow). torch before 2.5 lists it without the "N/M: " entry.
     causes, pending = [], False
     for line in log:
         if "Recompiling function" in line:
             pending = True
-        elif pending and (m := re.search(r"- \d+/\d+: (.+)", line)):
+        elif pending and (m := re.search(r"\] +- (?:\d+/\d+: )?(.+)", line)):
             causes.append(m.group(1))
             pending = False
     assert "recompile_limit" not in stderr, stderr[-3000:]
     assert 0 < len(recompiles) <= 4 and len(causes) == len(recompiles), "\n".join(log)
-    allowed = ("GLOBAL_STATE changed: grad_mode", "requires_grad mismatch", "rank mismatch")
+    # The shared entry's cause: "rank mismatch"; torch before 2.5 guards on the wrapped module's type.
+    shared_causes = ("rank mismatch", "___check_type_id(L['args'][0]")
+    allowed = ("GLOBAL_STATE changed: grad_mode", "requires_grad mismatch", *shared_causes)
     assert all(any(a in c for a in allowed) for c in causes), causes
-    shared = sum("rank mismatch" in c for c in causes)
+    shared = sum(any(a in c for a in shared_causes) for c in causes)
     assert len(recompiles) - shared <= 3, causes  # beyond the one shared entry, three grad-mode kinds
 
 
@@ -316,7 +318,8 @@ def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_st
                    "--r1-interval", 2, "--aug", "ada", "--grad-accum", 2, "--pl-weight", 1, "--compile", "on", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     pids = {m.group(1) for m in re.finditer(r"V\d{4} [\d:.]+ (\d+) .*\[__recompiles\]", proc.stderr)}
-    assert len(pids) == 2, proc.stderr[-3000:]
+    # torch 2.4 (the oldest artgan supports) logs no recompile here at all; newer ones the shared entry
+    assert len(pids) == 2 or (not pids and torch.__version__ < (2, 5)), proc.stderr[-3000:]
     for pid in pids:  # each rank's own log
         check_compiled_once("\n".join(l for l in proc.stderr.splitlines() if f" {pid} " in l))
     run = only_run(runs)
