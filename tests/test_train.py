@@ -482,3 +482,34 @@ def test_conditional_demo_model_varies_per_class_like_the_issue(tmp_path):
     train("--data", store, "--preset", "demo", "--cond", "--kimg", 40, "--outdir", tmp_path / "runs")
     cond = _class_diversity(checkpoint.latest(only_run(tmp_path / "runs")) / "export")
     assert min(cond) > 20, cond  # 1.9-3.3 before conditional batch norm; 21-74 for unconditional models
+
+
+def _buffer_sync_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from gan.training.runtime import BufferSync
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(rank)  # every buffer differs between the processes
+        bn = torch.nn.BatchNorm2d(3)
+        bn.running_mean.normal_()
+        bn.num_batches_tracked += 1000 * (rank + 1)
+        bn.register_buffer("constant", torch.full((2,), float(rank)), persistent=False)
+        other = torch.nn.Module()
+        other.register_buffer("w_avg", torch.randn(5))
+        BufferSync(2, bn, other)()
+        torch.save({"bn": dict(bn.named_buffers()), "w_avg": other.w_avg}, f"{out_dir}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_buffer_sync_sends_rank0_state_buffers_only(tmp_path):
+    """BufferSync (what DDP's buffer broadcast did): process 0's persistent buffers, of every dtype,
+    land exactly on the others; constant (non-persistent) buffers are not sent."""
+    torch.multiprocessing.spawn(_buffer_sync_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(r0["bn"][name], r1["bn"][name]) and r1["bn"][name].dtype == r0["bn"][name].dtype, name
+    assert r1["bn"]["num_batches_tracked"] == 1000 and torch.equal(r0["w_avg"], r1["w_avg"])
+    assert r1["bn"]["constant"].tolist() == [1.0, 1.0]  # its own, not process 0's
