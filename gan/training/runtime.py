@@ -202,16 +202,19 @@ class BufferSync:
     the filter kernels) are the same on every rank by construction and are not sent. One broadcast."""
 
     def __init__(self, num_processes: int, *models: torch.nn.Module):
-        self.buffers = [] if num_processes == 1 else [
-            b for m in models for keys in [set(m.state_dict())] for name, b in m.named_buffers() if name in keys]
+        # (model, names of its persistent buffers); the tensors are looked up at each call, so a
+        # later .to() that replaces them is followed.
+        self.models = [] if num_processes == 1 else [
+            (m, {name for name, _ in m.named_buffers()} & set(m.state_dict())) for m in models]
 
     @torch.no_grad()
     def __call__(self) -> None:
-        if not self.buffers:
+        buffers = [b for m, names in self.models for name, b in m.named_buffers() if name in names]
+        if not buffers:
             return
-        flat = torch.cat([b.reshape(-1).double() for b in self.buffers])  # exact for float32 and counts
+        flat = torch.cat([b.reshape(-1).double() for b in buffers])  # exact for float32 and counts
         torch.distributed.broadcast(flat, src=0)
-        for b, v in zip(self.buffers, flat.split([b.numel() for b in self.buffers])):
+        for b, v in zip(buffers, flat.split([b.numel() for b in buffers])):
             b.copy_(v.view_as(b))
 
 
