@@ -183,20 +183,6 @@ def _safe_name(name: str) -> str:
     return name
 
 
-def _read_image(path: str, what: str):
-    from PIL import Image
-
-    from data_prep.images import read_rgb
-    from gan.errors import UserError
-
-    try:
-        return read_rgb(path)
-    except FileNotFoundError:
-        raise UserError(f"{what} {path}: no such file") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise UserError(f"{what} {path}: not a readable image ({str(e).splitlines()[0][:120]})") from None
-
-
 # ---------------------------------------------------------------------------- commands
 def _finisher(args, meta: dict | None):
     """PIL image -> finished image for --finish (identity without it); the colour reference
@@ -293,6 +279,8 @@ def cmd_refine(args) -> int:
     from gan.style import VGGFeatures, load_vgg_state, read_style_images
     from PIL import Image
 
+    from data_prep.images import read_image_arg
+
     if (args.content is None) == (args.seeds is None):
         raise UserError("give the content as --content IMAGE or as --model MODEL --seeds S")
     if args.seeds is not None and not args.model:
@@ -309,7 +297,7 @@ def cmd_refine(args) -> int:
     contents: list[tuple[str, Image.Image]] = []
     meta = None
     if args.content is not None:
-        contents.append((name or _safe_name(Path(args.content).stem), _read_image(args.content, "--content")))
+        contents.append((name or _safe_name(Path(args.content).stem), read_image_arg(args.content, "--content")))
         dev = _device(args.device)
     else:
         seeds = parse_seeds(args.seeds)
@@ -409,12 +397,14 @@ def cmd_finish(args) -> int:
     from gan.finish import finish, parse_steps, reference_stats
     from gan.sampling import save_png
 
+    from data_prep.images import read_image_arg
+
     steps = parse_steps(args.steps)
     if "colour" in steps and not args.ref:
         from gan.errors import UserError
 
         raise UserError("--steps colour needs --ref STORE_OR_IMAGE (the colours to match)")
-    pics = [(Path(p), _read_image(p, "image")) for p in args.images]  # all readable before anything is written
+    pics = [(Path(p), read_image_arg(p, "image")) for p in args.images]  # all readable before anything is written
     ref = reference_stats(args.ref) if "colour" in steps else None
     out = _out_dir(args.out)
     for path, pic in pics:

@@ -88,6 +88,19 @@ def read_rgb(path) -> Image.Image:
         return out.copy() if out is im else out  # closing `im` frees its pixels
 
 
+def read_image_arg(path, flag: str, expected: str = "a readable image") -> Image.Image:
+    """`read_rgb` for an image a user named with `flag`: a missing or unreadable file is a
+    `UserError`, one line naming the flag and the file."""
+    from .errors import UserError
+
+    try:
+        return read_rgb(path)
+    except FileNotFoundError:
+        raise UserError(f"{flag} {path}: no such file") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{flag} {path}: not {expected} ({str(e).splitlines()[0][:120]})") from None
+
+
 def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """EXIF-transpose and normalize any Pillow mode to 8-bit RGB."""
     try:

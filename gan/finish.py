@@ -67,14 +67,9 @@ def reference_stats(path: str | Path, max_images: int = 2000) -> tuple[np.ndarra
         ds = PreparedDataset(p)
         idx = np.linspace(0, len(ds) - 1, min(max_images, len(ds))).round().astype(int)
         return colour_stats(np.asarray(ds.images[np.unique(idx)]).transpose(0, 2, 3, 1))
-    from data_prep.images import read_rgb
+    from data_prep.images import read_image_arg
 
-    try:
-        return colour_stats(np.asarray(read_rgb(p)))
-    except FileNotFoundError:
-        raise UserError(f"--finish-ref {path}: no such file or directory") from None
-    except OSError as e:
-        raise UserError(f"--finish-ref {path}: not a prepared store or readable image ({str(e)[:100]})") from None
+    return colour_stats(np.asarray(read_image_arg(p, "--finish-ref", "a prepared store or readable image")))
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:

@@ -184,18 +184,11 @@ class StyleTarget(nn.Module):
 
 def read_style_images(paths: list[str], flag: str = "--style-image") -> list:
     """RGB images, each readable and at least MIN_STYLE_SIDE px; errors name `flag`."""
-    from PIL import Image
-
-    from data_prep.images import read_rgb
+    from data_prep.images import read_image_arg
 
     images = []
     for p in paths:
-        try:
-            im = read_rgb(p)
-        except FileNotFoundError:
-            raise UserError(f"{flag} {p}: no such file") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise UserError(f"{flag} {p}: not a readable image ({str(e).splitlines()[0][:120]})") from None
+        im = read_image_arg(p, flag)
         if min(im.size) < MIN_STYLE_SIDE:
             raise UserError(f"{flag} {p} is {im.size[0]}x{im.size[1]}px; style images need at least "
                             f"{MIN_STYLE_SIDE}px on the short side (upscaling invents a style the image does not have)")

@@ -338,7 +338,7 @@ def test_style_content_and_reference_images_are_read_like_the_collection(tmp_pat
     """Style, content and --finish-ref images are read the way data_prep reads art: a 16-bit
     scan keeps its tones (Pillow's convert('RGB') clipped it to white), a phone photo stands the
     way its EXIF says, transparency lies on white (not on whatever colour hides under alpha 0)."""
-    import generate
+    from data_prep.images import read_image_arg
     from gan.finish import reference_stats
     from gan.style import read_style_images
 
@@ -354,7 +354,7 @@ def test_style_content_and_reference_images_are_read_like_the_collection(tmp_pat
     rgba = np.zeros((64, 64, 4), np.uint8)  # black under alpha 0, except an opaque red square
     rgba[16:48, 16:48] = (255, 0, 0, 255)
     Image.fromarray(rgba, "RGBA").save(clear)
-    for read in (lambda p: generate._read_image(str(p), "--content"), lambda p: read_style_images([str(p)])[0]):
+    for read in (lambda p: read_image_arg(str(p), "--content"), lambda p: read_style_images([str(p)])[0]):
         tones = np.asarray(read(scan)).astype(float)
         assert tones.shape == (64, 96, 3) and 120 < tones.mean() < 135 and tones.max() == 255, tones.mean()
         assert read(photo).size == (60, 120)

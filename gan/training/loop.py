@@ -456,12 +456,13 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
 
 def _bump_versions_like_old_ddp(rank: int, *models) -> None:
     """Test hook ("old_ddp"): do to each DDP-wrapped model what DDP's buffer broadcast did at every
-    forward before torch 2.12, whatever torch runs: copy into the synced buffers on ranks other than
-    0, bumping their version counters. Training must not depend on DDP's buffer sync (BufferSync)."""
+    forward before torch 2.12, whatever torch runs: copy into every buffer (artgan asks DDP to ignore
+    none) on ranks other than 0, bumping their version counters. Training must not depend on DDP's
+    buffer sync (BufferSync)."""
     for m in models:
         if rank == 0 or not getattr(m, "forward_sync_buffers", getattr(m, "broadcast_buffers", False)):
             continue
-        synced = [b for name, b in m.module.named_buffers() if name not in m.parameters_to_ignore]
+        synced = list(m.module.buffers())
 
         def bump(module, args, synced=synced):
             with torch.no_grad():
