@@ -405,7 +405,7 @@ def cmd_finish(args) -> int:
 
         raise UserError("--steps colour needs --ref STORE_OR_IMAGE (the colours to match)")
     pics = [(Path(p), read_image_arg(p, "image")) for p in args.images]  # all readable before anything is written
-    ref = reference_stats(args.ref) if "colour" in steps else None
+    ref = reference_stats(args.ref, "--ref") if "colour" in steps else None
     out = _out_dir(args.out)
     for path, pic in pics:
         save_png(finish(pic, steps, ref), out / f"{path.stem}.png")

@@ -58,8 +58,10 @@ def colour_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lab.mean(0), np.cov(lab, rowvar=False) + np.eye(3) * 1e-6
 
 
-def reference_stats(path: str | Path, max_images: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """Colour statistics of a prepared store (up to `max_images`, spread over it) or an image."""
+def reference_stats(path: str | Path, flag: str = "--finish-ref",
+                    max_images: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Colour statistics of a prepared store (up to `max_images`, spread over it) or an image;
+    `flag` names the option that gave `path` in an unreadable file's one-line error."""
     p = Path(path)
     if p.is_dir():
         from data_prep.store import PreparedDataset
@@ -69,7 +71,7 @@ def reference_stats(path: str | Path, max_images: int = 2000) -> tuple[np.ndarra
         return colour_stats(np.asarray(ds.images[np.unique(idx)]).transpose(0, 2, 3, 1))
     from data_prep.images import read_image_arg
 
-    return colour_stats(np.asarray(read_image_arg(p, "--finish-ref", "a prepared store or readable image")))
+    return colour_stats(np.asarray(read_image_arg(p, flag, "a prepared store or readable image")))
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:

@@ -184,6 +184,12 @@ def test_finish_colour_detail_upscale_on_real_images(tmp_path, proc_store):
     assert Image.open(tmp_path / "f" / "a.png").size == (192, 192)
     assert_user_error(run_main(generate.main, "finish", src, "--steps", "colour", "--out", tmp_path / "g"), "--ref")
     assert_user_error(run_main(generate.main, "finish", src, "--steps", "glow", "--out", tmp_path / "g"), "colour")
+    # An unreadable reference is named by the flag this command takes (--ref, not refine's --finish-ref).
+    bad_ref = tmp_path / "notes.txt"
+    bad_ref.write_text("not an image")
+    proc = run_main(generate.main, "finish", src, "--steps", "colour", "--ref", bad_ref, "--out", tmp_path / "g")
+    assert_user_error(proc, f"--ref {bad_ref}", "not a prepared store or readable image")
+    assert "--finish-ref" not in proc.stderr
     assert not (tmp_path / "g").exists()
 
 
