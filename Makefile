@@ -98,7 +98,9 @@ bench-gpu: $(STAMP)
 	$(PY) bench/train.py --device cuda --presets sg2ada256 --precisions bf16 --compile off 2>&1 | tee $(BENCH_OUT)/train-eager.log
 	$(PY) bench/train.py --device cuda --presets sg2ada256,stylegan256 --precisions bf16 --compile-mode reduce-overhead 2>&1 | tee $(BENCH_OUT)/train-cudagraphs.log
 	$(PY) bench/loader.py --device cuda 2>&1 | tee $(BENCH_OUT)/loader.log
-	$(PY) bench/generate.py --device cuda --presets dcgan64,stylegan256 --refine-size 512 2>&1 | tee $(BENCH_OUT)/generate.log
+	@# Without cached VGG19 weights: random ones, said in the log (a machine without internet may hang on a download).
+	VGG=$$($(PY) -m gan.weights vgg19 || echo "--vgg-weights random"); \
+	$(PY) bench/generate.py --device cuda --presets dcgan64,stylegan256 --refine-size 512 $$VGG 2>&1 | tee $(BENCH_OUT)/generate.log
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -61,12 +61,12 @@ def matmul_peak(dtype, device: str, seconds=1.5) -> float:
 
 
 def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | None, device: str,
-               compile_: str = "auto", compile_mode: str = "default") -> dict:
+               compile_: str = "auto", compile_mode: str = "default", kimg: float | None = None) -> dict:
     preset, extra = CONFIGS.get(name, (name, []))
     cpu_batch = ["--batch", str(BATCH[name])] if device == "cpu" and name in BATCH else []
     args = train_cli.build_parser().parse_args(
         ["--data", str(store), "--preset", preset, "--mixed-precision", precision,
-         "--kimg", str(KIMG[name][device == "cuda"]), "--snap", "1e6", "--checkpoint-every", "1e6",
+         "--kimg", str(kimg or KIMG[name][device == "cuda"]), "--snap", "1e6", "--checkpoint-every", "1e6",
          "--outdir", str(tmp / "runs"), "--aug", "ada", "--compile", compile_,
          "--compile-mode", compile_mode] + extra + cpu_batch + (["--batch", str(batch)] if batch else []))
     plan = resolve(args)
@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--presets", default="demo,dcgan64,stylegan128")
     ap.add_argument("--precisions", default="no,bf16")
     ap.add_argument("--batch", type=int, default=None, help="override the presets' batch")
+    ap.add_argument("--kimg", type=float, default=None, help="override each run's length (kimg; 3 warm-up steps come first)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(TrainConfig)}  # train.py's own
     ap.add_argument("--compile", choices=choices["compile"], default="auto",
@@ -109,7 +110,7 @@ def main() -> None:
         # Accelerate's state is per process: each measurement runs in its own interpreter.
         preset, prec, store, tmp = args.single.split(",")
         print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device, args.compile,
-                                                  args.compile_mode)))
+                                                  args.compile_mode, args.kimg)))
         return
     peaks = {"no": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
     if device == "cuda":
@@ -128,6 +129,8 @@ def main() -> None:
                        "--device", device, "--compile", args.compile, "--compile-mode", args.compile_mode]
                 if args.batch:
                     cmd += ["--batch", str(args.batch)]
+                if args.kimg:
+                    cmd += ["--kimg", str(args.kimg)]
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 found = [l for l in proc.stdout.splitlines() if l.startswith("ROW ")]
                 if proc.returncode != 0 or not found:

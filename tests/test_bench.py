@@ -1,0 +1,64 @@
+"""The benchmark scripts run, on CPU at toy sizes, and print what they promise.
+
+They are not timed here (the figures are the scripts' business); this checks that they still
+start, measure every row and phase they name, and end with their JSON line. A GPU session has
+30 minutes and runs these scripts first: bench/phases.py had stopped starting at all (a local
+import made `torch` unbound in main) and nothing but a GPU call would have shown it.
+"""
+import json
+
+import pytest
+
+from conftest import run_cli
+
+# A StyleGAN small enough for seconds per phase, with every phase on (R1, path length).
+TINY_STYLEGAN = ["--arch", "stylegan", "--resolution", 32, "--channel-base", 256, "--channel-max", 16, "--map", 2,
+                 "--z-dim", 16, "--w-dim", 16, "--batch", 4, "--pl-weight", 1]
+
+
+def bench(*args) -> dict:
+    proc = run_cli(*args, env={"CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_bench_train_rows_and_mfu():
+    out = bench("bench/train.py", "--device", "cpu", "--presets", "demo", "--precisions", "no,bf16", "--kimg", 0.4)
+    assert out["failed"] == []
+    assert [r["precision"] for r in out["rows"]] == ["no", "bf16"]
+    for r in out["rows"]:
+        assert r["img_per_s"] > 0 and r["s_per_kimg"] > 0 and 0 < r["mfu"] and r["peak_mem_gib"] > 0, r
+    assert out["peak_tflops"]["no"] > 0 and out["peak_tflops"]["bf16"] > 0
+
+
+def test_bench_phases_every_phase_and_variant():
+    variants = ["artgan", "taps", "channels_last"]
+    out = bench("bench/phases.py", "--device", "cpu", "--repeats", 1, "--variants", ",".join(variants), "--",
+                *TINY_STYLEGAN)
+    assert list(out["s_per_kimg"]) == variants and all(v > 0 for v in out["s_per_kimg"].values())
+    for v in variants:
+        phases = out["phases"][v]
+        assert set(phases) == {"loader", "D", "G", "EMA", "R1", "PL"}, phases.keys()
+        assert all(p["ms"] > 0 and p["launches"] > 0 for p in phases.values()), phases
+
+
+def test_bench_generate_sampling_and_refine():
+    out = bench("bench/generate.py", "--device", "cpu", "--presets", "demo", "--seconds", 0.3, "--refine-steps", 4,
+                "--refine-size", 64, "--vgg-weights", "random")
+    assert out["vgg_weights"] == "random"
+    (row,) = out["sampling"]
+    assert row["preset"] == "demo" and row["fp32_img_per_s"] > 0 and row["bf16_img_per_s"] > 0
+    assert set(out["refine"]) == {"lbfgs-fp32", "adam-fp32", "adam-bf16"}
+    for name, r in out["refine"].items():
+        assert r["s_per_step"] > 0 and r["style_end"] <= r["style_start"], (name, r)
+
+
+# The host-side data benchmarks: simple scripts, run with `make test-slow`.
+@pytest.mark.slow
+@pytest.mark.parametrize("script,args", [("bench/loader.py", ["--seconds", 0.3, "--images", 128]),
+                                         ("bench/prepare.py", ["--images", 16, "--resolution", 32])])
+def test_bench_data_scripts(script, args):
+    out = bench(script, *args)
+    rates = [r["img_per_s"] for r in out["rows"]] if "rows" in out else [out["img_per_s"]]
+    assert rates and all(r > 0 for r in rates), out
