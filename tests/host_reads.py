@@ -1,8 +1,9 @@
 """Run a short training in this process and report every host read of a tensor (`bool()`,
-`float()`, `.item()`, `.tolist()`, `.cpu()`, ...) and every tensor made from Python data on a
-named device, with the training step it happened in, as JSON on the last line. On a GPU each
-of these waits for the device (a device->host read, or a blocking host->device copy).
-    python tests/host_reads.py TRAIN_ARGS...   (used by test_train.py)
+`float()`, `.item()`, `.tolist()`, `.cpu()`, ...), every tensor made from Python data on a
+named device and, on a GPU, every copy to it from pageable host memory, with the training step
+it happened in, as JSON on the last line. On a GPU each of these waits for the device (a
+device->host read, or a host->device copy that waits for the queued kernels).
+    python tests/host_reads.py TRAIN_ARGS...   (used by test_train.py and tests/gpu)
 """
 import json
 import os
@@ -22,6 +23,7 @@ from gan.training.setup import resolve  # noqa: E402
 
 READS = {"__bool__", "__float__", "__int__", "__index__", "item", "tolist", "numpy", "cpu"}
 FROM_HOST = {"tensor", "as_tensor"}  # from Python data onto a device: a copy that waits for a GPU
+COPIES = {"to", "cuda", "copy_"}  # from pageable host memory to a GPU: the copy waits for the queue
 HOST_SIDE = ("/torch/utils/data/", "/data_prep/")  # the loader's own host tensors (indices, labels)
 
 
@@ -34,13 +36,23 @@ class HostReads(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         kwargs = kwargs or {}
         from_host = name in FROM_HOST and kwargs.get("device") is not None and not isinstance(args[0], torch.Tensor)
+        out = func(*args, **kwargs)
+        if name in COPIES and self.pageable_copy(name, args, out):
+            name, from_host = "pageable " + name, True
         if name in READS or from_host:
             stack = traceback.extract_stack()[:-1]
             if not any(part in f.filename for f in stack[-6:] for part in HOST_SIDE):
                 caller = next(f for f in reversed(stack) if "/torch/" not in f.filename)
                 self.reads.append({"step": self.trainer.counters.step, "op": name,
                                    "at": f"{Path(caller.filename).name}:{caller.lineno}"})
-        return func(*args, **kwargs)
+        return out
+
+    @staticmethod
+    def pageable_copy(name, args, out) -> bool:
+        """A host tensor in pageable memory copied to a GPU (`.to`/`.cuda`/`copy_`)."""
+        src, dst = (args[1], args[0]) if name == "copy_" else (args[0], out)
+        return (isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor) and src.device.type == "cpu"
+                and dst.device.type != "cpu" and not src.is_pinned())
 
 
 trainer = launch(resolve(train_cli.build_parser().parse_args(sys.argv[1:])))

@@ -62,12 +62,22 @@ class DeviceBatches:
         """An endless iterator of (images in [-1, 1], labels), `micro` indices from `sampler` each."""
         indices = iter(sampler)
         while True:
-            idx = torch.tensor(list(itertools.islice(indices, micro)), dtype=torch.int64).to(self.device, non_blocking=True)
+            idx = to_device_async(torch.tensor(list(itertools.islice(indices, micro)), dtype=torch.int64), self.device)
             mirror = idx >= self.count
             src = torch.where(mirror, idx - self.count, idx)
             x = self.images[src]
             x = torch.where(mirror[:, None, None, None], x.flip(3), x)
             yield self.normalize(x), self.labels[src]
+
+
+def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` (on the host) copied to `device` without making the host wait for the GPU. A copy
+    from pageable memory makes CUDA wait for every kernel already queued before it starts (a
+    sync per step, which no host read shows); from pinned memory it is queued like a kernel.
+    PyTorch's pinned-memory cache keeps the source until the copy has run."""
+    if device.type == "cuda" and t.device.type == "cpu" and not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 def fits_on_device(nbytes: int, device: torch.device, share: float = 0.25) -> bool:

@@ -28,7 +28,7 @@ from ..export import save_generator
 from ..models import arch_of, build_discriminator, build_generator
 from ..sampling import grid_cols, latents_for_seeds, save_grid
 from . import checkpoint, finetune
-from .data import DeviceBatches, InfiniteSampler, fits_on_device
+from .data import DeviceBatches, InfiniteSampler, fits_on_device, to_device_async
 from .ema import recalibrate_batchnorm, update_ema
 from .phases import Phases
 from .runtime import BufferSync, Compiler, compile_backend, is_oom, micro_batch, next_multiple
@@ -147,6 +147,9 @@ class Trainer(Phases, TrainerState):
                                              collate_fn=type(self.dataset).collate, num_workers=self.cfg.workers,
                                              worker_init_fn=partial(type(self.dataset).worker_init, os.getpid()),
                                              drop_last=True,
+                                             # Pinned batches: their copy to the GPU does not wait
+                                             # for the queued kernels (see data.to_device_async).
+                                             pin_memory=self.acc.device.type == "cuda",
                                              # Own generator: creating an iterator must not consume the
                                              # global RNG, or a resumed run would diverge from an unbroken one.
                                              generator=torch.Generator().manual_seed(self.cfg.seed))
@@ -157,8 +160,8 @@ class Trainer(Phases, TrainerState):
         self.counters.data_pos += x.shape[0]
         if self.mcfg.c_dim and self.cfg.fixed_class >= 0:  # conditional base model, unlabelled store
             c = torch.full((x.shape[0],), self.cfg.fixed_class, dtype=torch.long, device=self.acc.device)
-        c = c.to(self.acc.device, non_blocking=True) if self.mcfg.c_dim else None
-        return x.to(self.acc.device, non_blocking=True), c
+        c = to_device_async(c, self.acc.device) if self.mcfg.c_dim else None
+        return to_device_async(x, self.acc.device), c
 
     @torch.no_grad()
     def _init_w_avg(self) -> None:

@@ -188,15 +188,17 @@ def test_fp16_scaler_on_gpu_backs_off_from_injected_overflows(tmp_path, proc_sto
     assert scale <= 2.0 ** 16 / 2 ** 6
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_training_steps_do_not_sync_on_gpu(tmp_path, proc_store, precision):
+@pytest.mark.parametrize("precision,data_on_device", [("bf16", "on"), ("bf16", "off"), ("fp16", "on")])
+def test_training_steps_do_not_sync_on_gpu(tmp_path, proc_store, precision, data_on_device):
     """No host read of a tensor (a device sync) between settle points on CUDA, fp16's scaler
-    included, and CUDA's own sync detector agrees."""
+    included, and CUDA's own sync detector agrees. Neither does a step copy from pageable host
+    memory, whose copy waits for the queued kernels (the store on the GPU: the batch's indices;
+    the DataLoader: its batches)."""
     needs_fp16_device(precision)
     out = run_cli("tests/host_reads.py", "--data", proc_store, "--outdir", tmp_path, *TINY_STYLE, "--pl-weight", 2,
                   "--pl-interval", 2, "--r1-gamma", 1, "--r1-interval", 3, "--aug", "fixed", "--aug-p", 0.3,
                   "--batch", 8, "--kimg", 0.096, "--log-every", 1000, "--snap", 1000, "--checkpoint-every", 1000,
-                  "--mixed-precision", precision, "--compile", "off", check=0,
+                  "--mixed-precision", precision, "--compile", "off", "--data-on-device", data_on_device, check=0,
                   env={"ARTGAN_CUDA_SYNC_DEBUG": "1"}).stdout
     report = json.loads(out.strip().splitlines()[-1])
     stray = [r for r in report["reads"] if r["step"] not in (0, report["steps"])]
