@@ -1,4 +1,4 @@
-"""New artworks from a trained model: sample, interpolate, mix, refine, export.
+"""New artworks from a trained model: sample, interpolate, mix, project, refine, export.
 
     python generate.py sample --model runs/00000-demo --seeds 0-63 --grid --out out/
 """
@@ -31,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="one PNG per seed (+ grid.png)")
     common(s)
     finishing(s)
-    s.add_argument("--seeds", required=True, help="e.g. 0-63,100")
+    s.add_argument("--seeds", default=None, help="e.g. 0-63,100")
+    s.add_argument("--latent", action="append", default=None, metavar="FILE",
+                   help="instead of --seeds: a latent saved by `project` (repeat for several)")
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--grid", action="store_true", help="also write grid.png")
     s.add_argument("--out", required=True, help="output directory")
@@ -73,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--vgg-weights", default=None, help="VGG .pth/.safetensors, or 'random' (tests, offline demos)")
     r.add_argument("--name", default=None, help="output file prefix (default: content name or seedNNNN)")
     r.add_argument("--out", required=True, help="output directory")
+
+    j = sub.add_parser("project", help="find the latent whose image is closest to a target image")
+    j.add_argument("targets", nargs="+", metavar="IMAGE", help="target image files")
+    j.add_argument("--model", required=True, help="run dir, checkpoint dir, exported folder or Hub id")
+    j.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    j.add_argument("--class", dest="cls", default=None, help="class name, for conditional models")
+    j.add_argument("--steps", type=int, default=300)
+    j.add_argument("--seed", type=int, default=0, help="noise on w (StyleGAN), random starts (DCGAN)")
+    j.add_argument("--vgg", choices=("vgg19", "vgg16"), default="vgg19", help="feature network of the distance")
+    j.add_argument("--vgg-weights", default=None, help="VGG .pth/.safetensors, or 'random' (tests, offline demos)")
+    j.add_argument("--out", required=True, help="output directory")
 
     v = sub.add_parser("eval", help="SWD / FID / KID / precision-recall against a prepared store")
     common(v)
@@ -211,22 +224,36 @@ def cmd_sample(args) -> int:
     from gan.sampling import grid_cols, grid_image, parse_seeds, save_png, to_uint8
     from PIL import Image
 
-    seeds = parse_seeds(args.seeds)
+    if (args.seeds is None) == (args.latent is None):
+        raise UserError("give --seeds S or --latent FILE (a latent saved by `generate.py project`)")
     if args.batch < 1:
         raise UserError("--batch must be positive")
-    sampler, c, meta = _sampler(args)
+    if args.latent is not None:
+        from gan.project import read_latent
+
+        if args.cls is not None or args.trunc != 1.0:
+            raise UserError("a projected latent is rendered as it was found; drop --class and --trunc")
+        args.cls = None
+        sampler, _, meta = _sampler(args, need_class=False)
+        latents = [read_latent(path, sampler) for path in args.latent]  # all checked before anything is written
+        items = [(Path(path).stem.removesuffix("_latent"), lat) for path, lat in zip(args.latent, latents)]
+        rendered = ((name, sampler.from_latent(lat)[0].cpu()) for name, lat in items)
+    else:
+        seeds = parse_seeds(args.seeds)
+        sampler, c, meta = _sampler(args)
+        rendered = ((f"seed{seed:04d}", img) for seed, img in sampler.seeds(seeds, c, args.trunc, args.batch))
     finisher = _finisher(args, meta)
     out = _out_dir(args.out)
     imgs = []
-    for seed, img in sampler.seeds(seeds, c, args.trunc, args.batch):
+    for name, img in rendered:
         pic = finisher(Image.fromarray(to_uint8(img[None])[0]))
-        save_png(pic, out / f"seed{seed:04d}.png")
+        save_png(pic, out / f"{name}.png")
         if args.grid:
             imgs.append(torch.from_numpy(np.asarray(pic, np.float32) / 127.5 - 1).permute(2, 0, 1))
     if args.grid:
         save_png(grid_image(torch.stack(imgs), grid_cols(len(imgs))), out / "grid.png")
-    noun = "image" if len(seeds) == 1 else "images"
-    print(f"wrote {len(seeds)} {noun} to {out}" + (f" (+ {out / 'grid.png'})" if args.grid else ""))
+    n = len(args.latent) if args.latent is not None else len(seeds)
+    print(f"wrote {n} {'image' if n == 1 else 'images'} to {out}" + (f" (+ {out / 'grid.png'})" if args.grid else ""))
     return 0
 
 
@@ -413,7 +440,44 @@ def cmd_finish(args) -> int:
     return 0
 
 
-COMMANDS = {"eval": cmd_eval, "sample": cmd_sample, "interpolate": cmd_interpolate, "mix": cmd_mix, "refine": cmd_refine,
+def cmd_project(args) -> int:
+    from gan.errors import UserError
+    from gan.integrity import write_atomic
+    from gan.project import ProjectOptions, project, save_latent, target_tensor
+    from gan.refine import strip
+    from gan.sampling import save_png, to_uint8
+    from gan.style import VGGFeatures, load_vgg_state
+    from PIL import Image
+
+    from data_prep.images import read_image_arg
+
+    if args.steps < 1:
+        raise UserError("--steps must be at least 1")
+    names = [_safe_name(Path(t).stem) for t in args.targets]
+    if len(set(names)) != len(names):
+        raise UserError("two targets have the same file name; their outputs would overwrite each other")
+    targets = [read_image_arg(t, "target") for t in args.targets]  # all readable before anything runs
+    args.precision, args.trunc = "no", 1.0
+    sampler, c, _ = _sampler(args)
+    vgg = VGGFeatures(load_vgg_state(args.vgg_weights, args.vgg), args.vgg)
+    out = _out_dir(args.out)
+    res = sampler.cfg.resolution
+    for name, target in zip(names, targets):
+        latent, img, report = project(sampler, target, vgg, ProjectOptions(steps=args.steps, seed=args.seed), c)
+        pic = Image.fromarray(to_uint8(img)[0])
+        goal = Image.fromarray(to_uint8(target_tensor(target, res))[0])
+        save_png(pic, out / f"{name}_projected.png")
+        save_png(strip([goal, pic], max(res, 256)), out / f"{name}_strip.png")
+        save_latent(out / f"{name}_latent.safetensors", latent, sampler, args.cls, args.model)
+        summary = {k: report[k] for k in ("space", "steps", "start", "end")}
+        write_atomic(out / f"{name}_report.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+        print(f"{name}: distance {report['start']['distance']:.4g} -> {report['end']['distance']:.4g}, "
+              f"PSNR {report['end']['psnr']:.1f} dB; wrote {out / (name + '_projected.png')}, _strip.png and "
+              f"_latent.safetensors (render it: generate.py sample --latent)")
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "project": cmd_project, "sample": cmd_sample, "interpolate": cmd_interpolate, "mix": cmd_mix, "refine": cmd_refine,
             "export": cmd_export, "finish": cmd_finish}
 
 if __name__ == "__main__":

@@ -192,6 +192,15 @@ class Sampler:
         with self._autocast():
             return self.G(z.to(self.device) * trunc, self._c(len(z), c)).float()
 
+    @torch.no_grad()
+    def from_latent(self, lat: dict) -> torch.Tensor:
+        """The image of a projected latent (`gan.project.read_latent`): one w for every layer, or z."""
+        x = lat["latent"].to(self.device)
+        if lat["space"] == "w":
+            return self.synth(x[:, None, :].expand(-1, self.G.num_ws, -1))
+        with self._autocast():
+            return self.G(x, self._c(len(x), lat["c"])).float()
+
     def seeds(self, seeds: list[int], c: int | None, trunc: float = 1.0, batch: int = 32):
         """Yield (seed, image tensor) in seed order, `batch` at a time."""
         for i in range(0, len(seeds), batch):

@@ -412,3 +412,54 @@ def test_demo_vgg_check_is_quiet_offline(tmp_path):
     # An SPDX string, not the deprecated table that made setuptools print a warning block twice.
     meta = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()  # no tomllib on Python 3.10
     assert re.search(r'^license = "MIT"$', meta, re.M)
+
+
+def test_project_finds_a_generated_image_and_sample_renders_its_latent(models, tmp_path):
+    """`project` recovers a latent for an image the model made (StyleGAN: one w from the mean w;
+    DCGAN: z from the closest random starts), and `sample --latent` renders that latent into
+    exactly the projected image. A latent is refused by a model it does not fit, in one line."""
+    gen_in_process("sample", "--model", models["style"], "--seeds", 11, "--class", "Cubism", "--out", tmp_path / "t")
+    target = tmp_path / "t" / "seed0011.png"
+    out = tmp_path / "p"
+    proc = gen("project", target, "--model", models["style"], "--class", "Cubism", "--steps", 60,
+               "--vgg-weights", "random", "--out", out)
+    assert "Traceback" not in proc.stderr
+    report = json.loads((out / "seed0011_report.json").read_text())
+    assert report["space"] == "w" and report["steps"] == 60
+    start, end = report["start"], report["end"]
+    assert end["distance"] < 0.3 * start["distance"], report
+    assert end["psnr"] > start["psnr"] + 5, report
+    assert Image.open(out / "seed0011_strip.png").size[1] == 256
+    latent = out / "seed0011_latent.safetensors"
+    gen_in_process("sample", "--model", models["style"], "--latent", latent, "--grid", "--out", tmp_path / "r")
+    again = np.asarray(Image.open(tmp_path / "r" / "seed0011.png"))
+    assert np.array_equal(again, np.asarray(Image.open(out / "seed0011_projected.png")))
+    assert (tmp_path / "r" / "grid.png").exists()
+
+    # DCGAN: z, the best of the starts optimized together.
+    gen_in_process("sample", "--model", models["dcgan"], "--seeds", 4, "--out", tmp_path / "t2")
+    gen_in_process("project", tmp_path / "t2" / "seed0004.png", "--model", models["dcgan"], "--steps", 25,
+                   "--vgg-weights", "random", "--out", tmp_path / "p2")
+    report = json.loads((tmp_path / "p2" / "seed0004_report.json").read_text())
+    assert report["space"] == "z" and report["end"]["distance"] < 0.7 * report["start"]["distance"], report
+    z_latent = tmp_path / "p2" / "seed0004_latent.safetensors"
+    gen_in_process("sample", "--model", models["dcgan"], "--latent", z_latent, "--out", tmp_path / "r2")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "r2" / "seed0004.png")),
+                          np.asarray(Image.open(tmp_path / "p2" / "seed0004_projected.png")))
+
+    # Refusals: one line each, nothing written.
+    bad = tmp_path / "bad"
+    assert_user_error(gen_in_process("sample", "--model", models["style"], "--latent", z_latent, "--out", bad,
+                                     check=None), "z latent", "this model takes a w latent")
+    (tmp_path / "notes.safetensors").write_bytes(b"not a tensor file")
+    assert_user_error(gen_in_process("sample", "--model", models["style"], "--latent", tmp_path / "notes.safetensors",
+                                     "--out", bad, check=None), "not a latent saved by generate.py project")
+    assert_user_error(gen_in_process("sample", "--model", models["style"], "--latent", latent, "--seeds", 1,
+                                     "--out", bad, check=None), "--seeds", "--latent")
+    assert_user_error(gen_in_process("sample", "--model", models["style"], "--latent", tmp_path / "none.safetensors",
+                                     "--out", bad, check=None), "no such file")
+    assert_user_error(gen_in_process("project", tmp_path / "none.png", "--model", models["style"], "--class", "Cubism",
+                                     "--out", bad, check=None), "no such file")
+    assert_user_error(gen_in_process("project", target, "--model", models["style"], "--vgg-weights", "random",
+                                     "--out", bad, check=None), "--class")
+    assert not bad.exists()

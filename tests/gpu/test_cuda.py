@@ -153,6 +153,15 @@ def test_every_cli_command_on_cuda(trained, tmp_path, proc_store):
                 ["eval", "--data", proc_store, "--metrics", "swd", "--num", 64, "--json", tmp_path / "e.json"]):
         run_cli("generate.py", cmd[0], "--model", trained, "--device", DEV, "--class", "grid", *cmd[1:], check=0)
     assert Image.open(tmp_path / "s" / "grid.png").size == (4 * 32, 2 * 32)
+    # A projection on the GPU, and its latent rendered there into the same image.
+    run_cli("generate.py", "project", tmp_path / "s" / "seed0003.png", "--model", trained, "--device", DEV, "--class",
+            "grid", "--steps", 30, "--vgg-weights", "random", "--out", tmp_path / "p", check=0)
+    report = json.loads((tmp_path / "p" / "seed0003_report.json").read_text())
+    assert report["end"]["distance"] < report["start"]["distance"], report
+    run_cli("generate.py", "sample", "--model", trained, "--device", DEV, "--latent",
+            tmp_path / "p" / "seed0003_latent.safetensors", "--out", tmp_path / "pl", check=0)
+    again = np.asarray(Image.open(tmp_path / "pl" / "seed0003.png")).astype(int)
+    assert np.abs(again - np.asarray(Image.open(tmp_path / "p" / "seed0003_projected.png"))).max() <= 1
     cpu = run_cli("generate.py", "eval", "--model", trained, "--device", "cpu", "--data", proc_store, "--metrics", "swd",
                   "--num", 64, "--json", tmp_path / "c.json", check=0)
     g = json.loads((tmp_path / "e.json").read_text())["metrics"]
