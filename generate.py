@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("interpolate", help="a walk through seeds as GIF or MP4")
     common(i)
-    i.add_argument("--seeds", required=True, help="waypoints, e.g. 1,5,9")
+    i.add_argument("--seeds", default=None, help="waypoints, e.g. 1,5,9")
+    i.add_argument("--latent", action="append", default=None, metavar="FILE",
+                   help="instead of --seeds: waypoints saved by `project` (repeat, in order)")
     i.add_argument("--frames", type=int, default=48, help="total frames")
     i.add_argument("--fps", type=int, default=24)
     i.add_argument("--loop", action="store_true", help="return to the first seed")
@@ -261,21 +263,40 @@ def cmd_interpolate(args) -> int:
     from gan.errors import UserError
     from gan.sampling import interpolation_frames, parse_seeds, require_mp4_writer, write_animation
 
-    seeds = parse_seeds(args.seeds)
+    if (args.seeds is None) == (args.latent is None):
+        raise UserError("give the waypoints as --seeds S or as --latent FILE (repeated; saved by `generate.py project`)")
+    waypoints = parse_seeds(args.seeds) if args.seeds is not None else args.latent
     out = Path(args.out)
     suffix = out.suffix.lower()
     if suffix not in (".gif", ".mp4"):
         raise UserError(f"--out {args.out}: use a .gif or .mp4 file name")
-    if len(seeds) < 2 and not args.loop:
-        raise UserError("--seeds needs at least two waypoints to interpolate between")
+    if len(waypoints) < 2 and not args.loop:
+        raise UserError(f"{'--seeds' if args.seeds is not None else '--latent'} needs at least two waypoints "
+                        "to interpolate between")
     if args.frames < 2 or args.fps < 1:
         raise UserError("--frames must be >= 2 and --fps >= 1")
     if suffix == ".mp4":
         require_mp4_writer()
     if out.exists() and out.is_dir():
         raise UserError(f"--out {args.out} is a directory; pass a file name")
-    sampler, c, _ = _sampler(args)
-    frames = interpolation_frames(sampler, seeds, args.frames, args.loop, c, args.trunc)
+    if args.latent is not None:
+        import torch
+
+        from gan.project import read_latent
+        from gan.sampling import walk_frames
+
+        if args.cls is not None or args.trunc != 1.0:
+            raise UserError("projected latents are walked as they were found; drop --class and --trunc")
+        sampler, _, _ = _sampler(args, need_class=False)
+        latents = [read_latent(path, sampler) for path in args.latent]
+        classes = {lat["c"] for lat in latents}
+        if len(classes) > 1:  # DCGAN takes the class beside z: one walk, one class
+            raise UserError("--latent: these latents were projected for different classes; walk one class at a time")
+        keys = torch.cat([lat["latent"] for lat in latents])
+        frames = walk_frames(sampler, keys, args.frames, args.loop, classes.pop())
+    else:
+        sampler, c, _ = _sampler(args)
+        frames = interpolation_frames(sampler, waypoints, args.frames, args.loop, c, args.trunc)
     write_animation(frames, out, args.fps)
     print(f"wrote {len(frames)} frames to {out}")
     return 0

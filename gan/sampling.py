@@ -222,6 +222,13 @@ def interpolation_frames(sampler: Sampler, seeds: list[int], frames: int, loop: 
     slerp in z for DCGAN, lerp in w for StyleGAN."""
     z = latents_for_seeds(seeds, sampler.cfg.z_dim)
     keys = sampler.ws(z, c, trunc)[:, 0] if sampler.arch.mapping else z * trunc
+    return walk_frames(sampler, keys, frames, loop, c, batch)
+
+
+def walk_frames(sampler: Sampler, keys: torch.Tensor, frames: int, loop: bool, c: int | None,
+                batch: int = 16) -> list[np.ndarray]:
+    """`frames` images walking through the waypoints `keys` (one w each for StyleGAN, one z each
+    for DCGAN; seeds' or projected latents), back to the first when `loop`."""
     if loop:
         keys = torch.cat([keys, keys[:1]])
     segments = len(keys) - 1

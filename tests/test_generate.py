@@ -435,6 +435,19 @@ def test_project_finds_a_generated_image_and_sample_renders_its_latent(models, t
     again = np.asarray(Image.open(tmp_path / "r" / "seed0011.png"))
     assert np.array_equal(again, np.asarray(Image.open(out / "seed0011_projected.png")))
     assert (tmp_path / "r" / "grid.png").exists()
+    # A walk from one projected artwork to another (a second, quick projection).
+    gen_in_process("sample", "--model", models["style"], "--seeds", 12, "--class", "Cubism", "--out", tmp_path / "t")
+    gen_in_process("project", tmp_path / "t" / "seed0012.png", "--model", models["style"], "--class", "Cubism",
+                   "--steps", 3, "--vgg-weights", "random", "--out", out)
+    gen_in_process("interpolate", "--model", models["style"], "--latent", latent, "--latent",
+                   out / "seed0012_latent.safetensors", "--frames", 5, "--out", tmp_path / "walk.gif")
+    walk = Image.open(tmp_path / "walk.gif")
+    assert walk.n_frames == 5
+    for frame, name in ((0, "seed0011"), (4, "seed0012")):  # from one projection to the other
+        walk.seek(frame)
+        pic = np.asarray(walk.convert("RGB"), dtype=float)  # GIF: a 256-colour palette, so not exact
+        # (here about 5 levels from its own projection; 46 from the other one)
+        assert np.abs(pic - np.asarray(Image.open(out / f"{name}_projected.png"), dtype=float)).mean() < 15, name
 
     # DCGAN: z, the best of the starts optimized together.
     gen_in_process("sample", "--model", models["dcgan"], "--seeds", 4, "--out", tmp_path / "t2")
@@ -456,6 +469,10 @@ def test_project_finds_a_generated_image_and_sample_renders_its_latent(models, t
                                      "--out", bad, check=None), "not a latent saved by generate.py project")
     assert_user_error(gen_in_process("sample", "--model", models["style"], "--latent", latent, "--seeds", 1,
                                      "--out", bad, check=None), "--seeds", "--latent")
+    assert_user_error(gen_in_process("interpolate", "--model", models["style"], "--latent", latent, "--out",
+                                     bad / "w.gif", check=None), "at least two waypoints")
+    assert_user_error(gen_in_process("interpolate", "--model", models["style"], "--latent", latent, "--latent", latent,
+                                     "--trunc", 0.5, "--out", bad / "w.gif", check=None), "drop --class and --trunc")
     assert_user_error(gen_in_process("sample", "--model", models["style"], "--latent", tmp_path / "none.safetensors",
                                      "--out", bad, check=None), "no such file")
     assert_user_error(gen_in_process("project", tmp_path / "none.png", "--model", models["style"], "--class", "Cubism",
