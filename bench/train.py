@@ -101,6 +101,7 @@ def main() -> None:
                     help="train.py's --compile (auto: on with a GPU); compile time is inside the warm-up steps")
     ap.add_argument("--compile-mode", choices=choices["compile_mode"], default="default",
                     help="train.py's --compile-mode (reduce-overhead: CUDA graphs)")
+    ap.add_argument("--peak-seconds", type=float, default=1.5, help="time per matmul peak measurement")
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)  # PRESET,PRECISION,STORE,TMP
     args = ap.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -112,9 +113,10 @@ def main() -> None:
         print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device, args.compile,
                                                   args.compile_mode, args.kimg)))
         return
-    peaks = {"no": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    peaks = {"no": matmul_peak(torch.float32, device, args.peak_seconds),
+             "bf16": matmul_peak(torch.bfloat16, device, args.peak_seconds)}
     if device == "cuda":
-        peaks["fp16"] = matmul_peak(torch.float16, device)
+        peaks["fp16"] = matmul_peak(torch.float16, device, args.peak_seconds)
     env = dict(os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if device == "cpu" else {}))
     rows, failed = [], []
     with tempfile.TemporaryDirectory() as t:

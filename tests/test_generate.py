@@ -451,7 +451,7 @@ def test_project_finds_a_generated_image_and_sample_renders_its_latent(models, t
 
     # DCGAN: z, the best of the starts optimized together.
     gen_in_process("sample", "--model", models["dcgan"], "--seeds", 4, "--out", tmp_path / "t2")
-    gen_in_process("project", tmp_path / "t2" / "seed0004.png", "--model", models["dcgan"], "--steps", 25,
+    gen_in_process("project", tmp_path / "t2" / "seed0004.png", "--model", models["dcgan"], "--steps", 15,
                    "--vgg-weights", "random", "--out", tmp_path / "p2")
     report = json.loads((tmp_path / "p2" / "seed0004_report.json").read_text())
     assert report["space"] == "z" and report["end"]["distance"] < 0.7 * report["start"]["distance"], report
