@@ -198,6 +198,18 @@ def _safe_name(name: str) -> str:
     return name
 
 
+def _latent_sampler(args):
+    """(sampler, model meta, the --latent files read and checked against the model), before
+    anything is written. A projected latent is rendered as it was found: no --class or --trunc."""
+    from gan.errors import UserError
+    from gan.project import read_latent
+
+    if args.cls is not None or args.trunc != 1.0:
+        raise UserError("projected latents are rendered as they were found; drop --class and --trunc")
+    sampler, _, meta = _sampler(args, need_class=False)
+    return sampler, meta, [read_latent(path, sampler) for path in args.latent]
+
+
 # ---------------------------------------------------------------------------- commands
 def _finisher(args, meta: dict | None):
     """PIL image -> finished image for --finish (identity without it); the colour reference
@@ -231,13 +243,7 @@ def cmd_sample(args) -> int:
     if args.batch < 1:
         raise UserError("--batch must be positive")
     if args.latent is not None:
-        from gan.project import read_latent
-
-        if args.cls is not None or args.trunc != 1.0:
-            raise UserError("a projected latent is rendered as it was found; drop --class and --trunc")
-        args.cls = None
-        sampler, _, meta = _sampler(args, need_class=False)
-        latents = [read_latent(path, sampler) for path in args.latent]  # all checked before anything is written
+        sampler, meta, latents = _latent_sampler(args)
         items = [(Path(path).stem.removesuffix("_latent"), lat) for path, lat in zip(args.latent, latents)]
         rendered = ((name, sampler.from_latent(lat)[0].cpu()) for name, lat in items)
     else:
@@ -282,13 +288,9 @@ def cmd_interpolate(args) -> int:
     if args.latent is not None:
         import torch
 
-        from gan.project import read_latent
         from gan.sampling import walk_frames
 
-        if args.cls is not None or args.trunc != 1.0:
-            raise UserError("projected latents are walked as they were found; drop --class and --trunc")
-        sampler, _, _ = _sampler(args, need_class=False)
-        latents = [read_latent(path, sampler) for path in args.latent]
+        sampler, _, latents = _latent_sampler(args)
         classes = {lat["c"] for lat in latents}
         if len(classes) > 1:  # DCGAN takes the class beside z: one walk, one class
             raise UserError("--latent: these latents were projected for different classes; walk one class at a time")

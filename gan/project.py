@@ -1,5 +1,5 @@
 """Projection: the latent whose image is closest to a target image, so a real artwork can be
-re-rendered, walked from or mixed like a sample.
+re-rendered or walked from like a sample.
 
 StyleGAN: one w (shared by every layer), optimized from the mean w with noise added to it that
 fades out over the first three quarters, and a learning rate that ramps up and then down (the
@@ -92,6 +92,7 @@ def project(sampler, target: Image.Image, vgg: VGGFeatures, opts: ProjectOptions
     dist = _Distance(vgg, goal, opts.pixel_weight)
     gen = torch.Generator().manual_seed(opts.seed)
     G.requires_grad_(False)
+    # Rendered by `sampler.render`, as `sample --latent` and walks render: a saved latent gives the same image.
     if sampler.arch.mapping:
         space = "w"
         with torch.no_grad():
@@ -99,25 +100,17 @@ def project(sampler, target: Image.Image, vgg: VGGFeatures, opts: ProjectOptions
             z = torch.randn(4096, sampler.cfg.z_dim, generator=gen).to(device)
             ws = G.mapping(z, sampler._c(4096, c))[:, 0].float()
             w_std = ws.sub(w_avg).square().sum(1).mean().sqrt().item()  # spread of w around its mean
-
-        def render(latent):  # what `sample` renders from this w (the fixed noise inputs)
-            return G.synthesis(latent[:, None, :].expand(-1, G.num_ws, -1), noise="const").float()
-
         start = w_avg.clone()
     else:
         space, w_std = "z", 0.0
-
-        def render(latent):
-            return G(latent, sampler._c(len(latent), c)).float()
-
         with torch.no_grad():  # the closest of a few random starts
             zs = torch.randn(opts.starts, sampler.cfg.z_dim, generator=gen).to(device)
-            d = torch.cat([dist(render(part))[0] for part in zs.split(16)])
+            d = torch.cat([dist(sampler.render(part, c))[0] for part in zs.split(16)])
             start = zs[d.argsort()[: max(1, min(opts.keep, opts.starts))]].clone()
     latent = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([latent], lr=opts.lr, betas=(0.9, 0.999))
     with torch.no_grad():
-        img0 = render(latent)
+        img0 = sampler.render(latent, c)
         d0, p0 = dist(img0)
         img0, d0, p0 = img0[:1], d0[0], p0[0]  # the start: the closest one
     history = []
@@ -130,7 +123,7 @@ def project(sampler, target: Image.Image, vgg: VGGFeatures, opts: ProjectOptions
         if space == "w" and opts.noise > 0:
             scale = w_std * opts.noise * max(0.0, 1 - t / 0.75) ** 2
             x = latent + torch.randn(latent.shape, generator=gen).to(device) * scale
-        d, p = dist(render(x))
+        d, p = dist(sampler.render(x, c))
         opt.zero_grad(set_to_none=True)
         d.sum().backward()
         opt.step()
@@ -139,9 +132,9 @@ def project(sampler, target: Image.Image, vgg: VGGFeatures, opts: ProjectOptions
         bar.set_postfix(distance=f"{history[-1]['distance']:.4g}", refresh=False)
     bar.close()
     with torch.no_grad():
-        d, _ = dist(render(latent))
+        d, _ = dist(sampler.render(latent, c))
         final = latent.detach()[d.argmin()][None]  # the best of the latents optimized together
-        img = render(final)
+        img = sampler.render(final, c)
         d1, p1 = dist(img)
     report = {"space": space, "steps": opts.steps,
               "start": {"distance": d0.item(), "perceptual": p0.item(), "psnr": psnr(img0, goal)},

@@ -192,14 +192,19 @@ class Sampler:
         with self._autocast():
             return self.G(z.to(self.device) * trunc, self._c(len(z), c)).float()
 
+    def render(self, latents: torch.Tensor, c=None) -> torch.Tensor:
+        """Images of latents on this device: one w each for every layer (StyleGAN, the fixed noise
+        inputs) or one z each (DCGAN). Differentiable: `gan.project` optimizes through it, and
+        walks and saved latents render through it too, so a projected latent renders the same."""
+        with self._autocast():
+            if self.arch.mapping:
+                return self.G.synthesis(latents[:, None, :].expand(-1, self.G.num_ws, -1), noise="const").float()
+            return self.G(latents, self._c(len(latents), c)).float()
+
     @torch.no_grad()
     def from_latent(self, lat: dict) -> torch.Tensor:
-        """The image of a projected latent (`gan.project.read_latent`): one w for every layer, or z."""
-        x = lat["latent"].to(self.device)
-        if lat["space"] == "w":
-            return self.synth(x[:, None, :].expand(-1, self.G.num_ws, -1))
-        with self._autocast():
-            return self.G(x, self._c(len(x), lat["c"])).float()
+        """The image of a projected latent (`gan.project.read_latent`)."""
+        return self.render(lat["latent"].to(self.device), lat["c"])
 
     def seeds(self, seeds: list[int], c: int | None, trunc: float = 1.0, batch: int = 32):
         """Yield (seed, image tensor) in seed order, `batch` at a time."""
@@ -242,14 +247,9 @@ def walk_frames(sampler: Sampler, keys: torch.Tensor, frames: int, loop: bool, c
         points.append(a.lerp(b, t) if sampler.arch.mapping else slerp(a, b, t))
     points = torch.stack(points)
     out = []
-    for i in range(0, len(points), batch):
-        chunk = points[i : i + batch]
-        if sampler.arch.mapping:
-            imgs = sampler.synth(chunk.to(sampler.device).unsqueeze(1).repeat(1, sampler.G.num_ws, 1))
-        else:
-            with sampler._autocast(), torch.no_grad():
-                imgs = sampler.G(chunk.to(sampler.device), sampler._c(len(chunk), c)).float()
-        out.extend(to_uint8(imgs))
+    with torch.no_grad():
+        for i in range(0, len(points), batch):
+            out.extend(to_uint8(sampler.render(points[i : i + batch].to(sampler.device), c)))
     return out
 
 
