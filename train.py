@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="Train a GAN on a prepared store (python -m data_prep).",
                                 epilog="example: python train.py --data data/proc --preset demo")
     p.add_argument("--data", help="prepared store directory")
-    p.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
+    p.add_argument("--preset", help=f"auto (the default without --arch: chosen from the store and the machine) or one of: {', '.join(PRESETS)}")
     p.add_argument("--cond", action="store_true", help="class-conditional on the store's labels")
     p.add_argument("--outdir", default="runs", help="parent directory of run dirs")
     p.add_argument("--name", default=None, help="run name (default: <store>-<preset or arch>)")
@@ -89,6 +89,19 @@ def main(argv=None) -> int:
         return _interrupted(e)
 
 
+def estimate(mcfg, cfg) -> str:
+    """The run's length on this machine from its FLOPs, before any step (train.py measures it)."""
+    from gan.training.auto import duration, estimate_seconds
+    from gan.training.flops import model_summary
+    from gan.training.setup import device_facts
+
+    dev = device_facts()
+    secs = estimate_seconds(model_summary(mcfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision)
+    where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
+    budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
+    return f"estimated {duration(secs)} on {where} in {cfg.mixed_precision}{budget} (training prints the measured time)"
+
+
 def _run(args) -> int:
     from gan.training.setup import describe, is_main, resolve
 
@@ -99,7 +112,8 @@ def _run(args) -> int:
             print(note, file=sys.stderr)
     if args.dry_run:
         print(describe(mcfg, cfg))
-        print(f"dry run: would train {cfg.kimg:g} kimg on {len(plan.dataset)} images from {cfg.data}")
+        print(f"dry run: would train {cfg.kimg:g} kimg on {len(plan.dataset)} images from {cfg.data}; "
+              f"{estimate(mcfg, cfg)}")
         return 0
     if is_main():
         print(describe(mcfg, cfg) if plan.ckpt is None else f"resuming {plan.ckpt}")

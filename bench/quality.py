@@ -1,66 +1,193 @@
-"""Quality baseline: train presets on the procedural store for a fixed kimg, then SWD
-(and FID where the Inception weights exist) of G_ema against a held-out procedural set
-(another seed), plus wall time. Later issues must beat these numbers.
-    python bench/quality.py [--presets demo,dcgan64] [--kimg-scale 1.0] [--num 2000]
+"""Quality against wall time: each preset (and the automatic choice) trained for --minutes on
+each collection, evaluated --evals times along the way, beside two references measured in the
+same run on the same images.
+
+    python bench/quality.py --minutes 30 [--presets auto,dcgan64] [--collections openclipart,procedural]
+
+Collections: `procedural` (the built-in art), `openclipart` (Debian's openclipart-png clip art,
+one category, fetched with apt-get download and prepared here; not committed), or a folder of
+images. Each collection is split into halves A and B (by index). Per pyramid level of the
+multi-scale SWD (x1e3, lower is better; the coarsest level is the layout):
+  - `real A vs B`: the floor, what real images of the collection score against each other;
+  - `blurred A vs B`: A blurred by a 1px Gaussian, sharp texture missing;
+  - each model: |A| samples (seeds 0..) vs B, at each evaluation time.
+Plus `spread` (samples' mean pairwise distance / the reals', collapse below 1) and `novelty`
+(samples' median distance to their nearest training image / the reals' to their nearest other
+real, copying far below 1); see gan/metrics/spread.py. Every model trains on the whole
+collection (A and B): a model that copied it would score like A, which novelty exposes.
+Grids of 64 seeds land in --workdir/grids beside the collection's real images.
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 ROOT = Path(__file__).resolve().parents[1]
-KIMG = {"demo": 200, "dcgan64": 10, "stylegan128": 0.2, "stylegan256": 0.1, "fewshot256": 0.1}
-RES = {"demo": 32, "dcgan64": 64, "stylegan128": 128, "stylegan256": 256, "fewshot256": 256}
-BATCH = {"stylegan128": 16, "stylegan256": 8, "fewshot256": 8}
+sys.path.insert(0, str(ROOT))
+from data_prep.store import PreparedDataset  # noqa: E402
+from gan.export import load_generator  # noqa: E402
+from gan.metrics import spread, swd  # noqa: E402
+from gan.sampling import Sampler, latents_for_seeds, save_grid  # noqa: E402
+from gan.training import checkpoint  # noqa: E402
+
+CLIPART = "/usr/share/openclipart/png"
 
 
-def sh(*args) -> str:
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout
+def sh(*args, quiet=True) -> str:
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, args))}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def fetch_openclipart(cache: Path, category: str) -> Path:
+    """Debian's openclipart-png, unpacked (not installed) under `cache`; the category's folder."""
+    src = cache / "openclipart" / "usr/share/openclipart/png"
+    if not src.exists():
+        if Path(CLIPART).exists():
+            src = Path(CLIPART)
+        else:
+            cache.mkdir(parents=True, exist_ok=True)
+            if not glob.glob(str(cache / "openclipart-png_*.deb")):
+                subprocess.run(["apt-get", "download", "openclipart-png"], cwd=cache, check=True)
+            deb = sorted(glob.glob(str(cache / "openclipart-png_*.deb")))[-1]
+            subprocess.run(["dpkg-deb", "-x", deb, str(cache / "openclipart")], check=True)
+    folder = src / category
+    if not folder.is_dir():
+        raise SystemExit(f"openclipart has no category {category!r}; it has: {', '.join(sorted(os.listdir(src)))}")
+    return folder
+
+
+def prepare(name: str, args, work: Path) -> Path:
+    store = work / "stores" / f"{name}{args.resolution}"
+    if (store / "manifest.json").exists():
+        return store
+    common = ["--out", store, "--resolution", args.resolution, "--no-progress"]
+    if name == "procedural":
+        sh("-m", "data_prep", "--procedural", args.procedural, "--seed", 0, *common)
+    elif name == "openclipart":
+        # Clip art is drawn on transparency: padded onto white, never cropped through.
+        sh("-m", "data_prep", fetch_openclipart(work / "cache", args.category), "--crop", "pad", *common)
+    else:
+        sh("-m", "data_prep", name, "--crop", "pad", *common)
+    return store
+
+
+def halves(store: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = PreparedDataset(store)
+    x = torch.from_numpy(ds.images[:]).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
+    n = len(x) // 2
+    return x[:n], x[n:2 * n]
+
+
+def blurred(x: torch.Tensor) -> torch.Tensor:
+    from torchvision.transforms.functional import gaussian_blur
+
+    return gaussian_blur(x.float() / 127.5 - 1, kernel_size=7, sigma=1.0)
+
+
+def levels(a: torch.Tensor, b_desc: list, resolution: int) -> dict:
+    return swd.swd(b_desc, swd.descriptors(a, seed=1), resolution)
+
+
+def sample(model: Path, n: int) -> torch.Tensor:
+    G, cfg, _ = load_generator(model)
+    sampler = Sampler(G, cfg, "cpu", "bf16")
+    c = 0 if cfg.c_dim else None
+    out = [sampler.from_z(latents_for_seeds(range(i, min(n, i + 64)), cfg.z_dim), c) for i in range(0, n, 64)]
+    return torch.cat(out).clamp(-1, 1)
+
+
+def newest_export(run: Path) -> Path:
+    ck = checkpoint.newest_good(run)
+    if ck is None:
+        raise SystemExit(f"{run} has no complete checkpoint")
+    return ck / "export"
+
+
+def row(label: str, minutes, kimg, lv: dict, extra: dict) -> dict:
+    return {"row": label, "minutes": minutes, "kimg": kimg, **{k: round(v, 2) for k, v in lv.items()},
+            **{k: round(v, 3) for k, v in extra.items()}}
+
+
+def print_table(rows: list, ref: dict) -> None:
+    keys = [k for k in rows[0] if k.startswith("swd")]
+    print(f"\n{'row':<24} {'min':>5} {'kimg':>7} " + " ".join(f"{k:>8}" for k in keys)
+          + f" {'x floor':>8} {'x layout':>8} {'spread':>7} {'novelty':>7}")
+    coarse = keys[-2]  # keys: swd<R> ... swd16, swd (the average last)
+    for r in rows:
+        ratio = r["swd"] / ref["swd"]
+        lay = r[coarse] / ref[coarse]
+        print(f"{r['row']:<24} {r['minutes'] if r['minutes'] is not None else '':>5} "
+              f"{r['kimg'] if r['kimg'] is not None else '':>7} " + " ".join(f"{r[k]:>8.1f}" for k in keys)
+              + f" {ratio:>8.2f} {lay:>8.2f} {r.get('spread', float('nan')):>7.2f} {r.get('novelty', float('nan')):>7.2f}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--presets", default="demo,dcgan64")
-    ap.add_argument("--kimg-scale", type=float, default=1.0, help="multiply every preset's kimg")
-    ap.add_argument("--num", type=int, default=2000, help="images for the metric")
-    ap.add_argument("--metrics", default="swd,fid")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=30, help="training minutes per preset and collection")
+    ap.add_argument("--evals", type=int, default=3, help="evaluations along the way (equal slices of --minutes)")
+    ap.add_argument("--presets", default="auto,dcgan64")
+    ap.add_argument("--collections", default="openclipart,procedural", help="procedural, openclipart or a folder")
+    ap.add_argument("--category", default="animals", help="openclipart category (a folder of the package)")
+    ap.add_argument("--procedural", type=int, default=2000, help="images of the procedural collection")
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--workdir", default="bench-quality", help="stores, runs and grids (kept for looking at)")
+    ap.add_argument("--train-args", default="", help="extra train.py flags for every run")
+    ap.add_argument("--fresh", action="store_true", help="train again even if a run with the name exists")
     args = ap.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as t:
-        tmp = Path(t)
+    work = Path(args.workdir).resolve()
+    (work / "grids").mkdir(parents=True, exist_ok=True)
+    out = []
+    for coll in args.collections.split(","):
+        name = Path(coll).name if os.path.sep in coll else coll
+        store = prepare(coll, args, work)
+        a, b = halves(store)
+        b_desc = swd.descriptors(b, seed=0)
+        ref = row(f"{name}: real A vs B", None, None, levels(a, b_desc, args.resolution),
+                  spread.collapse_and_copying(a, b))
+        blur = row(f"{name}: blurred A vs B", None, None, levels(blurred(a), b_desc, args.resolution), {})
+        rows = [ref, blur]
+        for r in rows:
+            print(json.dumps(r), flush=True)
+        save_grid(a[:64].float() / 127.5 - 1, work / "grids" / f"{name}-real.png")
+        whole = torch.cat([a, b])
         for preset in args.presets.split(","):
-            res = RES[preset]
-            train_store, held_out = tmp / f"train{res}", tmp / f"heldout{res}"
-            if not train_store.exists():
-                sh("-m", "data_prep", "--procedural", 10000, "--seed", 0, "--out", train_store, "--resolution", res,
-                   "--no-progress")
-                sh("-m", "data_prep", "--procedural", args.num, "--seed", 1, "--out", held_out, "--resolution", res,
-                   "--no-progress")
-            kimg = KIMG[preset] * args.kimg_scale
-            extra = ["--batch", BATCH[preset]] if preset in BATCH else []
-            start = time.perf_counter()
-            sh("train.py", "--data", train_store, "--preset", preset, "--kimg", kimg, "--outdir", tmp / "runs",
-               "--name", preset, "--mixed-precision", "bf16", "--snap", 1e6, "--checkpoint-every", 1e6, *extra)
-            wall = time.perf_counter() - start
-            run = sorted((tmp / "runs").glob(f"*-{preset}"))[-1]
-            out = sh("generate.py", "eval", "--model", run, "--data", held_out, "--metrics", args.metrics,
-                     "--num", args.num)
-            metrics = json.loads(out.strip().splitlines()[-1])["metrics"]
-            rows.append({"preset": preset, "kimg": kimg, "train_seconds": round(wall, 1),
-                         **{k: round(v, 4) for k, v in metrics.items()}})
-            print(json.dumps(rows[-1]), flush=True)
-    keys = sorted({k for r in rows for k in r} - {"preset", "kimg", "train_seconds"})
-    print(f"\n{'preset':<12} {'kimg':>7} {'train s':>8} " + " ".join(f"{k:>9}" for k in keys))
-    for r in rows:
-        print(f"{r['preset']:<12} {r['kimg']:>7g} {r['train_seconds']:>8} " +
-              " ".join(f"{r.get(k, float('nan')):>9.4g}" for k in keys))
-    print(json.dumps({"bench": "quality", "rows": rows}))
+            runs = work / "runs" / name
+            if args.fresh and runs.exists():
+                for old in runs.glob(f"*-{preset}"):
+                    shutil.rmtree(old)
+            spent = 0.0
+            for k in range(1, args.evals + 1):
+                minutes = args.minutes * k / args.evals
+                t = time.perf_counter()
+                flags = [] if preset == "auto" else ["--preset", preset]
+                sh("train.py", "--data", store, *flags, "--name", preset, "--outdir", runs, "--resume", "auto",
+                   "--minutes", minutes - spent, "--mixed-precision", "bf16", *args.train_args.split())
+                spent = minutes
+                run = sorted(runs.glob(f"*-{preset}"))[-1]
+                model = newest_export(run)
+                kimg = json.loads((model / "config.json").read_text()).get("kimg")
+                fakes = sample(model, len(a))
+                r = row(f"{name}: {preset}", round(minutes, 1), kimg, levels(fakes, b_desc, args.resolution),
+                        spread.collapse_and_copying(fakes, whole))
+                r["wall_s"] = round(time.perf_counter() - t, 1)
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+                save_grid(sample(model, 64), work / "grids" / f"{name}-{preset}-{minutes:g}min.png")
+        print_table(rows, ref)
+        out.extend(rows)
+    print(json.dumps({"bench": "quality", "rows": out}))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def opt(default, help: str, flag: str | None = None, choices: tuple | None = Non
 
 @dataclass
 class ModelConfig:
-    arch: str = opt("stylegan", "dcgan | stylegan")  # registry name
+    arch: str = opt("stylegan", "dcgan | stylegan | fastgan")  # registry name
     resolution: int = opt(64, "must match the store (default: the store's)")  # output size (power of two)
     c_dim: int = 0  # number of classes; 0 = unconditional
     class_names: list = field(default_factory=list)  # names for c_dim classes, in label order
@@ -29,8 +29,8 @@ class ModelConfig:
     mapping_layers: int = opt(8, "StyleGAN mapping layers", flag="--map")
     channel_base: int = opt(16384, "StyleGAN width: channels = min(base / res, max)")
     channel_max: int = opt(512, "StyleGAN max channels")
-    g_channels: int = opt(64, "DCGAN G width (channels of its last block)")
-    d_channels: int = opt(64, "DCGAN D width (channels of its first block)")
+    g_channels: int = opt(64, "DCGAN G width (channels of its last block); FastGAN: G's channels at 64px")
+    d_channels: int = opt(64, "DCGAN D width (channels of its first block); FastGAN: D's channels at 64px")
     mbstd_group: int = 4  # StyleGAN D minibatch-stddev group size
     # StyleGAN G's upsampling convs: "transposed" (stride 2 at the low resolution, then the
     # anti-aliasing filter; a quarter of the multiply-adds) or "filter_first" (models saved
@@ -53,13 +53,18 @@ class TrainConfig:
     name: str = ""  # run name suffix (default: store name + preset)
     preset: str = ""
     kimg: float = opt(100.0, "training length in thousands of real images shown to D")
+    minutes: float = opt(0.0, "stop after N minutes of training in this session with a checkpoint and exit 0 "
+                              "(--resume auto carries the run on); 0: no limit")
     batch: int = opt(32, "global batch over all processes")
     grad_accum: int = opt(1, "gradient accumulation steps")
     lr_g: float = opt(0.0025, "generator learning rate")
     lr_d: float = opt(0.0025, "discriminator learning rate")
     betas: tuple = (0.0, 0.99)
-    loss: str = opt("logistic", "adversarial loss: logistic (non-saturating) | hinge", choices=("logistic", "hinge"))
-    r1_gamma: float = opt(1.0, "R1 weight (0 disables)")
+    loss: str = opt("logistic", "adversarial loss: logistic (non-saturating) | hinge | relativistic (R3GAN's "
+                                "pairing; use with --r2-gamma)", choices=("logistic", "hinge", "relativistic"))
+    r1_gamma: float = opt(1.0, "R1 weight: gradient penalty on reals (0 disables)")
+    r2_gamma: float = opt(0.0, "R2 weight: gradient penalty on generated images (R3GAN: the same as R1's)")
+    recon_weight: float = opt(1.0, "weight of D's reconstruction loss on reals (architectures whose D decodes: fastgan)")
     r1_interval: int = opt(16, "lazy R1: every N D steps, scaled by N")
     pl_weight: float = opt(0.0, "StyleGAN path-length weight (0 disables)")
     pl_interval: int = opt(4, "lazy path length: every N G steps")
@@ -144,6 +149,11 @@ PRESETS: dict[str, dict] = {
     "dcgan64": dict(model=dict(arch="dcgan", resolution=64, g_channels=64, d_channels=64, z_dim=100),
                     train=dict(kimg=2000, batch=64, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), r1_gamma=0.0,
                                ema_kimg=5.0)),
+    # The small-collection model at 64px, sized for a CPU: the recipe --preset auto picks there.
+    "fastgan64": dict(model=dict(arch="fastgan", resolution=64, z_dim=256, g_channels=16, d_channels=16),
+                      train=dict(kimg=60, batch=16, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), loss="hinge",
+                                 r1_gamma=0.0, aug="ada", aug_p=0.2, ada_kimg=20, ema_kimg=1.0,
+                                 mixed_precision="bf16", snap=5, checkpoint_every=20)),
     "stylegan128": dict(model=dict(arch="stylegan", resolution=128, channel_base=16384, channel_max=512),
                         train=dict(kimg=10000, batch=32, r1_gamma=0.1, ema_kimg=10.0)),
     "stylegan256": dict(model=dict(arch="stylegan", resolution=256, channel_base=16384, channel_max=512),

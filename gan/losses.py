@@ -4,7 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("logistic", "hinge")
+LOSSES = ("logistic", "hinge", "relativistic")
+# Losses whose G term also reads D's logits on reals.
+PAIRED = ("relativistic",)
 
 
 def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -13,15 +15,20 @@ def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> t
         return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
     if kind == "hinge":
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    if kind == "relativistic":  # R3GAN's relativistic pairing: real i should outscore fake i
+        return F.softplus(fake_logits - real_logits).mean()
     raise ValueError(f"unknown loss {kind!r}")
 
 
-def g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Generator loss: non-saturating logistic, or the hinge generator loss."""
+def g_loss(kind: str, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Generator loss: non-saturating logistic, the hinge generator loss, or relativistic pairing
+    (fake i should outscore real i; `real_logits` paired with `fake_logits`, constants to G)."""
     if kind == "logistic":
         return F.softplus(-fake_logits).mean()
     if kind == "hinge":
         return -fake_logits.mean()
+    if kind == "relativistic":
+        return F.softplus(real_logits - fake_logits).mean()
     raise ValueError(f"unknown loss {kind!r}")
 
 
@@ -37,7 +44,8 @@ def _scaled_grad(out: torch.Tensor, inp: torch.Tensor, scale: torch.Tensor | Non
 
 
 def r1_penalty(real_logits: torch.Tensor, real_img: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-sample squared gradient norm of D at real images (Mescheder et al. 2018)."""
+    """Per-sample squared gradient norm of D at real images (R1, Mescheder et al. 2018); at
+    generated images it is R2 (R3GAN regularizes both)."""
     grad = _scaled_grad(real_logits.float().sum(), real_img, scale)
     return grad.square().sum(dim=(1, 2, 3))
 

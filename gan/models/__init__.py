@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from ..errors import UserError
-from . import dcgan, stylegan
+from . import dcgan, fastgan, stylegan
 from .layers import UP_CONVS
 
 
@@ -24,6 +24,7 @@ class Arch:
     style_mixing: bool  # G(..., style_mixing=p) and `generate.py mix`
     path_length: bool  # G.mapping / G.synthesis split that path-length regularization needs
     noise_modes: bool  # G(..., noise="random"|"const"|"none")
+    self_supervised: bool = False  # D(..., recon=True) -> (logits, reconstruction loss per sample)
 
 
 REGISTRY = {
@@ -31,6 +32,10 @@ REGISTRY = {
                   mapping=False, style_mixing=False, path_length=False, noise_modes=False),
     "stylegan": Arch(stylegan.StyleGANGenerator, stylegan.StyleGANDiscriminator, stylegan.RESOLUTIONS,
                      mapping=True, style_mixing=True, path_length=True, noise_modes=True),
+    # Small collections (100-5,000 images): FastGAN-style G with skip-layer excitation, a residual
+    # D that also reconstructs its reals. z space (no mapping network, so no mixing or w walks).
+    "fastgan": Arch(fastgan.FastGANGenerator, fastgan.FastGANDiscriminator, fastgan.RESOLUTIONS,
+                    mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True),
 }
 
 

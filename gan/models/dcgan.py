@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
+from .layers import ClassBatchNorm
 
 RESOLUTIONS = (32, 64, 128, 256)
 
@@ -24,21 +25,6 @@ def _init(m: nn.Module) -> None:
     elif isinstance(m, nn.BatchNorm2d) and m.affine:
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
-
-
-class ClassBatchNorm(nn.Module):
-    """BatchNorm without its own affine map, followed by a gain and bias looked up per class."""
-
-    def __init__(self, channels: int, c_dim: int):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gain = nn.Embedding(c_dim, channels)  # starts at 1: plain BN at initialization
-        self.bias = nn.Embedding(c_dim, channels)  # starts at 0
-        nn.init.ones_(self.gain.weight)
-        nn.init.zeros_(self.bias.weight)
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) * self.gain(c)[:, :, None, None].to(x.dtype) + self.bias(c)[:, :, None, None].to(x.dtype)
 
 
 class DCGANGenerator(nn.Module):

@@ -249,3 +249,18 @@ class MinibatchStd(nn.Module):
         y = y.mean(dim=(2, 3, 4)).reshape(-1, f, 1, 1)
         y = y.repeat(g, 1, h, w).to(x.dtype)
         return torch.cat([x, y], dim=1)
+
+
+class ClassBatchNorm(nn.Module):
+    """BatchNorm without its own affine map, followed by a gain and bias looked up per class."""
+
+    def __init__(self, channels: int, c_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(c_dim, channels)  # starts at 1: plain BN at initialization
+        self.bias = nn.Embedding(c_dim, channels)  # starts at 0
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gain(c)[:, :, None, None].to(x.dtype) + self.bias(c)[:, :, None, None].to(x.dtype)

@@ -27,11 +27,18 @@ def recalibrate_batchnorm(G_ema: torch.nn.Module, z_dim: int, c_dim: int, device
 
     Copying G's running stats onto averaged weights mismatches them, which shows up as
     noisy, washed-out samples in eval mode (what every seed-addressable sample uses).
-    Uses its own RNG, so calling it never changes the training trajectory.
+    Uses its own RNG for the latents, and leaves the global one as it found it (a G with noise
+    inputs draws them from it in train mode), so calling it never changes the training trajectory.
     """
     bns = [m for m in G_ema.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        _recalibrate(G_ema, bns, z_dim, c_dim, device, batches, batch, seed)
+
+
+def _recalibrate(G_ema, bns, z_dim, c_dim, device, batches, batch, seed) -> None:
     gen = torch.Generator().manual_seed(seed)
     momenta = [m.momentum for m in bns]
     for m in bns:

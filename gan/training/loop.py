@@ -28,6 +28,7 @@ from ..export import save_generator
 from ..models import arch_of, build_discriminator, build_generator
 from ..sampling import grid_cols, latents_for_seeds, save_grid
 from . import checkpoint, finetune
+from .auto import duration
 from .data import DeviceBatches, InfiniteSampler, fits_on_device, to_device_async
 from .ema import recalibrate_batchnorm, update_ema
 from .phases import Phases
@@ -36,6 +37,7 @@ from .state import Counters, TrainerState
 
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
+ETA_AFTER_S = 30.0  # seconds of training before the measured ETA is printed
 
 
 class Trainer(Phases, TrainerState):
@@ -63,7 +65,7 @@ class Trainer(Phases, TrainerState):
             # fused: one kernel for every parameter, and it can skip a step on the device.
             return torch.optim.Adam(params, lr=lr * ratio, betas=(b1 ** ratio, b2 ** ratio), eps=1e-8, fused=True)
         g_int = cfg.pl_interval if self._pl_on() else 0
-        d_int = cfg.r1_interval if cfg.r1_gamma > 0 else 0
+        d_int = cfg.r1_interval if self._reg_on() else 0
         opt_G, opt_D = opt(G.parameters(), cfg.lr_g, g_int), opt(self._d_trainable, cfg.lr_d, d_int)
         self.base_lrs = [opt_G.param_groups[0]["lr"], opt_D.param_groups[0]["lr"]]
         # Test hooks, from the caller only: "scaler" gives a CPU run fp16's GradScaler logic.
@@ -118,6 +120,7 @@ class Trainer(Phases, TrainerState):
         # in the run), so queued work is timed where it runs. Off in training: no step waits.
         self.sync_timing = False
         self.steady_window: tuple | None = None  # (first image, last image, t0, t1) of that window, set by train()
+        self._rate_mark: tuple | None = None  # (images, time) where this session's warm-up ended: the ETA's start
         self._device_data = None  # DeviceBatches: the store in device memory
         nbytes = self.dataset.images.nbytes
         if cfg.data_on_device == "on" or (cfg.data_on_device == "auto" and fits_on_device(nbytes, self.acc.device)):
@@ -233,6 +236,8 @@ class Trainer(Phases, TrainerState):
         metric_every = (cfg.metrics_every or cfg.checkpoint_every) * 1000
         next_metric = next_multiple(ctr.cur_nimg, metric_every)
         t0, n0 = time.perf_counter(), ctr.cur_nimg
+        deadline = t0 + cfg.minutes * 60 if cfg.minutes > 0 else None  # --minutes: this session's budget
+        eta_due = t0 + ETA_AFTER_S  # when the measured-speed estimate is printed
         t_steady = n_steady = None
         steps_here = 0  # steps of this session (a resumed run's counters start far from 0)
         stats: dict = {}
@@ -282,6 +287,7 @@ class Trainer(Phases, TrainerState):
                         torch.cuda.synchronize(self.acc.device)
                     if t_steady is None:
                         t_steady, n_steady = time.perf_counter(), ctr.cur_nimg
+                        self._rate_mark = (n_steady, t_steady)
                     else:
                         self.steady_window = (n_steady, ctr.cur_nimg, t_steady, time.perf_counter())
                 bar.update(cfg.batch)
@@ -293,6 +299,12 @@ class Trainer(Phases, TrainerState):
                 # snapshots, checkpoints, a signal): between them the GPU never waits for Python.
                 settle = due_log or due_snap or due_ckpt or ada_now
                 stop = self._stop_requested(settle)
+                if eta_due is not None and time.perf_counter() >= eta_due and t_steady is not None:
+                    eta_due = None
+                    self._print_eta(total, deadline)
+                out_of_time = not done and self._time_up(deadline, settle)
+                if out_of_time:
+                    due_ckpt = due_snap = True
                 if settle or stop:
                     if self._settle():  # diverged: back to the last checkpoint
                         bar.n = ctr.cur_nimg
@@ -316,6 +328,10 @@ class Trainer(Phases, TrainerState):
                         self._log(f"stopped by signal at {ctr.cur_nimg / 1000:.1f} kimg; checkpoint {path}; "
                                   "continue with --resume auto")
                         return 128 + self.stop_signal if self.stop_signal else 130
+                if out_of_time:
+                    self._log(f"--minutes {cfg.minutes:g} reached at {ctr.cur_nimg / 1000:.1f} of {cfg.kimg:g} kimg; "
+                              f"checkpoint {self.last_ckpt}; continue with --resume auto")
+                    return 0
         except DiskFull:
             raise
         except Exception as e:
@@ -341,6 +357,37 @@ class Trainer(Phases, TrainerState):
                 self.held.close()
         self._log(f"done: {ctr.cur_nimg / 1000:.1f} kimg; model exported to {self.last_ckpt / 'export'}")
         return 0
+
+    def _time_up(self, deadline: float | None, settle: bool) -> bool:
+        """--minutes has run out. With several processes the main one's clock decides, at the
+        settle points only (a collective), so every process stops after the same step."""
+        if deadline is None:
+            return False
+        if self.acc.num_processes == 1:
+            return time.perf_counter() >= deadline
+        if not settle:
+            return False
+        flag = torch.tensor(float(time.perf_counter() >= deadline), device=self.acc.device)
+        return bool(self.acc.reduce(flag, "max") > 0)
+
+    def _print_eta(self, total: int, deadline: float | None) -> None:
+        """Once, after the first steps: the speed measured on this machine and when the run ends."""
+        rate = self._rate_now()
+        if rate is None or not self.acc.is_main_process:
+            return
+        left = max(0, total - self.counters.cur_nimg) / rate
+        msg = f"measured {rate:.1f} img/s here: {self.cfg.kimg:g} kimg ends in about {duration(left)}"
+        if deadline is not None and deadline - time.perf_counter() < left:
+            reach = (self.counters.cur_nimg + rate * max(0.0, deadline - time.perf_counter())) / 1000
+            msg += f"; --minutes {self.cfg.minutes:g} stops it first, near {reach:.0f} kimg"
+        self._log(msg)
+
+    def _rate_now(self) -> float | None:
+        if self._rate_mark is None:
+            return None
+        n, t = self._rate_mark
+        dt = time.perf_counter() - t
+        return (self.counters.cur_nimg - n) / dt if dt > 0 and self.counters.cur_nimg > n else None
 
     @property
     def steady_img_per_s(self) -> float | None:

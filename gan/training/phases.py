@@ -29,6 +29,12 @@ class Phases:
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.mcfg.z_dim, device=self.acc.device)
 
+    def _reg_on(self) -> bool:
+        return self.cfg.r1_gamma > 0 or self.cfg.r2_gamma > 0
+
+    def _recon_on(self) -> bool:
+        return self.arch.self_supervised and self.cfg.recon_weight > 0
+
     def _pl_on(self) -> bool:
         return self.cfg.pl_weight > 0 and self.arch.path_length
 
@@ -115,9 +121,15 @@ class Phases:
             with self._sync_last(self.D, i):
                 with acc.autocast():
                     D_fast = self.compiled(self.D)
-                    real_logits = D_fast(self._augment(real), c)
+                    if self._recon_on():  # D also reconstructs the (augmented) reals it sees
+                        real_logits, recon = D_fast(self._augment(real), c, recon=True)
+                    else:
+                        real_logits, recon = D_fast(self._augment(real), c), None
                     fake_logits = D_fast(self._augment(fake.float()), c)
                     loss = losses.d_loss(cfg.loss, real_logits.float(), fake_logits.float())
+                    if recon is not None:
+                        loss = loss + recon.mean() * cfg.recon_weight
+                        stats["loss_recon"] = recon.detach().mean()
                 if self.counters.step in self.faults.get("nan", ()):
                     self.faults["nan"].discard(self.counters.step)
                     loss = loss * float("nan")
@@ -127,20 +139,30 @@ class Phases:
             stats["loss_D"] = loss.detach()
             stats["logits_real"] = real_logits.detach().float().mean()
             stats["logits_fake"] = fake_logits.detach().float().mean()
+        # For R2 and the paired G loss: this step's last fakes, and D's logits on its last reals
+        # (taken before D's update: one D forward fewer per G step than a fresh one).
         self._last_real = (real, c)
+        self._last_fake = fake
+        self._last_real_logits = real_logits.detach().float()
         return self._apply(self.opt_D, self.D, bad)
 
     def _d_reg_phase(self, stats: dict) -> torch.Tensor:
+        """Lazy R1 on reals and R2 on fakes (both: one backward, one step)."""
+        cfg = self.cfg
         real, c = self._last_real
-        real = real.detach().requires_grad_(True)
-        with self.acc.autocast():
-            logits = self.D(self._augment(real, compiled=False), c)
         scale = self._grad_scale()
-        r1 = losses.r1_penalty(logits, real, scale)
-        # `logits * 0` keeps every D parameter in the graph so DDP's reducer sees them all.
-        loss = (r1.mean() * (self.cfg.r1_gamma / 2) * self.cfg.r1_interval) + logits.float().mean() * 0
-        return self._backward_apply(loss, self.opt_D, self.D,
-                                    before_step=lambda: stats.update(loss_R1=r1.detach().mean()))
+        loss, pens = 0.0, {}
+        for key, gamma, x in (("loss_R1", cfg.r1_gamma, real), ("loss_R2", cfg.r2_gamma, self._last_fake)):
+            if gamma <= 0:
+                continue
+            x = x.detach().float().requires_grad_(True)
+            with self.acc.autocast():
+                logits = self.D(self._augment(x, compiled=False), c)
+            pen = losses.r1_penalty(logits, x, scale)
+            pens[key] = pen.detach().mean()
+            # `logits * 0` keeps every D parameter in the graph so DDP's reducer sees them all.
+            loss = loss + pen.mean() * (gamma / 2) * cfg.r1_interval + logits.float().mean() * 0
+        return self._backward_apply(loss, self.opt_D, self.D, before_step=lambda: stats.update(pens))
 
     def _g_phase(self, stats: dict) -> torch.Tensor:
         cfg, acc = self.cfg, self.acc
@@ -154,7 +176,7 @@ class Phases:
                 with acc.autocast(), self._sync_last(self.G, i):
                     fake = self._gen(self.compiled(self.G), self._z(self.micro), c)
                     logits = self.compiled(D)(self._augment(fake.float()), c)
-                    loss = losses.g_loss(cfg.loss, logits.float())
+                    loss = losses.g_loss(cfg.loss, logits.float(), self._last_real_logits)
                     bad = torch.maximum(bad, self._nonfinite(loss))
                     acc.backward(loss / cfg.grad_accum)
                 stats["loss_G"] = loss.detach()
@@ -207,7 +229,7 @@ class Phases:
         """One iteration: D, lazy R1, G, lazy path length, style; the worst phase outcome."""
         cfg, step = self.cfg, self.counters.step
         outcome = self._d_phase(stats)
-        if cfg.r1_gamma > 0 and step % cfg.r1_interval == 0:
+        if self._reg_on() and step % cfg.r1_interval == 0:
             outcome = torch.maximum(outcome, self._d_reg_phase(stats))
         outcome = torch.maximum(outcome, self._g_phase(stats))
         if self._pl_on() and step % cfg.pl_interval == 0:

@@ -20,7 +20,7 @@ from . import checkpoint, rundir
 # (flag, key, type, help, choices); key is a TrainConfig field or "model.<field>".
 OVERRIDES = [(flag, key, typ, help_, tuple(REGISTRY) if key == "model.arch" else choices)
              for flag, key, typ, help_, choices in cli_fields()]
-ARCH_DEFAULTS = {"dcgan": {"z_dim": 100}, "stylegan": {}}
+ARCH_DEFAULTS = {"dcgan": {"z_dim": 100}, "stylegan": {}, "fastgan": {"z_dim": 256, "g_channels": 32, "d_channels": 32}}
 
 
 @dataclass
@@ -54,7 +54,7 @@ def open_store(path: str):
 
 
 def preset_resolution(args) -> int | None:
-    return PRESETS.get(args.preset or "", {}).get("model", {}).get("resolution")
+    return PRESETS.get(args.preset or "", {}).get("model", {}).get("resolution")  # auto: the store's
 
 
 def default_name(args, store_resolution: int) -> str:
@@ -72,6 +72,8 @@ def resolve(args) -> Plan:
     """Everything train.py needs before the Accelerator exists; raises UserError on bad input."""
     if getattr(args, "from_model", None) and not args.preset:
         args.preset = "finetune"
+    elif not args.preset and getattr(args, "arch", None) is None:
+        args.preset = "auto"  # no preset and no --arch: chosen from the store and the device
     plan = _resolve(args)
     _style_setup(plan, args)
     return plan
@@ -163,9 +165,13 @@ def _resolve(args) -> Plan:
 
     if dataset is None:
         raise UserError("--data STORE is required (prepare one with python -m data_prep)")
-    if args.preset and args.preset not in PRESETS:
-        raise UserError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    preset = PRESETS.get(args.preset or "", {"model": {}, "train": {}})
+    auto_notes = []
+    if args.preset == "auto":
+        preset, auto_notes = auto_preset(dataset, explicit)
+    elif args.preset and args.preset not in PRESETS:
+        raise UserError(f"unknown preset {args.preset!r}; choose from auto, {', '.join(PRESETS)}")
+    else:
+        preset = PRESETS.get(args.preset or "", {"model": {}, "train": {}})
     if getattr(args, "from_model", None):
         plan = _resolve_from(args, explicit, dataset, preset)
         plan.restart_in = restart_in
@@ -183,12 +189,44 @@ def _resolve(args) -> Plan:
     cfg.betas = tuple(cfg.betas)
     cfg.data, cfg.preset, cfg.outdir = args.data, args.preset or "", args.outdir
     cfg.name = args.name or default_name(args, dataset.resolution)
-    plan = Plan(mcfg, cfg, dataset)
+    plan = Plan(mcfg, cfg, dataset, notes=list(auto_notes))
     _finalize_new(plan, explicit.get("model.resolution"), args.cond, preset_resolution(args))
     _launcher_precision(plan, "mixed_precision" in explicit)
     _settle_new(plan)
     plan.restart_in = restart_in
     return plan
+
+
+def device_facts():
+    """What `--preset auto` needs of the machine this process trains on."""
+    import torch
+
+    from .auto import DeviceFacts
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if torch.cuda.is_available():
+        mem = torch.cuda.get_device_properties(0).total_memory / 2 ** 30
+        return DeviceFacts("cuda", count=world, cpus=os.cpu_count() or 1, memory_gib=mem)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return DeviceFacts("cpu", count=world, cpus=max(1, min(cpus, torch.get_num_threads()) * world))
+
+
+def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
+    """`--preset auto` for this store on this machine: the preset and one line per choice."""
+    from .auto import StoreFacts, choose
+    from .flops import model_summary
+
+    store = StoreFacts(len(dataset), dataset.resolution, dataset.num_classes)
+    device = device_facts()
+
+    def train_flops(model: dict) -> float:
+        mcfg = ModelConfig(**{**model, **{k[6:]: v for k, v in explicit.items() if k.startswith("model.")},
+                              "resolution": dataset.resolution})
+        return model_summary(mcfg)["train_flops"]
+
+    choice = choose(store, device, train_flops)
+    notes = [f"preset auto: {line}" for line in choice.reasons]
+    return {"model": choice.model, "train": choice.train}, notes
 
 
 def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
@@ -300,7 +338,8 @@ def _settle_new(plan: Plan) -> None:
                      ("--r1-interval", cfg.r1_interval >= 1), ("--pl-interval", cfg.pl_interval >= 1)):
         if not ok:
             raise UserError(f"{name} must be positive")
-    for name, v in (("--r1-gamma", cfg.r1_gamma), ("--pl-weight", cfg.pl_weight), ("--lr-g", cfg.lr_g),
+    for name, v in (("--r1-gamma", cfg.r1_gamma), ("--r2-gamma", cfg.r2_gamma), ("--recon-weight", cfg.recon_weight),
+                    ("--pl-weight", cfg.pl_weight), ("--lr-g", cfg.lr_g), ("--minutes", cfg.minutes),
                     ("--lr-d", cfg.lr_d), ("--ema-kimg", cfg.ema_kimg), ("--workers", cfg.workers)):
         if v < 0:
             raise UserError(f"{name} must be >= 0")

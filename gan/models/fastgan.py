@@ -1,0 +1,227 @@
+"""A GAN for small collections (100-5,000 images), after FastGAN (Liu et al., ICLR 2021).
+
+G: z -> 4x4 (transposed conv) -> upsampling blocks to the output size. Each block is a nearest
+2x upsample and 3x3 convs whose doubled outputs are gated by a GLU, with batch norm and a
+learned per-layer noise input. Skip-layer excitation (SLE) lets a low-resolution feature map
+gate the channels of a high-resolution one (global layout steering texture), at 64px too: from
+8px to 64px and from 4px to 32px. Conditional models use class-conditional batch norm.
+
+D: residual downsampling blocks (a strided-conv path plus an average-pool shortcut) to 4x4, a
+4x4 head, and a projection term for classes. On reals it also reconstructs, through two small
+decoders, the whole image from its 8x8 features and a random quarter of it from the matching
+part of its 16x16 features (self-supervision: D must keep what describes the image, not just
+what separates it from today's fakes, which is what keeps a small-data D from overfitting).
+The reconstruction loss is L1 on 32px pixels, cheap on a CPU (FastGAN's LPIPS-VGG is not).
+
+Widths: channels(r) = g_channels * 64 / r (d_channels for D), between 16 and channel_max.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from .layers import ClassBatchNorm
+
+RESOLUTIONS = (32, 64, 128, 256, 512, 1024)
+RECON_SIZE = 32  # the decoders' output size
+
+
+def channels(base: int, cmax: int, res: int) -> int:
+    return max(16, min(cmax, base * 64 // res))
+
+
+def sle_pairs(resolution: int) -> dict:
+    """{target resolution: source resolution} of the skip-layer excitations: a source 8x (up to
+    64px) or 16x (above) smaller than its target, from 4px on."""
+    pairs = {}
+    for t in (2 ** i for i in range(5, int(math.log2(resolution)) + 1)):
+        s = t // 8 if t <= 64 else t // 16
+        pairs[t] = max(4, s)
+    return pairs
+
+
+def _init(m: nn.Module) -> None:
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class Noise(nn.Module):
+    """Per-pixel noise times a learned strength (starting at 0). Random while training, a fixed
+    map in eval mode (the saved `const` buffer): a seed always renders the same image."""
+
+    def __init__(self, res: int):
+        super().__init__()
+        self.strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("const", torch.randn(res, res))
+
+    def forward(self, x: torch.Tensor, mode: str) -> torch.Tensor:
+        if mode == "random":
+            n = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+        elif mode == "const":
+            n = self.const.to(x.dtype)
+        elif mode == "none":
+            return x
+        else:
+            raise ValueError(f"noise mode {mode!r}: use random, const or none")
+        return x + n * self.strength.to(x.dtype)
+
+
+class UpBlock(nn.Module):
+    """Nearest 2x, then `convs` x (3x3 conv to 2*out, noise, norm, GLU)."""
+
+    def __init__(self, in_ch: int, out_ch: int, res: int, c_dim: int, convs: int):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(in_ch if i == 0 else out_ch, out_ch * 2, 3, 1, 1, bias=False)
+                                   for i in range(convs))
+        self.noises = nn.ModuleList(Noise(res) for _ in range(convs))
+        self.norms = nn.ModuleList(ClassBatchNorm(out_ch * 2, c_dim) if c_dim else nn.BatchNorm2d(out_ch * 2)
+                                   for _ in range(convs))
+
+    def forward(self, x: torch.Tensor, c, noise: str) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        for conv, nz, norm in zip(self.convs, self.noises, self.norms):
+            x = nz(conv(x), noise)
+            x = F.glu(norm(x, c) if isinstance(norm, ClassBatchNorm) else norm(x), dim=1)
+        return x
+
+
+class SLE(nn.Module):
+    """Skip-layer excitation: channel gates for a high-resolution map from a low-resolution one."""
+
+    def __init__(self, src_ch: int, dst_ch: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Conv2d(src_ch, dst_ch, 4, 1, 0, bias=False), nn.SiLU(),
+                                 nn.Conv2d(dst_ch, dst_ch, 1, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        return dst * self.net(src)
+
+
+class FastGANGenerator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.z_dim, self.c_dim = cfg.z_dim, cfg.c_dim
+        ch = lambda r: channels(cfg.g_channels, cfg.channel_max, r)  # noqa: E731
+        self.init = nn.ConvTranspose2d(cfg.z_dim, ch(4) * 2, 4, 1, 0, bias=False)
+        self.init_norm = ClassBatchNorm(ch(4) * 2, cfg.c_dim) if cfg.c_dim else nn.BatchNorm2d(ch(4) * 2)
+        self.res = [2 ** i for i in range(3, int(math.log2(cfg.resolution)) + 1)]
+        # Two convs per block up to 16px, where the layout forms; one above (FastGAN's
+        # split between its "comp" and plain blocks), where pixels are many and channels few.
+        self.blocks = nn.ModuleDict({str(r): UpBlock(ch(r // 2), ch(r), r, cfg.c_dim, 2 if r <= 16 else 1)
+                                     for r in self.res})
+        self.sle = nn.ModuleDict({str(t): SLE(ch(s), ch(t)) for t, s in sle_pairs(cfg.resolution).items()})
+        self.to_rgb = nn.Conv2d(ch(cfg.resolution), 3, 3, 1, 1, bias=True)
+        self.apply(_init)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, noise: str | None = None) -> torch.Tensor:
+        """`noise`: random | const | none; default random in train mode, const in eval mode."""
+        noise = noise or ("random" if self.training else "const")
+        x = self.init(z[:, :, None, None])
+        x = F.glu(self.init_norm(x, c) if self.c_dim else self.init_norm(x), dim=1)
+        feats = {4: x}
+        pairs = sle_pairs(self.cfg.resolution)
+        for r in self.res:
+            x = self.blocks[str(r)](x, c, noise)
+            if r in pairs:
+                x = self.sle[str(r)](feats[pairs[r]], x)
+            feats[r] = x
+        return torch.tanh(self.to_rgb(x))
+
+
+class DownBlock(nn.Module):
+    """Halves the size: (4x4 stride-2 conv, norm, lrelu, 3x3 conv, norm, lrelu) averaged with
+    (2x2 average pool, 1x1 conv, norm, lrelu)."""
+
+    def __init__(self, in_ch: int, out_ch: int, first: bool = False):
+        super().__init__()
+        # No norm on the first block: it sees raw pixels (as DCGAN's D).
+        norm = (lambda n: nn.Identity()) if first else nn.BatchNorm2d
+        self.main = nn.Sequential(nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False), norm(out_ch), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), norm(out_ch), nn.LeakyReLU(0.2))
+        self.skip = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False), norm(out_ch),
+                                  nn.LeakyReLU(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.main(x) + self.skip(x)) * 0.5
+
+
+class Decoder(nn.Module):
+    """8x8 features -> a RECON_SIZE image: (nearest 2x, 3x3 conv, norm, GLU) per doubling."""
+
+    def __init__(self, in_ch: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = in_ch
+        for _ in range(int(math.log2(RECON_SIZE // 8))):
+            out = max(16, ch // 2)
+            layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(ch, out * 2, 3, 1, 1, bias=False),
+                       nn.BatchNorm2d(out * 2), nn.GLU(dim=1)]
+            ch = out
+        layers += [nn.Conv2d(ch, 3, 3, 1, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear", align_corners=None)
+
+
+def _quarters(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, 2H, 2W) -> (B, 4, C, H, W): the four quarters, row-major."""
+    b, ch, h, w = x.shape
+    return x.view(b, ch, 2, h // 2, 2, w // 2).permute(0, 2, 4, 1, 3, 5).reshape(b, 4, ch, h // 2, w // 2)
+
+
+class FastGANDiscriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = lambda r: channels(cfg.d_channels, cfg.channel_max, r)  # noqa: E731
+        log2 = int(math.log2(cfg.resolution))
+        sizes = [2 ** i for i in range(log2, 2, -1)]  # input sizes of the blocks: R ... 8
+        self.blocks = nn.ModuleList(DownBlock(3 if i == 0 else ch(r), ch(r // 2), first=i == 0)
+                                    for i, r in enumerate(sizes))
+        c4 = ch(4)
+        self.head = nn.Sequential(nn.Conv2d(c4, c4, 1, 1, 0, bias=False), nn.BatchNorm2d(c4), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(c4, 1, 4, 1, 0, bias=False))
+        self.embed = nn.Embedding(cfg.c_dim, c4) if cfg.c_dim else None
+        self.decode_full, self.decode_part = Decoder(ch(8)), Decoder(ch(16))
+        self.apply(_init)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def input_blocks(self) -> list[nn.Module]:
+        """The downsampling blocks, input side first (FreezeD)."""
+        return list(self.blocks)
+
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None, recon: bool = False):
+        """Logits (B, 1); with `recon`, also the reconstruction loss (B,) of this input."""
+        x, feats = img, {}
+        for block in self.blocks:
+            x = block(x)
+            feats[x.shape[-1]] = x
+        logits = self.head(x).flatten(1)
+        if self.embed is not None:  # projection discriminator (Miyato & Koyama 2018)
+            logits = logits + (self.embed(c).to(x.dtype) * x.mean(dim=(2, 3))).sum(1, keepdim=True)
+        if not recon:
+            return logits
+        target = img.float()
+        full = self.decode_full(feats[8]).float()
+        # One random quarter per sample, of the 16x16 features and of the image alike.
+        q = torch.randint(0, 4, (img.shape[0],), device=img.device)
+        rows = torch.arange(img.shape[0], device=img.device)
+        part = self.decode_part(_quarters(feats[16])[rows, q]).float()
+        loss = ((full - _resize(target, RECON_SIZE)).abs().mean(dim=(1, 2, 3))
+                + (part - _resize(_quarters(target)[rows, q], RECON_SIZE)).abs().mean(dim=(1, 2, 3)))
+        return logits, loss

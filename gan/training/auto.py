@@ -1,0 +1,112 @@
+"""`--preset auto`: the preset for a store on a device, chosen by a pure function of their facts
+(so it is unit-tested without training), with the reasons printed beside it.
+
+The recipe numbers come from sweeps on real clip art and the procedural set (bench/sweep.py,
+README "Choosing a preset"); the CPU speed constant from bench/train.py on a 2-core EPYC.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SMALL = 5000  # up to this many images: the small-collection model (FastGAN-style)
+# Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
+# run (the trainer then prints the speed it measures): per CPU core in bf16 (fp32 is about 2.4x
+# slower there), and on a GPU.
+CPU_FLOPS_PER_CORE = {"bf16": 45e9, "no": 20e9, "fp16": 10e9}
+GPU_FLOPS = 40e12
+CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    images: int
+    resolution: int
+    classes: int = 0
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    kind: str  # "cpu" | "cuda" | "mps"
+    count: int = 1  # processes (GPUs) the run will use
+    cpus: int = 1  # cores available to this process (CPU training)
+    memory_gib: float = 0.0  # per GPU
+
+
+@dataclass
+class AutoChoice:
+    model: dict
+    train: dict
+    reasons: list  # one line each: what was chosen and why
+
+
+def fastgan_widths(res: int, gpu: bool) -> tuple[int, int]:
+    """(G, D) channels at 64px: thin on a CPU (where every conv is paid for in minutes), FastGAN's
+    own width on a GPU."""
+    if not gpu:
+        return 16, 16
+    return (64, 64) if res <= 256 else (32, 32)
+
+
+def choose(store: StoreFacts, device: DeviceFacts, train_flops=None) -> AutoChoice:
+    """The preset for `store` on `device`. `train_flops(model_dict) -> FLOPs per real image`
+    (gan.training.flops) sizes a CPU run to CPU_MINUTES; without it the length is by images."""
+    gpu = device.kind == "cuda"
+    n, res = store.images, store.resolution
+    reasons = []
+    if gpu and n > SMALL and res >= 64:
+        big = res >= 256
+        model = dict(arch="stylegan", channel_base=16384, channel_max=512, mapping_layers=8 if n >= 20000 else 2)
+        # StyleGAN2-ADA's configs: longer for more images, lighter R1 at lower resolutions.
+        train = dict(kimg=25000 if big else 10000, batch=64 if big else 32, r1_gamma=1.0 if big else 0.1,
+                     ema_kimg=20.0 if big else 10.0, pl_weight=2.0 if big else 0.0,
+                     aug="ada" if n < 50000 else "none", mixed_precision="bf16")
+        reasons.append(f"stylegan: {n:,} images at {res}px on a GPU; a collection this size carries a StyleGAN "
+                       "(mapping network, style mixing, truncation)")
+        return AutoChoice(model, train, reasons)
+    g, d = fastgan_widths(res, gpu)
+    model = dict(arch="fastgan", z_dim=256, g_channels=g, d_channels=d, channel_max=512)
+    why = (f"{n:,} images, a small collection (up to {SMALL:,})" if n <= SMALL else
+           f"{n:,} images on a CPU, where a StyleGAN at {res}px would take days")
+    reasons.append(f"fastgan (the small-collection model), G/D width {g}/{d}: {why}")
+    # The recipe (bench/sweep.py): FastGAN's Adam (lr 2e-4, betas 0.5/0.999), hinge loss, a
+    # small batch (more updates per image seen), augmentation that adapts quickly.
+    batch = 16 if not gpu else 32
+    train = dict(batch=batch, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), loss="hinge", r1_gamma=0.0,
+                 recon_weight=1.0, aug="ada", aug_p=0.2, ada_target=0.6, ada_kimg=20.0,
+                 ema_kimg=2.0 if not gpu else 10.0, mixed_precision="bf16")
+    if n > SMALL:
+        train["aug"] = "none" if n >= 20000 else "ada"
+    if gpu:
+        train.update(kimg=2000 if n > 1000 else 1000, snap=20.0, checkpoint_every=100.0)
+        reasons.append(f"batch {batch}, {train['kimg']:g} kimg on {device.count} GPU(s)")
+    else:
+        rate = None
+        if train_flops is not None:
+            rate = CPU_FLOPS_PER_CORE["bf16"] * max(1, device.cpus) / train_flops({**model, "resolution": res})
+        kimg = max(10.0, round(rate * CPU_MINUTES * 60 / 1000)) if rate else 100.0
+        train.update(kimg=float(kimg), snap=max(1.0, round(kimg / 20)), checkpoint_every=max(5.0, round(kimg / 4)))
+        reasons.append(f"batch {batch}, {kimg:g} kimg: about {CPU_MINUTES} minutes on {device.cpus} CPU core(s) in "
+                       "bf16 (--kimg or --minutes to change)")
+    if store.classes >= 2:
+        reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
+    return AutoChoice(model, train, reasons)
+
+
+def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, precision: str) -> float:
+    """Wall seconds for `kimg` at `train_flops` per image, before any step has been measured."""
+    if device.kind == "cuda":
+        rate = GPU_FLOPS * device.count
+    else:
+        rate = CPU_FLOPS_PER_CORE.get(precision, CPU_FLOPS_PER_CORE["no"]) * max(1, device.cpus)
+    return kimg * 1000 * train_flops / rate
+
+
+def duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"

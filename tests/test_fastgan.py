@@ -1,0 +1,222 @@
+"""The small-collection model (fastgan), the relativistic loss with R2, --preset auto and --minutes."""
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_user_error, run_cli, run_main
+from gan import losses
+from gan.config import ModelConfig
+from gan.models import REGISTRY, build_discriminator, build_generator
+from gan.models.fastgan import sle_pairs
+from gan.training import auto, checkpoint
+from test_train import check_compiled_once, faults, load_state, only_run, train
+
+TINY_FAST = ["--arch", "fastgan", "--g-channels", 4, "--d-channels", 4, "--channel-max", 32, "--z-dim", 16]
+
+
+def tiny_cfg(**kw) -> ModelConfig:
+    return ModelConfig(**{"arch": "fastgan", "resolution": 32, "g_channels": 4, "d_channels": 4, "channel_max": 32,
+                          "z_dim": 16, **kw})
+
+
+def test_skip_layer_excitation_reaches_the_output_at_64px():
+    assert sle_pairs(64) == {32: 4, 64: 8}
+    assert sle_pairs(256) == {32: 4, 64: 8, 128: 8, 256: 16}
+    torch.manual_seed(0)
+    G = build_generator(tiny_cfg(resolution=64))  # batch statistics: an untrained G's are its scale
+    z = torch.randn(4, 16)
+    before = G(z, noise="none")
+    with torch.no_grad():  # gates closed at 64px: the picture changes
+        G.sle["64"].net[-2].weight.fill_(-10.0)
+    assert (G(z, noise="none") - before).abs().mean() > 1e-3
+
+
+def test_noise_is_fixed_in_eval_mode_and_random_in_training():
+    torch.manual_seed(0)
+    G = build_generator(tiny_cfg())
+    for m in G.modules():
+        if hasattr(m, "strength"):
+            m.strength.data.fill_(0.5)
+    z = torch.randn(3, 16)
+    G.eval()
+    assert torch.equal(G(z), G(z))  # a seed renders one image
+    assert not torch.equal(G(z, noise="const"), G(z, noise="none"))
+    G.train()
+    assert not torch.equal(G(z), G(z))
+
+
+def test_discriminator_reconstructs_its_input_and_learns_to():
+    """The reconstruction loss is per sample, reaches both decoders, and training on it alone
+    lowers it on the images it sees (the self-supervision D gets on reals)."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg(d_channels=8)
+    D = build_discriminator(cfg)
+    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    logits, rec = D(x, recon=True)
+    assert logits.shape == (8, 1) and rec.shape == (8,)
+    rec.mean().backward()
+    assert D.decode_full.net[1].weight.grad.abs().sum() > 0 and D.decode_part.net[1].weight.grad.abs().sum() > 0
+    opt = torch.optim.Adam(D.parameters(), lr=2e-3)
+    first = None
+    for _ in range(60):
+        opt.zero_grad()
+        loss = D(x, recon=True)[1].mean()
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.6 * first, (first, loss.item())
+
+
+def test_relativistic_loss_pairs_reals_with_fakes():
+    r, f = torch.tensor([[2.0], [0.0]]), torch.tensor([[0.0], [1.0]])
+    assert math.isclose(losses.d_loss("relativistic", r, f).item(),
+                        (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(1.0))) / 2, rel_tol=1e-6)
+    assert math.isclose(losses.g_loss("relativistic", f, r).item(),
+                        (math.log1p(math.exp(2.0)) + math.log1p(math.exp(-1.0))) / 2, rel_tol=1e-6)
+    # A constant shift of every logit changes nothing: only the differences count.
+    assert torch.isclose(losses.d_loss("relativistic", r + 5, f + 5), losses.d_loss("relativistic", r, f))
+
+
+def test_registry_states_what_fastgan_cannot_do():
+    arch = REGISTRY["fastgan"]
+    assert arch.self_supervised and arch.noise_modes
+    assert not (arch.mapping or arch.style_mixing or arch.path_length)
+    assert arch.resolutions == (32, 64, 128, 256, 512, 1024)
+
+
+@pytest.mark.parametrize("res", [128, 1024])
+def test_large_sizes_build_and_run(res):
+    cfg = tiny_cfg(resolution=res, g_channels=2, d_channels=2, channel_max=16)
+    G, D = build_generator(cfg).eval(), build_discriminator(cfg).eval()
+    with torch.no_grad():
+        img = G(torch.randn(1, 16))
+        assert img.shape == (1, 3, res, res)
+        logits, rec = D(img, recon=True)
+    assert logits.shape == (1, 1) and torch.isfinite(rec).all()
+
+
+def test_resume_is_bit_identical_with_recon_relativistic_r1_r2(tmp_path, proc_store):
+    """fastgan with D's reconstruction, the relativistic loss and lazy R1 + R2, ADA and bf16: a run
+    stopped and resumed ends exactly where an unbroken one does."""
+    common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--aug", "ada", "--aug-p", 0.2, "--r1-interval", 2,
+              "--loss", "relativistic", "--r1-gamma", 0.5, "--r2-gamma", 0.5, "--mixed-precision", "bf16",
+              "--seed", 3, "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
+    full = train(*common, "--kimg", 0.064, "--outdir", tmp_path / "a")
+    train(*common, "--kimg", 0.032, "--outdir", tmp_path / "b")
+    train(*common, "--kimg", 0.064, "--outdir", tmp_path / "b", "--resume", "auto")
+    a, b = checkpoint.latest(only_run(tmp_path / "a")), checkpoint.latest(only_run(tmp_path / "b"))
+    assert checkpoint.read_state(a)["cur_nimg"] == checkpoint.read_state(b)["cur_nimg"] == 64
+    sa, sb = load_state(a), load_state(b)
+    for name in sa:
+        for k in sa[name]:
+            assert torch.equal(sa[name][k], sb[name][k]), (name, k)
+    # Every phase ran and was logged: the reconstruction, both penalties.
+    events = (only_run(tmp_path / "a") / "tb")
+    assert events.exists()
+    assert "G:" in full.stdout and "fastgan" in (only_run(tmp_path / "a") / "config.json").read_text()
+
+
+def test_compiled_fastgan_traces_each_kind_of_call_once(tmp_path, proc_store):
+    """D's call on reals also returns its reconstruction (a keyword G's and the fakes' calls do
+    not pass): still one trace per kind of call, no recompiles as training goes on."""
+    proc = train("--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.064, "--mixed-precision", "bf16",
+                 "--compile", "on", "--r1-interval", 2, "--aug", "ada", "--aug-p", 0.2, "--snap", 100,
+                 "--outdir", tmp_path, env={**faults("compile_eager"), "TORCH_LOGS": "recompiles"})
+    check_compiled_once(proc.stderr, extra_kinds=1)
+    assert "torch.compile failed" not in proc.stderr
+
+
+def test_minutes_stops_with_a_checkpoint_and_resume_carries_on(tmp_path, proc_store):
+    common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 1000, "--snap", 1000,
+              "--checkpoint-every", 1000, "--outdir", tmp_path, "--name", "m"]
+    first = train(*common, "--minutes", 0.05)
+    assert "--minutes 0.05 reached at" in first.stdout + first.stderr
+    run = only_run(tmp_path)
+    n1 = checkpoint.read_state(checkpoint.latest(run))["cur_nimg"]
+    assert 0 < n1 < 1_000_000
+    events = [json.loads(l)["event"] for l in (run / "events.jsonl").read_text().splitlines()]
+    assert any("continue with --resume auto" in e for e in events)
+    train(*common, "--minutes", 0.05, "--resume", "auto")
+    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] > n1
+    assert_user_error(run_main(__import__("train").main, *common, "--minutes", -1), "--minutes")
+
+
+def _flops(model: dict) -> float:
+    from gan.training.flops import model_summary
+
+    return model_summary(ModelConfig(**model))["train_flops"]
+
+
+def test_auto_preset_small_collection_on_a_cpu():
+    c = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=2), _flops)
+    assert c.model["arch"] == "fastgan" and c.train["batch"] == 16 and c.train["mixed_precision"] == "bf16"
+    # Sized for about half an hour at the speed constant: the estimate agrees with the length.
+    secs = auto.estimate_seconds(_flops({**c.model, "resolution": 64}), c.train["kimg"], auto.DeviceFacts("cpu", cpus=2),
+                                 "bf16")
+    assert 25 * 60 < secs < 35 * 60, secs
+    assert any("small collection" in r for r in c.reasons) and any("30 minutes" in r for r in c.reasons)
+    # Twice the cores: about twice the images in the same half hour.
+    c4 = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=4), _flops)
+    assert 1.8 < c4.train["kimg"] / c.train["kimg"] < 2.2
+
+
+def test_auto_preset_large_collection_on_a_gpu_is_a_stylegan():
+    c = auto.choose(auto.StoreFacts(20000, 256), auto.DeviceFacts("cuda", count=1, memory_gib=80))
+    assert c.model["arch"] == "stylegan" and c.model["mapping_layers"] == 8 and c.train["batch"] == 64
+    small = auto.choose(auto.StoreFacts(800, 256, classes=3), auto.DeviceFacts("cuda", memory_gib=80))
+    assert small.model["arch"] == "fastgan" and small.model["g_channels"] == 64
+    assert any("--cond" in r for r in small.reasons)
+    # Many images on a CPU: still the model a CPU can train, and it says why.
+    cpu = auto.choose(auto.StoreFacts(20000, 256), auto.DeviceFacts("cpu", cpus=2), _flops)
+    assert cpu.model["arch"] == "fastgan" and any("would take days" in r for r in cpu.reasons)
+    assert cpu.train["aug"] == "none"
+
+
+def test_auto_is_the_default_and_dry_run_prints_the_choice_and_an_estimate(tmp_path, proc_store):
+    import train as train_cli
+
+    proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--outdir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "preset auto: fastgan" in proc.stderr and "about 30 minutes" in proc.stderr
+    cfg = json.loads(proc.stdout[:proc.stdout.index("\nG:")])
+    assert cfg["model"]["arch"] == "fastgan" and cfg["train"]["preset"] == "auto"
+    assert re.search(r"estimated \d+ minutes on \d+ CPU core", proc.stdout), proc.stdout[-500:]
+    # An explicit flag wins over the choice; --arch alone means no preset (the architecture's defaults).
+    proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--batch", 8, "--outdir", tmp_path)
+    assert json.loads(proc.stdout[:proc.stdout.index("\nG:")])["train"]["batch"] == 8
+    proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--arch", "dcgan", "--outdir", tmp_path)
+    assert "preset auto" not in proc.stderr
+
+
+def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_store):
+    """A trained fastgan through generate.py: seed samples are repeatable, projection and --latent
+    render, style mixing is refused in one line; --from with FreezeD and a style image trains."""
+    runs = tmp_path / "runs"
+    train("--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.032, "--outdir", runs, "--snap", 100)
+    run = only_run(runs)
+    out = tmp_path / "s"
+    for o in (out, tmp_path / "s2"):
+        run_cli("generate.py", "sample", "--model", run, "--seeds", "0-3", "--out", o, check=0)
+    from PIL import Image
+
+    a = np.asarray(Image.open(out / "seed0002.png"))
+    assert np.array_equal(a, np.asarray(Image.open(tmp_path / "s2" / "seed0002.png")))
+    assert not np.array_equal(a, np.asarray(Image.open(out / "seed0001.png")))
+    assert_user_error(run_cli("generate.py", "mix", "--model", run, "--rows", "0,1", "--cols", "2,3", "--out",
+                              tmp_path / "m"), "style mixing", "fastgan")
+    proj = tmp_path / "p"
+    run_cli("generate.py", "project", out / "seed0001.png", "--model", run, "--steps", 10, "--vgg-weights", "random",
+            "--out", proj, check=0)
+    latent = next(proj.glob("*.safetensors"))
+    run_cli("generate.py", "sample", "--model", run, "--latent", latent, "--out", tmp_path / "l", check=0)
+    style = tmp_path / "style.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(style)
+    ft = train("--data", proc_store, "--from", run, "--freeze-d", 1, "--style-image", style, "--vgg-weights", "random",
+               "--kimg", 0.032, "--batch", 8, "--style-every", 2, "--outdir", tmp_path / "ft")
+    assert "Traceback" not in ft.stderr
+    cfg = json.loads((only_run(tmp_path / "ft") / "config.json").read_text())
+    assert cfg["model"]["arch"] == "fastgan" and cfg["train"]["freeze_d"] == 1
