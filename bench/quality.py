@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -85,7 +86,7 @@ def prepare(name: str, args, work: Path) -> Path:
 
 def halves(store: Path) -> tuple[torch.Tensor, torch.Tensor]:
     ds = PreparedDataset(store)
-    x = torch.from_numpy(ds.images[:]).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
+    x = torch.from_numpy(np.array(ds.images))  # uint8 NCHW, a writable copy
     n = len(x) // 2
     return x[:n], x[n:2 * n]
 
@@ -145,6 +146,8 @@ def main() -> None:
     ap.add_argument("--workdir", default="bench-quality", help="stores, runs and grids (kept for looking at)")
     ap.add_argument("--train-args", default="", help="extra train.py flags for every run")
     ap.add_argument("--fresh", action="store_true", help="train again even if a run with the name exists")
+    ap.add_argument("--evaluate", nargs="+", metavar="RUN", default=None,
+                    help="instead of training: evaluate these run dirs (newest checkpoint) on the one collection")
     args = ap.parse_args()
     work = Path(args.workdir).resolve()
     (work / "grids").mkdir(parents=True, exist_ok=True)
@@ -162,7 +165,15 @@ def main() -> None:
             print(json.dumps(r), flush=True)
         save_grid(a[:64].float() / 127.5 - 1, work / "grids" / f"{name}-real.png")
         whole = torch.cat([a, b])
-        for preset in args.presets.split(","):
+        for run in args.evaluate or []:
+            model = newest_export(Path(run))
+            kimg = json.loads((model / "config.json").read_text()).get("kimg")
+            fakes = sample(model, len(a))
+            rows.append(row(f"{name}: {Path(run).name}", None, kimg, levels(fakes, b_desc, args.resolution),
+                            spread.collapse_and_copying(fakes, whole)))
+            print(json.dumps(rows[-1]), flush=True)
+            save_grid(sample(model, 64), work / "grids" / f"{name}-{Path(run).name}.png")
+        for preset in ([] if args.evaluate else args.presets.split(",")):
             runs = work / "runs" / name
             if args.fresh and runs.exists():
                 for old in runs.glob(f"*-{preset}"):

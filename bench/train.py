@@ -35,11 +35,11 @@ from gan.training.loop import launch  # noqa: E402
 from gan.training.setup import resolve  # noqa: E402
 
 # images per preset for the timed run (enough steps to pass warm-up): CPU, CUDA
-KIMG = {"demo": (3.2, 40), "dcgan64": (1.28, 40), "stylegan128": (0.128, 4), "stylegan256": (0.064, 4),
+KIMG = {"demo": (3.2, 40), "dcgan64": (1.28, 40), "fastgan64": (0.64, 40), "stylegan128": (0.128, 4), "stylegan256": (0.064, 4),
         "fewshot256": (0.064, 2), "sg2ada256": (0.064, 2)}
 # CPU-sized batches for the StyleGAN presets (their own batch is meant for GPUs)
 BATCH = {"stylegan128": 16, "stylegan256": 8, "fewshot256": 8, "sg2ada256": 8}
-RES = {"demo": 32, "dcgan64": 64, "stylegan128": 128, "stylegan256": 256, "fewshot256": 256, "sg2ada256": 256}
+RES = {"demo": 32, "dcgan64": 64, "fastgan64": 64, "stylegan128": 128, "stylegan256": 256, "fewshot256": 256, "sg2ada256": 256}
 # Bench configurations that are a preset plus flags.
 CONFIGS = {"sg2ada256": ("stylegan256", ["--batch", "16", "--map", "2", "--r1-gamma", "0.8192"])}
 

@@ -114,10 +114,9 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2(tmp_path, proc_st
     for name in sa:
         for k in sa[name]:
             assert torch.equal(sa[name][k], sb[name][k]), (name, k)
-    # Every phase ran and was logged: the reconstruction, both penalties.
-    events = (only_run(tmp_path / "a") / "tb")
-    assert events.exists()
-    assert "G:" in full.stdout and "fastgan" in (only_run(tmp_path / "a") / "config.json").read_text()
+    assert "G:" in full.stdout
+    train_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]
+    assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5
 
 
 def test_compiled_fastgan_traces_each_kind_of_call_once(tmp_path, proc_store):

@@ -1,7 +1,7 @@
 """`--preset auto`: the preset for a store on a device, chosen by a pure function of their facts
 (so it is unit-tested without training), with the reasons printed beside it.
 
-The recipe numbers come from sweeps on real clip art and the procedural set (bench/sweep.py,
+The recipe numbers come from sweeps on real clip art and the procedural set (bench/quality.py,
 README "Choosing a preset"); the CPU speed constant from bench/train.py on a 2-core EPYC.
 """
 from __future__ import annotations
@@ -12,8 +12,10 @@ from dataclasses import dataclass
 SMALL = 5000  # up to this many images: the small-collection model (FastGAN-style)
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures): per CPU core in bf16 (fp32 is about 2.4x
-# slower there), and on a GPU.
-CPU_FLOPS_PER_CORE = {"bf16": 45e9, "no": 20e9, "fp16": 10e9}
+# slower there), and on a GPU (a guess until one is measured). Measured here: fastgan64 trains at
+# about 50 img/s on 2 EPYC cores in bf16, at 2.75 GFLOP per image as model_summary counts it (D's
+# decoders are left out of that count, so this is the rate of the counted FLOPs).
+CPU_FLOPS_PER_CORE = {"bf16": 65e9, "no": 27e9, "fp16": 10e9}
 GPU_FLOPS = 40e12
 CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
 
@@ -69,7 +71,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None) -> AutoChoi
     why = (f"{n:,} images, a small collection (up to {SMALL:,})" if n <= SMALL else
            f"{n:,} images on a CPU, where a StyleGAN at {res}px would take days")
     reasons.append(f"fastgan (the small-collection model), G/D width {g}/{d}: {why}")
-    # The recipe (bench/sweep.py): FastGAN's Adam (lr 2e-4, betas 0.5/0.999), hinge loss, a
+    # The recipe (bench/quality.py): FastGAN's Adam (lr 2e-4, betas 0.5/0.999), hinge loss, a
     # small batch (more updates per image seen), augmentation that adapts quickly.
     batch = 16 if not gpu else 32
     train = dict(batch=batch, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), loss="hinge", r1_gamma=0.0,
