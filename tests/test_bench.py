@@ -33,6 +33,7 @@ def test_bench_train_rows_and_mfu():
     assert out["peak_tflops"]["no"] > 0 and out["peak_tflops"]["bf16"] > 0
 
 
+@pytest.mark.slow  # 16 s; bench/train.py's smoke test stays in make test
 def test_bench_phases_every_phase_and_variant():
     variants = ["artgan", "taps", "channels_last"]
     out = bench("bench/phases.py", "--device", "cpu", "--repeats", 1, "--variants", ",".join(variants), "--",
@@ -44,6 +45,7 @@ def test_bench_phases_every_phase_and_variant():
         assert all(p["ms"] > 0 and p["launches"] > 0 for p in phases.values()), phases
 
 
+@pytest.mark.slow  # 12 s
 def test_bench_generate_sampling_and_refine():
     out = bench("bench/generate.py", "--device", "cpu", "--presets", "demo", "--seconds", 0.3, "--refine-steps", 4,
                 "--refine-size", 64, "--vgg-weights", "random")
@@ -63,3 +65,18 @@ def test_bench_data_scripts(script, args):
     out = bench(script, *args)
     rates = [r["img_per_s"] for r in out["rows"]] if "rows" in out else [out["img_per_s"]]
     assert rates and all(r > 0 for r in rates), out
+
+
+@pytest.mark.slow
+def test_bench_quality_references_and_a_timed_run(tmp_path):
+    """bench/quality.py on the procedural collection: the two references, then a preset trained
+    for a few seconds in two slices, each evaluated (per-level SWD, spread, novelty) with a grid."""
+    res = bench("bench/quality.py", "--collections", "procedural", "--procedural", 64, "--resolution", 32,
+                "--presets", "demo", "--minutes", 0.1, "--evals", 2, "--workdir", tmp_path,
+                "--train-args", "--kimg 1000 --batch 16")
+    rows = res["rows"]
+    labels = [r["row"] for r in rows]
+    assert labels == ["procedural: real A vs B", "procedural: blurred A vs B", "procedural: demo", "procedural: demo"]
+    assert all(r["swd32"] > 0 and r["swd16"] > 0 for r in rows)
+    assert rows[3]["kimg"] > rows[2]["kimg"] > 0 and 0 < rows[3]["spread"] and 0 < rows[3]["novelty"]
+    assert (tmp_path / "grids" / "procedural-demo-0.1min.png").exists()

@@ -105,11 +105,11 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2(tmp_path, proc_st
     common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--aug", "ada", "--aug-p", 0.2, "--r1-interval", 2,
               "--loss", "relativistic", "--r1-gamma", 0.5, "--r2-gamma", 0.5, "--mixed-precision", "bf16",
               "--seed", 3, "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
-    full = train(*common, "--kimg", 0.064, "--outdir", tmp_path / "a")
-    train(*common, "--kimg", 0.032, "--outdir", tmp_path / "b")
-    train(*common, "--kimg", 0.064, "--outdir", tmp_path / "b", "--resume", "auto")
+    full = train(*common, "--kimg", 0.048, "--outdir", tmp_path / "a")
+    train(*common, "--kimg", 0.024, "--outdir", tmp_path / "b")
+    train(*common, "--kimg", 0.048, "--outdir", tmp_path / "b", "--resume", "auto")
     a, b = checkpoint.latest(only_run(tmp_path / "a")), checkpoint.latest(only_run(tmp_path / "b"))
-    assert checkpoint.read_state(a)["cur_nimg"] == checkpoint.read_state(b)["cur_nimg"] == 64
+    assert checkpoint.read_state(a)["cur_nimg"] == checkpoint.read_state(b)["cur_nimg"] == 48
     sa, sb = load_state(a), load_state(b)
     for name in sa:
         for k in sa[name]:
@@ -122,7 +122,7 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2(tmp_path, proc_st
 def test_compiled_fastgan_traces_each_kind_of_call_once(tmp_path, proc_store):
     """D's call on reals also returns its reconstruction (a keyword G's and the fakes' calls do
     not pass): still one trace per kind of call, no recompiles as training goes on."""
-    proc = train("--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.064, "--mixed-precision", "bf16",
+    proc = train("--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.032, "--mixed-precision", "bf16",
                  "--compile", "on", "--r1-interval", 2, "--aug", "ada", "--aug-p", 0.2, "--snap", 100,
                  "--outdir", tmp_path, env={**faults("compile_eager"), "TORCH_LOGS": "recompiles"})
     check_compiled_once(proc.stderr, extra_kinds=1)
@@ -206,7 +206,7 @@ def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_st
     assert np.array_equal(a, np.asarray(Image.open(tmp_path / "s2" / "seed0002.png")))
     assert not np.array_equal(a, np.asarray(Image.open(out / "seed0001.png")))
     assert_user_error(run_cli("generate.py", "mix", "--model", run, "--rows", "0,1", "--cols", "2,3", "--out",
-                              tmp_path / "m"), "style mixing", "fastgan")
+                              tmp_path / "m.png"), "style mixing", "fastgan")
     proj = tmp_path / "p"
     run_cli("generate.py", "project", out / "seed0001.png", "--model", run, "--steps", 10, "--vgg-weights", "random",
             "--out", proj, check=0)
@@ -219,3 +219,18 @@ def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_st
     assert "Traceback" not in ft.stderr
     cfg = json.loads((only_run(tmp_path / "ft") / "config.json").read_text())
     assert cfg["model"]["arch"] == "fastgan" and cfg["train"]["freeze_d"] == 1
+
+
+@pytest.mark.slow
+def test_two_process_fastgan_stays_in_sync(tmp_path, proc_store):
+    """DDP (gloo): D's decoders take part only on reals and R1 does not reach them, yet every
+    process holds the same weights at each checkpoint (their gradients are all-reduced too)."""
+    runs = tmp_path / "runs"
+    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29577, "train.py",
+                   "--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.048, "--outdir", runs,
+                   "--r1-gamma", 0.1, "--r1-interval", 2, "--checkpoint-every", 0.024, "--snap", 100,
+                   env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run(runs)
+    sync = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines() if "ranks in sync" in l]
+    assert len(sync) >= 2 and all(e["processes"] == 2 for e in sync)

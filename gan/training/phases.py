@@ -160,8 +160,10 @@ class Phases:
                 logits = self.D(self._augment(x, compiled=False), c)
             pen = losses.r1_penalty(logits, x, scale)
             pens[key] = pen.detach().mean()
-            # `logits * 0` keeps every D parameter in the graph so DDP's reducer sees them all.
-            loss = loss + pen.mean() * (gamma / 2) * cfg.r1_interval + logits.float().mean() * 0
+            loss = loss + pen.mean() * (gamma / 2) * cfg.r1_interval
+        # Every trainable D parameter in the graph (times 0), so DDP's reducer sees them all: the
+        # logits do not reach the parts only other phases use (fastgan's decoders).
+        loss = loss + sum(p.reshape(-1)[0] for p in self._d_trainable).float() * 0
         return self._backward_apply(loss, self.opt_D, self.D, before_step=lambda: stats.update(pens))
 
     def _g_phase(self, stats: dict) -> torch.Tensor:
