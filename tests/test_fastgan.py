@@ -119,6 +119,7 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2(tmp_path, proc_st
     assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5
 
 
+@pytest.mark.slow  # 20 s: CI's budget; make test-slow
 def test_compiled_fastgan_traces_each_kind_of_call_once(tmp_path, proc_store):
     """D's call on reals also returns its reconstruction (a keyword G's and the fakes' calls do
     not pass): still one trace per kind of call, no recompiles as training goes on."""
