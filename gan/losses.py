@@ -5,8 +5,6 @@ import torch
 import torch.nn.functional as F
 
 LOSSES = ("logistic", "hinge", "relativistic")
-# Losses whose G term also reads D's logits on reals.
-PAIRED = ("relativistic",)
 
 
 def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

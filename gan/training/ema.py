@@ -35,20 +35,16 @@ def recalibrate_batchnorm(G_ema: torch.nn.Module, z_dim: int, c_dim: int, device
         return
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        _recalibrate(G_ema, bns, z_dim, c_dim, device, batches, batch, seed)
-
-
-def _recalibrate(G_ema, bns, z_dim, c_dim, device, batches, batch, seed) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    G_ema.train()
-    for _ in range(batches):
-        z = torch.randn(batch, z_dim, generator=gen).to(device)
-        c = torch.randint(0, c_dim, (batch,), generator=gen).to(device) if c_dim else None
-        G_ema(z, c)
-    for m, mom in zip(bns, momenta):
-        m.momentum = mom
-    G_ema.eval()
+        gen = torch.Generator().manual_seed(seed)
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        G_ema.train()
+        for _ in range(batches):
+            z = torch.randn(batch, z_dim, generator=gen).to(device)
+            c = torch.randint(0, c_dim, (batch,), generator=gen).to(device) if c_dim else None
+            G_ema(z, c)
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        G_ema.eval()

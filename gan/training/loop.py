@@ -120,7 +120,6 @@ class Trainer(Phases, TrainerState):
         # in the run), so queued work is timed where it runs. Off in training: no step waits.
         self.sync_timing = False
         self.steady_window: tuple | None = None  # (first image, last image, t0, t1) of that window, set by train()
-        self._rate_mark: tuple | None = None  # (images, time) where this session's warm-up ended: the ETA's start
         self._device_data = None  # DeviceBatches: the store in device memory
         nbytes = self.dataset.images.nbytes
         if cfg.data_on_device == "on" or (cfg.data_on_device == "auto" and fits_on_device(nbytes, self.acc.device)):
@@ -287,7 +286,6 @@ class Trainer(Phases, TrainerState):
                         torch.cuda.synchronize(self.acc.device)
                     if t_steady is None:
                         t_steady, n_steady = time.perf_counter(), ctr.cur_nimg
-                        self._rate_mark = (n_steady, t_steady)
                     else:
                         self.steady_window = (n_steady, ctr.cur_nimg, t_steady, time.perf_counter())
                 bar.update(cfg.batch)
@@ -301,7 +299,7 @@ class Trainer(Phases, TrainerState):
                 stop = self._stop_requested(settle)
                 if eta_due is not None and time.perf_counter() >= eta_due and t_steady is not None:
                     eta_due = None
-                    self._print_eta(total, deadline)
+                    self._print_eta(total, deadline, (n_steady, t_steady))
                 out_of_time = not done and self._time_up(deadline, settle)
                 if out_of_time:
                     due_ckpt = due_snap = True
@@ -359,35 +357,23 @@ class Trainer(Phases, TrainerState):
         return 0
 
     def _time_up(self, deadline: float | None, settle: bool) -> bool:
-        """--minutes has run out. With several processes the main one's clock decides, at the
-        settle points only (a collective), so every process stops after the same step."""
-        if deadline is None:
-            return False
-        if self.acc.num_processes == 1:
-            return time.perf_counter() >= deadline
-        if not settle:
-            return False
-        flag = torch.tensor(float(time.perf_counter() >= deadline), device=self.acc.device)
-        return bool(self.acc.reduce(flag, "max") > 0)
+        """--minutes has run out (on the main process's clock, agreed like a signal)."""
+        return deadline is not None and self._agreed(time.perf_counter() >= deadline, settle)
 
-    def _print_eta(self, total: int, deadline: float | None) -> None:
-        """Once, after the first steps: the speed measured on this machine and when the run ends."""
-        rate = self._rate_now()
-        if rate is None or not self.acc.is_main_process:
+    def _print_eta(self, total: int, deadline: float | None, mark: tuple) -> None:
+        """Once, after the first steps: the speed measured since `mark` (images, time: the end of
+        this session's warm-up) and when the run ends."""
+        n, t = mark
+        dt = time.perf_counter() - t
+        if not self.acc.is_main_process or dt <= 0 or self.counters.cur_nimg <= n:
             return
+        rate = (self.counters.cur_nimg - n) / dt
         left = max(0, total - self.counters.cur_nimg) / rate
         msg = f"measured {rate:.1f} img/s here: {self.cfg.kimg:g} kimg ends in about {duration(left)}"
         if deadline is not None and deadline - time.perf_counter() < left:
             reach = (self.counters.cur_nimg + rate * max(0.0, deadline - time.perf_counter())) / 1000
             msg += f"; --minutes {self.cfg.minutes:g} stops it first, near {reach:.0f} kimg"
         self._log(msg)
-
-    def _rate_now(self) -> float | None:
-        if self._rate_mark is None:
-            return None
-        n, t = self._rate_mark
-        dt = time.perf_counter() - t
-        return (self.counters.cur_nimg - n) / dt if dt > 0 and self.counters.cur_nimg > n else None
 
     @property
     def steady_img_per_s(self) -> float | None:
@@ -421,16 +407,20 @@ class Trainer(Phases, TrainerState):
                 f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, "event": msg}) + "\n")
 
     def _stop_requested(self, settle: bool) -> bool:
-        """A SIGINT/SIGTERM arrived (on any process). With several processes they agree at the
-        settle points only (a collective), so every one stops after the same step."""
+        """A SIGINT/SIGTERM arrived (on any process)."""
+        stop = self._agreed(self.stop_signal is not None, settle)
+        if stop and self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM
+        return stop
+
+    def _agreed(self, local: bool, settle: bool) -> bool:
+        """`local` on any process. With several processes they agree at the settle points only
+        (a collective), so every one acts after the same step."""
         if self.acc.num_processes == 1:
-            return self.stop_signal is not None
+            return local
         if not settle:
             return False
-        flag = self.acc.reduce(torch.tensor(float(self.stop_signal is not None), device=self.acc.device), "max")
-        if flag > 0 and self.stop_signal is None:
-            self.stop_signal = signal.SIGTERM
-        return bool(flag > 0)
+        return bool(self.acc.reduce(torch.tensor(float(local), device=self.acc.device), "max") > 0)
 
     def _grid_inputs(self, seeds):
         z = latents_for_seeds(seeds, self.mcfg.z_dim).to(self.acc.device)
