@@ -303,7 +303,7 @@ class Trainer(Phases, TrainerState):
                 out_of_time = not done and self._time_up(deadline, settle)
                 if out_of_time:
                     due_ckpt = due_snap = True
-                if settle or stop:
+                if settle or stop or out_of_time:  # read the steps' outcomes before the checkpoint
                     if self._settle():  # diverged: back to the last checkpoint
                         bar.n = ctr.cur_nimg
                         continue
