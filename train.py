@@ -89,21 +89,8 @@ def main(argv=None) -> int:
         return _interrupted(e)
 
 
-def estimate(mcfg, cfg) -> str:
-    """The run's length on this machine from its FLOPs, before any step (train.py measures it)."""
-    from gan.training.auto import duration, estimate_seconds
-    from gan.training.flops import model_summary
-    from gan.training.setup import device_facts
-
-    dev = device_facts()
-    secs = estimate_seconds(model_summary(mcfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision)
-    where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
-    budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
-    return f"estimated {duration(secs)} on {where} in {cfg.mixed_precision}{budget} (training prints the measured time)"
-
-
 def _run(args) -> int:
-    from gan.training.setup import describe, is_main, resolve
+    from gan.training.setup import describe, estimate, is_main, resolve
 
     plan = resolve(args)
     mcfg, cfg = plan.mcfg, plan.cfg

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -165,14 +164,24 @@ def main() -> None:
             print(json.dumps(r), flush=True)
         save_grid(a[:64].float() / 127.5 - 1, work / "grids" / f"{name}-real.png")
         whole = torch.cat([a, b])
-        for run in args.evaluate or []:
-            model = newest_export(Path(run))
+
+        def evaluate(label: str, minutes, run: Path, grid: str, since: float | None = None) -> None:
+            """The newest checkpoint of `run`: a row against B (with `since`: the wall seconds from
+            then to the row, training and sampling), and its 64-seed grid."""
+            model = newest_export(run)
             kimg = json.loads((model / "config.json").read_text()).get("kimg")
-            fakes = sample(model, len(a))
-            rows.append(row(f"{name}: {Path(run).name}", None, kimg, levels(fakes, b_desc, args.resolution),
-                            spread.collapse_and_copying(fakes, whole)))
-            print(json.dumps(rows[-1]), flush=True)
-            save_grid(sample(model, 64), work / "grids" / f"{name}-{Path(run).name}.png")
+            images = sample(model, max(len(a), 64))  # seeds 0.. : the first 64 are the grid
+            fakes = images[:len(a)]
+            r = row(label, minutes, kimg, levels(fakes, b_desc, args.resolution),
+                    spread.collapse_and_copying(fakes, whole))
+            if since is not None:
+                r["wall_s"] = round(time.perf_counter() - since, 1)
+            save_grid(images[:64], work / "grids" / grid)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+
+        for run in args.evaluate or []:
+            evaluate(f"{name}: {Path(run).name}", None, Path(run), f"{name}-{Path(run).name}.png")
         for preset in ([] if args.evaluate else args.presets.split(",")):
             runs = work / "runs" / name
             if args.fresh and runs.exists():
@@ -187,15 +196,7 @@ def main() -> None:
                    "--minutes", minutes - spent, "--mixed-precision", "bf16", *args.train_args.split())
                 spent = minutes
                 run = sorted(runs.glob(f"*-{preset}"))[-1]
-                model = newest_export(run)
-                kimg = json.loads((model / "config.json").read_text()).get("kimg")
-                fakes = sample(model, len(a))
-                r = row(f"{name}: {preset}", round(minutes, 1), kimg, levels(fakes, b_desc, args.resolution),
-                        spread.collapse_and_copying(fakes, whole))
-                r["wall_s"] = round(time.perf_counter() - t, 1)
-                rows.append(r)
-                print(json.dumps(r), flush=True)
-                save_grid(sample(model, 64), work / "grids" / f"{name}-{preset}-{minutes:g}min.png")
+                evaluate(f"{name}: {preset}", round(minutes, 1), run, f"{name}-{preset}-{minutes:g}min.png", since=t)
         print_table(rows, ref)
         out.extend(rows)
     print(json.dumps({"bench": "quality", "rows": out}))

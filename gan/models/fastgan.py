@@ -116,7 +116,8 @@ class FastGANGenerator(nn.Module):
         # split between its "comp" and plain blocks), where pixels are many and channels few.
         self.blocks = nn.ModuleDict({str(r): UpBlock(ch(r // 2), ch(r), r, cfg.c_dim, 2 if r <= 16 else 1)
                                      for r in self.res})
-        self.sle = nn.ModuleDict({str(t): SLE(ch(s), ch(t)) for t, s in sle_pairs(cfg.resolution).items()})
+        self.pairs = sle_pairs(cfg.resolution)  # {target: source resolution}
+        self.sle = nn.ModuleDict({str(t): SLE(ch(s), ch(t)) for t, s in self.pairs.items()})
         self.to_rgb = nn.Conv2d(ch(cfg.resolution), 3, 3, 1, 1, bias=True)
         self.apply(_init)
 
@@ -126,11 +127,10 @@ class FastGANGenerator(nn.Module):
         x = self.init(z[:, :, None, None])
         x = F.glu(self.init_norm(x, c) if self.c_dim else self.init_norm(x), dim=1)
         feats = {4: x}
-        pairs = sle_pairs(self.cfg.resolution)
         for r in self.res:
             x = self.blocks[str(r)](x, c, noise)
-            if r in pairs:
-                x = self.sle[str(r)](feats[pairs[r]], x)
+            if r in self.pairs:
+                x = self.sle[str(r)](feats[self.pairs[r]], x)
             feats[r] = x
         return torch.tanh(self.to_rgb(x))
 
@@ -174,7 +174,7 @@ class Decoder(nn.Module):
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size:
         return x
-    return F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear", align_corners=None)
+    return F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear")
 
 
 def _quarters(x: torch.Tensor) -> torch.Tensor:

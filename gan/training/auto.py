@@ -1,13 +1,15 @@
 """`--preset auto`: the preset for a store on a device, chosen by a pure function of their facts
 (so it is unit-tested without training), with the reasons printed beside it.
 
-The recipe numbers come from sweeps on real clip art and the procedural set (bench/quality.py,
-README "Choosing a preset"); the CPU speed constant from bench/train.py on a 2-core EPYC.
+The recipe numbers come from runs on real clip art (bench/quality.py --evaluate; README,
+"What half an hour on a CPU gives"); the CPU speed constant from bench/train.py on a 2-core EPYC.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ..config import PRESETS
 
 SMALL = 5000  # up to this many images: the small-collection model (FastGAN-style)
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
@@ -32,7 +34,6 @@ class DeviceFacts:
     kind: str  # "cpu" | "cuda" | "mps"
     count: int = 1  # processes (GPUs) the run will use
     cpus: int = 1  # cores available to this process (CPU training)
-    memory_gib: float = 0.0  # per GPU
 
 
 @dataclass
@@ -67,29 +68,27 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None) -> AutoChoi
                        "(mapping network, style mixing, truncation)")
         return AutoChoice(model, train, reasons)
     g, d = fastgan_widths(res, gpu)
-    model = dict(arch="fastgan", z_dim=256, g_channels=g, d_channels=d, channel_max=512)
+    # The recipe is fastgan64's (bench/quality.py): FastGAN's Adam (lr 2e-4, betas 0.5/0.999),
+    # hinge loss, a small batch (more updates per image seen), augmentation that adapts quickly.
+    recipe = PRESETS["fastgan64"]
+    model = {**recipe["model"], "g_channels": g, "d_channels": d}
+    del model["resolution"]  # the store's
     why = (f"{n:,} images, a small collection (up to {SMALL:,})" if n <= SMALL else
            f"{n:,} images on a CPU, where a StyleGAN at {res}px would take days")
     reasons.append(f"fastgan (the small-collection model), G/D width {g}/{d}: {why}")
-    # The recipe (bench/quality.py): FastGAN's Adam (lr 2e-4, betas 0.5/0.999), hinge loss, a
-    # small batch (more updates per image seen), augmentation that adapts quickly.
-    batch = 16 if not gpu else 32
-    train = dict(batch=batch, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), loss="hinge", r1_gamma=0.0,
-                 recon_weight=1.0, aug="ada", aug_p=0.2, ada_target=0.6, ada_kimg=20.0,
-                 ema_kimg=2.0 if not gpu else 10.0, mixed_precision="bf16")
+    train = dict(recipe["train"])
     if n > SMALL:
         train["aug"] = "none" if n >= 20000 else "ada"
     if gpu:
-        train.update(kimg=2000 if n > 1000 else 1000, snap=20.0, checkpoint_every=100.0)
-        reasons.append(f"batch {batch}, {train['kimg']:g} kimg on {device.count} GPU(s)")
+        train.update(batch=32, ema_kimg=10.0, kimg=2000 if n > 1000 else 1000, snap=20.0, checkpoint_every=100.0)
+        reasons.append(f"batch 32, {train['kimg']:g} kimg on {device.count} GPU(s)")
     else:
-        rate = None
-        if train_flops is not None:
-            rate = CPU_FLOPS_PER_CORE["bf16"] * max(1, device.cpus) / train_flops({**model, "resolution": res})
-        kimg = max(10.0, round(rate * CPU_MINUTES * 60 / 1000)) if rate else 100.0
+        per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}), 1.0, device, "bf16")
+                    if train_flops is not None else None)
+        kimg = max(10.0, round(CPU_MINUTES * 60 / per_kimg)) if per_kimg else 100.0
         train.update(kimg=float(kimg), snap=max(1.0, round(kimg / 20)), checkpoint_every=max(5.0, round(kimg / 4)))
-        reasons.append(f"batch {batch}, {kimg:g} kimg: about {CPU_MINUTES} minutes on {device.cpus} CPU core(s) in "
-                       "bf16 (--kimg or --minutes to change)")
+        reasons.append(f"batch {train['batch']}, {kimg:g} kimg: about {CPU_MINUTES} minutes on {device.cpus} CPU "
+                       "core(s) in bf16 (--kimg or --minutes to change)")
     if store.classes >= 2:
         reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
     return AutoChoice(model, train, reasons)

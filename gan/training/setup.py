@@ -205,8 +205,7 @@ def device_facts():
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if torch.cuda.is_available():
-        mem = torch.cuda.get_device_properties(0).total_memory / 2 ** 30
-        return DeviceFacts("cuda", count=world, cpus=os.cpu_count() or 1, memory_gib=mem)
+        return DeviceFacts("cuda", count=world, cpus=os.cpu_count() or 1)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return DeviceFacts("cpu", count=world, cpus=max(1, min(cpus, torch.get_num_threads()) * world))
 
@@ -355,6 +354,18 @@ def _settle_new(plan: Plan) -> None:
     for name, v in (("--aug-p", cfg.aug_p), ("--style-mixing", cfg.style_mixing)):
         if not 0 <= v <= 1:
             raise UserError(f"{name} must be between 0 and 1")
+
+
+def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
+    """The run's length on this machine from its FLOPs, before any step (training measures it)."""
+    from .auto import duration, estimate_seconds
+    from .flops import model_summary
+
+    dev = device_facts()
+    secs = estimate_seconds(model_summary(mcfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision)
+    where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
+    budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
+    return f"estimated {duration(secs)} on {where} in {cfg.mixed_precision}{budget} (training prints the measured time)"
 
 
 def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:
