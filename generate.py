@@ -109,11 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ref", default=None, metavar="STORE|IMAGE", help="colour reference: a prepared store or an image")
     f.add_argument("--out", required=True, help="output directory (same file names, as PNG)")
 
+    st = sub.add_parser("studio", help="explore a model (or a run in progress) in the browser")
+    st.add_argument("--model", required=True, help="run dir (follows its newest checkpoint), checkpoint, export or Hub id")
+    st.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    st.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"), help="autocast for synthesis")
+    st.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    st.add_argument("--port", type=int, default=7860, help="0 picks a free port")
+    st.add_argument("--vgg-weights", default=None, help="VGG19 weights for refine and projection, or 'random' (tests)")
+    st.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image the page accepts")
+
     e = sub.add_parser("export", help="safetensors + config.json + model card (+ push to the Hub)")
     e.add_argument("--model", required=True)
     e.add_argument("--out", required=True, help="output directory (new or empty)")
     e.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload to this Hub repo id")
     e.add_argument("--private", action="store_true")
+    e.add_argument("--space", action="store_true",
+                   help="write a Hugging Face Space (Docker SDK) that runs the studio on this model")
     return p
 
 
@@ -374,11 +385,29 @@ def cmd_refine(args) -> int:
     return 0
 
 
+def cmd_studio(args) -> int:
+    from studio.server import serve
+
+    if not 0 <= args.port <= 65535:
+        from gan.errors import UserError
+
+        raise UserError(f"--port {args.port}: use 0-65535 (0 picks a free port)")
+    return serve(args.model, _device(args.device), args.host, args.port, args.precision, args.vgg_weights,
+                 args.max_upload_mb)
+
+
 def cmd_export(args) -> int:
     from gan.export import export_model, push_to_hub, resolve_model
 
-    out = export_model(resolve_model(args.model), Path(args.out), args.push_to_hub or Path(args.out).name)
-    print(f"exported to {out}")
+    if args.space:
+        from studio.space import export_space
+
+        out = export_space(resolve_model(args.model), Path(args.out), args.push_to_hub or Path(args.out).name)
+        print(f"wrote a Space to {out}: run it here with `cd {out} && python app.py`, or push it as a "
+              "Hugging Face Space (Docker SDK)")
+    else:
+        out = export_model(resolve_model(args.model), Path(args.out), args.push_to_hub or Path(args.out).name)
+        print(f"exported to {out}")
     if args.push_to_hub:
         push_to_hub(out, args.push_to_hub, args.private)
         print(f"pushed to https://huggingface.co/{args.push_to_hub}")
@@ -501,7 +530,7 @@ def cmd_project(args) -> int:
 
 
 COMMANDS = {"eval": cmd_eval, "project": cmd_project, "sample": cmd_sample, "interpolate": cmd_interpolate, "mix": cmd_mix, "refine": cmd_refine,
-            "export": cmd_export, "finish": cmd_finish}
+            "export": cmd_export, "finish": cmd_finish, "studio": cmd_studio}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -83,9 +83,11 @@ def _lr(t: float, base: float) -> float:
 
 
 def project(sampler, target: Image.Image, vgg: VGGFeatures, opts: ProjectOptions, c: int | None = None,
-            progress: bool = True) -> tuple[dict, torch.Tensor, dict]:
+            progress: bool = True, on_step=None) -> tuple[dict, torch.Tensor, dict]:
     """Returns ({"space": "w" or "z", "latent": (1, dim) tensor}, the image rendered from it
-    (1, 3, R, R) in [-1, 1], report: distance and PSNR at the start and the end, per-step history)."""
+    (1, 3, R, R) in [-1, 1], report: distance and PSNR at the start and the end, per-step history).
+    `on_step(done, total, {"distance": ...})` is called after every step; an exception it raises
+    (a cancel) ends the projection."""
     G, device, res = sampler.G, sampler.device, sampler.cfg.resolution
     vgg = vgg.to(device)
     goal = target_tensor(target, res).to(device)
@@ -130,6 +132,8 @@ def project(sampler, target: Image.Image, vgg: VGGFeatures, opts: ProjectOptions
         history.append({"distance": d.min().item(), "perceptual": p[d.argmin()].item()})
         bar.update(1)
         bar.set_postfix(distance=f"{history[-1]['distance']:.4g}", refresh=False)
+        if on_step is not None:
+            on_step(step + 1, opts.steps, history[-1])
     bar.close()
     with torch.no_grad():
         d, _ = dist(sampler.render(latent, c))
@@ -146,16 +150,20 @@ def project(sampler, target: Image.Image, vgg: VGGFeatures, opts: ProjectOptions
 LATENT_FORMAT = "artgan projected latent"
 
 
-def save_latent(path, latent: dict, sampler, class_name: str | None, model: str) -> None:
+def latent_bytes(latent: dict, sampler, class_name: str | None, model: str) -> bytes:
     """The latent as safetensors (no pickle), with what `read_latent` checks it against."""
-    from safetensors.torch import save_file
-
-    from .integrity import write_atomic
+    from safetensors.torch import save
 
     meta = {"format": LATENT_FORMAT, "space": latent["space"], "arch": sampler.cfg.arch,
             "resolution": str(sampler.cfg.resolution), "class": class_name or "", "model": str(model)}
-    tensors = {"latent": latent["latent"].float().contiguous()}
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return save({"latent": latent["latent"].float().contiguous()}, metadata=meta)
+
+
+def save_latent(path, latent: dict, sampler, class_name: str | None, model: str) -> None:
+    from .integrity import write_atomic
+
+    data = latent_bytes(latent, sampler, class_name, model)
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def read_latent(path, sampler) -> dict:

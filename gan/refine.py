@@ -115,13 +115,26 @@ class _Objective:
 
 
 def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], vgg: VGGFeatures,
-           opts: RefineOptions, device="cpu", progress: bool = True) -> tuple[Image.Image, dict]:
-    """Returns (refined image, report with per-scale loss histories and start/end losses)."""
+           opts: RefineOptions, device="cpu", progress: bool = True, on_step=None) -> tuple[Image.Image, dict]:
+    """Returns (refined image, report with per-scale loss histories and start/end losses).
+    `on_step(done, total, losses)` is called after every optimizer evaluation, over all scales
+    (the studio's progress bar); an exception it raises (a cancel) ends the refine."""
     vgg = vgg.to(device)
     result = None
     report: dict = {"scales": [], "history": []}
     gen = torch.Generator().manual_seed(opts.seed)
     plan = scales(opts.size)
+    budget = [opts.steps if k == 0 else max(opts.steps // 3, min(opts.steps, 50)) for k in range(len(plan))]
+    done = 0
+
+    def step_done(parts):
+        nonlocal done
+        done += 1
+        bar.update(1)
+        bar.set_postfix(style=f"{parts['style']:.3g}", content=f"{parts['content']:.3g}", refresh=False)
+        if on_step is not None:
+            on_step(done, sum(budget), parts)
+
     for k, size in enumerate(plan):
         c = to_tensor(content, size).to(device)
         s = [to_tensor(im, size).to(device) for im in styles]
@@ -132,7 +145,7 @@ def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], 
             x0 = F.interpolate(result, size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1).contiguous()
         x = x0.requires_grad_(True)
         # Later scales only polish: a third of the steps, at least 50 but never more than asked for.
-        steps = opts.steps if k == 0 else max(opts.steps // 3, min(opts.steps, 50))
+        steps = budget[k]
         with torch.no_grad():
             _, start = obj(x)
         hist: list[dict] = []
@@ -147,8 +160,7 @@ def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], 
                 with torch.no_grad():
                     x.clamp_(0, 1)
                 hist.append(parts)
-                bar.update(1)
-                bar.set_postfix(style=f"{parts['style']:.3g}", content=f"{parts['content']:.3g}", refresh=False)
+                step_done(parts)
         else:
             # Zero tolerances: run the requested number of evaluations; with bf16 features a step
             # can leave the loss bit-identical, which the default tolerances read as convergence.
@@ -161,8 +173,7 @@ def refine(content: Image.Image, styles: list[Image.Image], blend: list[float], 
                 loss.backward()
                 if len(hist) < steps:
                     hist.append(parts)
-                    bar.update(1)
-                    bar.set_postfix(style=f"{parts['style']:.3g}", content=f"{parts['content']:.3g}", refresh=False)
+                    step_done(parts)
                 return loss
 
             opt.step(closure)

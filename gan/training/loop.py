@@ -396,6 +396,9 @@ class Trainer(Phases, TrainerState):
                         "LR/G": self.opt_G.param_groups[0]["lr"], "LR/D": self.opt_D.param_groups[0]["lr"],
                         "Progress/kimg": self.counters.cur_nimg / 1000})
         self.acc.log(scalars, step=self.counters.cur_nimg)
+        if self.acc.is_main_process:  # the same figures as JSON lines, for readers without TensorBoard (the studio)
+            with open(self.run_dir / "stats.jsonl", "a") as f:
+                f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, **scalars}) + "\n")
         bar.set_postfix(D=f"{values.get('loss_D', 0):.3f}", G=f"{values.get('loss_G', 0):.3f}",
                         p=f"{self.aug.p:.2f}", ips=f"{rate:.0f}", refresh=False)
 
