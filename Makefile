@@ -11,7 +11,7 @@ endif
 DEMO   ?= demo
 RUN     = $$(ls -d $(DEMO)/runs/*-demo | tail -n 1)
 
-.PHONY: install test test-slow test-gpu faults demo demo-finetune bench bench-gpu clean-demo
+.PHONY: install browser test test-slow test-gpu faults demo demo-finetune studio bench bench-gpu clean-demo
 
 ifndef SYSTEM_PY
 $(STAMP): pyproject.toml
@@ -24,8 +24,15 @@ endif
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+# The studio's tests drive Debian's chromium (Playwright never downloads a browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  echo "==> installing Debian's chromium for the studio's browser tests"; \
+	  $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser
+	ARTGAN_BROWSER_TESTS=required $(PY) -m pytest -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
@@ -82,6 +89,12 @@ demo-finetune: $(STAMP)
 	  --style $(DEMO)/style.png $$VGG --json $$m/style-eval.json | grep -E "^(style_distance|diversity|swd) "; done
 	@echo
 	@echo "demo-finetune done: $(DEMO)/finetune/before/grid.png -> $(DEMO)/finetune/after/grid.png"
+
+# After `make demo`: the demo model in the browser (http://127.0.0.1:7860/).
+studio: $(STAMP)
+	@test -n "$$(ls -d $(DEMO)/runs/*-demo 2>/dev/null)" || { echo "error: run make demo first"; exit 2; }
+	@VGG=$$($(PY) -m gan.weights vgg19 || echo "--vgg-weights random"); \
+	$(PY) generate.py studio --model $(RUN) $$VGG
 
 bench: $(STAMP)
 	$(PY) bench/loader.py

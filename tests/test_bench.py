@@ -23,6 +23,7 @@ def bench(*args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # CI time: the bench scripts' other smoke tests stay in make test
 def test_bench_train_rows_and_mfu():
     out = bench("bench/train.py", "--device", "cpu", "--presets", "demo", "--precisions", "bf16", "--kimg", 0.32,
                 "--peak-seconds", 0.2)

@@ -51,6 +51,7 @@ def _tb_scalars(run, tag):
     return [e.value for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
 
 
+@pytest.mark.slow  # CI time: fastgan's --from test runs FreezeD in make test
 def test_freeze_d_keeps_the_first_blocks_and_transfers_weights(tmp_path, base, unlabelled, proc_store):
     runs = tmp_path / "runs"
     train("--data", unlabelled, "--from", base, "--class", "circles", "--freeze-d", 2, "--kimg", 0.096,

@@ -91,6 +91,7 @@ def test_rotation_keeps_best_by_metric(tmp_path):
     assert [n for n, _ in checkpoint.complete_checkpoints(run)] == [2000, 4000]
 
 
+@pytest.mark.slow  # CI time: two-process training is in make test (test_train)
 def test_two_process_training_metrics_equal_single_process_eval(tmp_path, proc_store):
     """DCGAN: BatchNorm's running statistics are buffers synced across ranks (StyleGAN is the
     other 2-process test). "old_ddp" does what DDP's per-forward buffer copy did before torch 2.12,

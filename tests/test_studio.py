@@ -139,12 +139,20 @@ def image_bytes(pg, selector) -> bytes:
     return bytes(data)
 
 
-def run_shown_command(cmd: str, out: Path) -> None:
-    """The generate.py command the page shows, run as printed (only --out is redirected)."""
+def run_shown_command(cmd: str, out: Path, cwd: Path = ROOT) -> None:
+    """The generate.py command the page shows, as printed (only --out is redirected), through
+    generate.py's main() in this process (the subprocess tests cover its start-up)."""
+    import generate
+
     argv = shlex.split(cmd)
     assert argv[:2] == ["python", "generate.py"], cmd
-    argv = [a if a != "out/" else str(out) for a in argv[2:]]
-    run_cli("generate.py", *argv, check=0)
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        proc = run_main(generate.main, *[a if a != "out/" else str(out) for a in argv[2:]])
+    finally:
+        os.chdir(here)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def set_range(pg, selector, value):
@@ -203,6 +211,26 @@ def test_seeds_truncation_and_classes_match_generate_sample(studio, page, tmp_pa
     gif = Image.open(io.BytesIO(image_bytes(pg, "#walk-img")))
     assert gif.n_frames == 12 and gif.size == (32, 32)
     assert "--seeds 1,5,9" in pg.text_content("#walk-cmd")
+
+    # Projection: two dropped images become waypoints of a walk through projected latents.
+    pg.click('#tabs button[data-panel="project"]')
+    pg.fill("#project-steps", "6")
+    Image.fromarray(mix[32:64, 0:32]).save(tmp_path / "one.png")  # a row seed of the mixing grid
+    for path in (tmp_path / "a" / "seed0047.png", tmp_path / "one.png"):
+        pg.set_input_files("#project-file", str(path))
+        pg.wait_for_function(f"() => document.querySelector('#project-target').textContent.startsWith('{path.name} (')")
+        pg.click("#project-go")
+        pg.wait_for_selector("#project-result:not([hidden])", timeout=60_000)
+        assert "PSNR" in pg.text_content("#project-psnr")
+        names = pg.eval_on_selector_all("#project-files a", "els => els.map(e => e.textContent)")
+        assert names == [f"{path.stem}_projected.png", f"{path.stem}_strip.png", f"{path.stem}_latent.safetensors"]
+        assert f"project {path.name}" in pg.text_content("#project-cmd")
+        pg.click("#project-waypoint")
+    pg.click('#tabs button[data-panel="walk"]')
+    assert pg.locator("#waypoints .chip").count() == 2  # seeds and projections do not mix in one walk
+    pg.click("#walk-go")
+    pg.wait_for_function("() => document.querySelector('#walk-cmd').textContent.includes('--latent')")
+    assert "--latent seed0047_latent.safetensors --latent one_latent.safetensors" in pg.text_content("#walk-cmd")
 
 
 def _png(size=(64, 64), colour=(200, 40, 40)) -> bytes:
@@ -271,17 +299,17 @@ def test_refine_progress_cancel_bad_uploads_and_two_tabs(studio, page, browser, 
     refined = pg.evaluate("""async () => {
         const a = Array.from(document.querySelectorAll('#refine-files a')).find(a => a.textContent.endsWith('_refined.png'));
         return Array.from(new Uint8Array(await (await fetch(a.href)).arrayBuffer())); }""")
-    argv = [a if a != "out/" else str(tmp_path / "r") for a in shlex.split(cmd)[2:]]
-    run_cli("generate.py", *argv, check=0, cwd=tmp_path)
+    run_shown_command(cmd, tmp_path / "r", cwd=tmp_path)
     assert np.array_equal(pixels(bytes(refined)), pixels((tmp_path / "r" / "seed0003_refined.png").read_bytes()))
 
     # A second tab has its own uploads and jobs: it cannot see the first one's.
     other = browser.new_context().new_page()
     other.goto(studio.url)
     other.wait_for_function("() => document.querySelectorAll('#thumbs img').length === 32")
-    job_ids = pg.evaluate("fetch('/api/job/j1', {headers: {'X-Studio-Tab': TAB}}).then(r => r.status)")
-    assert job_ids == 200
-    assert other.evaluate("fetch('/api/job/j1', {headers: {'X-Studio-Tab': TAB}}).then(r => r.status)") == 404
+    job = pg.get_attribute("#refine-job", "data-job")
+    ask = "(id) => fetch('/api/job/' + id, {headers: {'X-Studio-Tab': TAB}}).then(r => r.status)"
+    assert pg.evaluate(ask, job) == 200
+    assert other.evaluate(ask, job) == 404
     other.click('#tabs button[data-panel="refine"]')
     assert other.locator("#style-list .chip").count() == 0
     other.context.close()
@@ -374,7 +402,6 @@ def test_export_space_runs_the_same_studio(model, tmp_path):
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
-    run_cli("generate.py", "sample", "--model", model, "--seeds", 4, "--class", "Impressionism", "--out", tmp_path / "s",
-            check=0)
+    run_shown_command(res["images"][0]["command"].replace("--model model", f"--model {model}"), tmp_path / "s")
     assert np.array_equal(pixels(png), pixels((tmp_path / "s" / "seed0004.png").read_bytes()))
     assert_user_error(run_cli("generate.py", "export", "--model", model, "--out", space, "--space"), "not an empty")

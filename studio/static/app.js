@@ -185,6 +185,7 @@ async function runJob(prefix, path, body, onDone) {
   $(`${prefix}-result`).hidden = true;
   let job;
   try { job = await api(path, body); } catch (e) { showError(`${prefix}-error`, e); return; }
+  $(`${prefix}-job`).dataset.job = job.id;
   const bar = $(`${prefix}-progress`), note = $(`${prefix}-note`);
   $(`${prefix}-job`).hidden = false;
   $(`${prefix}-go`).disabled = true;
@@ -208,7 +209,9 @@ let projectUpload = null, lastProjection = null;
 
 async function takeProjectFile(file) {
   showError("project-error", null);
+  $("project-target").textContent = `uploading ${file.name}…`;
   try { projectUpload = await upload(file); } catch (e) { projectUpload = null; showError("project-error", e); }
+  $("project-target").textContent = projectUpload ? `${projectUpload.name} (${projectUpload.width}×${projectUpload.height})` : "";
 }
 
 async function doProject() {

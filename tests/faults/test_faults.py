@@ -68,6 +68,7 @@ def _landed(outdir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- kill -9
+@pytest.mark.faults  # CI time: SIGTERM/SIGINT stops and resumes bit-identical in make test
 def test_kill9_at_random_moments_resumes_bit_identical(tmp_path, proc_store, reference, fault_table):
     rng = random.Random(SEED)
     for i in range(fl.trials(20, 1)):
@@ -138,7 +139,9 @@ def test_sigterm_sigint_checkpoint_and_exit_cleanly(tmp_path, proc_store, refere
 FAST_DISK = {"checkpoint", "store"}
 
 
-@pytest.mark.parametrize("what", ["checkpoint", "startup", "store", "export", "samples"])
+# CI time: the two slowest under make faults only
+@pytest.mark.parametrize("what", [pytest.param("checkpoint", marks=pytest.mark.faults), "startup",
+                                  pytest.param("store", marks=pytest.mark.faults), "export", "samples"])
 def test_disk_full(tmp_path, proc_store, reference, fault_table, what):
     """ENOSPC while writing: exit 28, one line naming the filesystem and what is intact, no
     partial file or folder left; after freeing space the same command completes."""
@@ -160,6 +163,7 @@ def _checkpoint_files(run: Path) -> list[str]:
     return sorted(p.relative_to(ck).as_posix() for p in ck.rglob("*") if p.is_file())
 
 
+@pytest.mark.faults  # CI time: damaged exports and hostile checkpoint files are in make test
 def test_damaged_checkpoint_files_fall_back_to_the_previous_one(tmp_path, proc_store, reference, fault_table):
     """Truncate or flip bits in each file of the newest checkpoint: resume warns naming the file,
     falls back to the previous checkpoint and ends bit-identical."""
