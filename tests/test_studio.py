@@ -329,6 +329,10 @@ def test_http_rules_and_cli_errors(studio, model, tmp_path):
     assert status == 400 and "unknown class 'Rococo'" in json.loads(body)["error"]
     status, body, _ = studio.get("/api/upload?name=../../etc/x.png", TAB, b"GIF89a-not-really")
     assert status == 400 and json.loads(body)["error"].startswith("x.png: ")
+    # Beyond loopback only when asked, and then with a warning.
+    wide = Studio("--model", model, "--host", "0.0.0.0")
+    assert wide.get("/api/info", {"Host": "studio.example:80"})[0] == 200  # any name reaches a server bound wide
+    assert "warning: --host 0.0.0.0 serves the studio to every machine" in wide.stop()
     # CLI mistakes: one line, exit 2.
     import generate
 
