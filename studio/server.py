@@ -47,7 +47,8 @@ def serve(spec: str, device, host: str = "127.0.0.1", port: int = 7860, precisio
     try:
         import uvicorn
 
-        from .app import Studio, create_app
+        from .app import create_app
+        from .state import Studio
     except ImportError as e:
         raise UserError(f"the studio needs its extra ({e.name} is missing): pip install 'artgan[studio]'") from None
     from pathlib import Path
