@@ -68,10 +68,10 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None) -> AutoChoi
                        "(mapping network, style mixing, truncation)")
         return AutoChoice(model, train, reasons)
     g, d = fastgan_widths(res, gpu)
-    # The recipe is fastgan64's (bench/quality.py sweeps, README): Adam lr 4e-4 (twice FastGAN's;
-    # two seeds each, it beat 2e-4), betas 0.5/0.999, hinge loss (logistic scored alike, relativistic
-    # with R1+R2 worse in 10 minutes), a small batch (more updates per image seen), ADA from p 0.2
-    # that adapts quickly (FastGAN's always-on augmentation leaked stripes into the samples).
+    # The recipe is fastgan64's (bench/quality.py sweeps, README): FastGAN's Adam (lr 2e-4, betas
+    # 0.5/0.999; 4e-4 won at 10 minutes but lost at 30, the length auto picks on a CPU), hinge
+    # (logistic scored alike, relativistic with R1+R2 worse), a small batch (more updates per image
+    # seen), ADA from p 0.2 that adapts quickly (always-on augmentation leaked stripes into samples).
     recipe = PRESETS["fastgan64"]
     model = {**recipe["model"], "g_channels": g, "d_channels": d}
     del model["resolution"]  # the store's
