@@ -198,21 +198,32 @@ def export_model(src: Path, out: Path, name: str) -> Path:
         write_model_card(tmp, meta, name, name)
         write_manifest(tmp)
         _shareable_modes(tmp)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
+        rename_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
-def _shareable_modes(folder: Path) -> None:
-    """mkdtemp makes 0700 and copies keep their source's mode: give an export the modes any
-    new file gets under the user's umask, since it is meant to be shared."""
+def rename_into_place(tmp: Path, out: Path) -> None:
+    """A folder built under a temporary name becomes `out` (absent or empty) in one rename, with
+    the mode any new folder gets under the user's umask (mkdtemp makes 0700)."""
+    os.chmod(tmp, 0o777 & ~_umask())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.rmdir()
+    os.rename(tmp, out)
+
+
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
+    return umask
+
+
+def _shareable_modes(folder: Path) -> None:
+    """Copies keep their source's mode: give an export's files the modes any new file gets under
+    the user's umask, since it is meant to be shared."""
+    umask = _umask()
     for f in folder.iterdir():
         os.chmod(f, 0o666 & ~umask)
 

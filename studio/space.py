@@ -3,7 +3,6 @@
 a Dockerfile and the Space's README. `python app.py` inside it runs it locally too."""
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -88,7 +87,7 @@ def export_space(src: Path, out: Path, name: str) -> Path:
     """Complete or absent: built beside `out` under a temporary name, then renamed into place."""
     import generate
 
-    from gan.export import export_model, load_generator
+    from gan.export import export_model, load_generator, rename_into_place
 
     _, cfg, _ = load_generator(src)  # a damaged model fails before anything is written
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -105,12 +104,7 @@ def export_space(src: Path, out: Path, name: str) -> Path:
         (tmp / "Dockerfile").write_text(DOCKERFILE)
         (tmp / "requirements.txt").write_text("\n".join(requirements()) + "\n")
         (tmp / "README.md").write_text(README.format(name=name, arch=cfg.arch, resolution=cfg.resolution))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
+        rename_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
