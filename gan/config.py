@@ -36,14 +36,19 @@ class ModelConfig:
     # anti-aliasing filter; a quarter of the multiply-adds) or "filter_first" (models saved
     # before this field existed; same function away from the 1-pixel border).
     up_conv: str = "transposed"
+    # FastGAN D: spectral norm on the convs of its blocks and head (FastGAN's own D has it; on
+    # clip art it made clean fills and outlines of the speckled blobs). Configs saved before this
+    # field existed read False, so their checkpoints resume into the D they were trained with.
+    d_spectral_norm: bool = True
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """A saved config; one saved before `up_conv` existed keeps the convs it was trained with."""
-        return _from_dict(cls, {"up_conv": "filter_first", **d})
+        """A saved config; one saved before `up_conv` (or `d_spectral_norm`) existed keeps the
+        convs (the D) it was trained with."""
+        return _from_dict(cls, {"up_conv": "filter_first", "d_spectral_norm": False, **d})
 
 
 @dataclass

@@ -71,6 +71,34 @@ def test_discriminator_reconstructs_its_input_and_learns_to():
     assert loss.item() < 0.6 * first, (first, loss.item())
 
 
+def test_discriminator_convs_have_spectral_norm_one_and_old_configs_keep_their_d():
+    """Scaled up 50x, each of D's block and head convs still acts with gain 1 (spectral norm of
+    its weight matrix) once power iteration has caught up; the decoders are left plain. A config
+    saved before `d_spectral_norm` existed builds the D it was trained with (state dicts match)."""
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg(d_channels=8)
+    D = build_discriminator(cfg)
+    convs = [m for m in (*D.blocks.modules(), *D.head.modules()) if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(parametrize.is_parametrized(m, "weight") for m in convs)
+    assert not any(parametrize.is_parametrized(m) for m in D.decode_full.modules())
+    with torch.no_grad():
+        for m in convs:
+            m.parametrizations.weight.original.mul_(50)
+        for _ in range(30):  # each training-mode forward runs one power iteration per conv
+            D(torch.randn(4, 3, 32, 32))
+        for m in convs:
+            sigma = torch.linalg.matrix_norm(m.weight.flatten(1), ord=2)
+            assert abs(float(sigma) - 1) < 0.05, float(sigma)
+    old = ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "d_spectral_norm"})
+    assert old.d_spectral_norm is False
+    plain = build_discriminator(old)
+    assert not any(parametrize.is_parametrized(m) for m in plain.modules())
+    assert set(plain.state_dict()) != set(D.state_dict())
+    assert ModelConfig.from_dict(cfg.to_dict()).d_spectral_norm is True
+
+
 def test_relativistic_loss_pairs_reals_with_fakes():
     r, f = torch.tensor([[2.0], [0.0]]), torch.tensor([[0.0], [1.0]])
     assert math.isclose(losses.d_loss("relativistic", r, f).item(),

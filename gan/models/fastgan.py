@@ -7,7 +7,9 @@ gate the channels of a high-resolution one (global layout steering texture), at 
 8px to 64px and from 4px to 32px. Conditional models use class-conditional batch norm.
 
 D: residual downsampling blocks (a strided-conv path plus an average-pool shortcut) to 4x4, a
-4x4 head, and a projection term for classes. On reals it also reconstructs, through two small
+4x4 head, and a projection term for classes; spectral norm on those convs (as FastGAN's D):
+each layer's gain stays at most 1, so D cannot sharpen on a few hundred images faster than G
+follows. Batch norm stays beside it (without it D collapsed G onto one motif). On reals it also reconstructs, through two small
 decoders, the whole image from its 8x8 features and a random quarter of it from the matching
 part of its 16x16 features (self-supervision: D must keep what describes the image, not just
 what separates it from today's fakes, which is what keeps a small-data D from overfitting).
@@ -22,6 +24,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ..config import ModelConfig
 from .layers import ClassBatchNorm
@@ -198,6 +201,9 @@ class FastGANDiscriminator(nn.Module):
         self.embed = nn.Embedding(cfg.c_dim, c4) if cfg.c_dim else None
         self.decode_full, self.decode_part = Decoder(ch(8)), Decoder(ch(16))
         self.apply(_init)
+        if cfg.d_spectral_norm:  # after the init: it normalizes the weights drawn there
+            for conv in [m for m in (*self.blocks.modules(), *self.head.modules()) if isinstance(m, nn.Conv2d)]:
+                spectral_norm(conv)
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
