@@ -36,9 +36,11 @@ class ModelConfig:
     # anti-aliasing filter; a quarter of the multiply-adds) or "filter_first" (models saved
     # before this field existed; same function away from the 1-pixel border).
     up_conv: str = "transposed"
-    # FastGAN D: spectral norm on the convs of its blocks and head (FastGAN's own D has it; on
-    # clip art it made clean fills and outlines of the speckled blobs). Configs saved before this
-    # field existed read False, so their checkpoints resume into the D they were trained with.
+    # FastGAN: spectral norm on every conv of G, and on the convs of D's blocks and head (as
+    # FastGAN's own G and D; on clip art D's turned speckled blobs into clean fills and outlines,
+    # G's then gave larger, more detailed figures). Configs saved before these fields existed
+    # read False, so their exports load and their checkpoints resume into the models they were.
+    g_spectral_norm: bool = True
     d_spectral_norm: bool = True
 
     def to_dict(self) -> dict:
@@ -46,9 +48,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """A saved config; one saved before `up_conv` (or `d_spectral_norm`) existed keeps the
-        convs (the D) it was trained with."""
-        return _from_dict(cls, {"up_conv": "filter_first", "d_spectral_norm": False, **d})
+        """A saved config; one saved before `up_conv` (or the spectral norm fields) existed keeps
+        the convs it was trained with."""
+        return _from_dict(cls, {"up_conv": "filter_first", "g_spectral_norm": False, "d_spectral_norm": False, **d})
 
 
 @dataclass

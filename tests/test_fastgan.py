@@ -31,7 +31,7 @@ def test_skip_layer_excitation_reaches_the_output_at_64px():
     z = torch.randn(4, 16)
     before = G(z, noise="none")
     with torch.no_grad():  # gates closed at 64px: the picture changes
-        G.sle["64"].net[-2].weight.fill_(-10.0)
+        G.sle["64"].net[-2].parametrizations.weight.original.fill_(-10.0)
     assert (G(z, noise="none") - before).abs().mean() > 1e-3
 
 
@@ -71,32 +71,42 @@ def test_discriminator_reconstructs_its_input_and_learns_to():
     assert loss.item() < 0.6 * first, (first, loss.item())
 
 
-def test_discriminator_convs_have_spectral_norm_one_and_old_configs_keep_their_d():
-    """Scaled up 50x, each of D's block and head convs still acts with gain 1 (spectral norm of
-    its weight matrix) once power iteration has caught up; the decoders are left plain. A config
-    saved before `d_spectral_norm` existed builds the D it was trained with (state dicts match)."""
+def test_convs_have_spectral_norm_one_and_old_configs_keep_their_models():
+    """Scaled up 50x, each conv of G and of D's blocks and head still acts with gain 1 (the
+    spectral norm of its weight matrix; a transposed conv's along its output channels) once power
+    iteration has caught up; D's decoders stay plain. In eval mode G renders with the stored
+    estimate (a seed is one picture). A config saved before these fields existed builds the plain
+    models it was trained with, so an old export still loads."""
     from torch.nn.utils import parametrize
 
     torch.manual_seed(0)
     cfg = tiny_cfg(d_channels=8)
-    D = build_discriminator(cfg)
-    convs = [m for m in (*D.blocks.modules(), *D.head.modules()) if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(parametrize.is_parametrized(m, "weight") for m in convs)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    d_convs = [m for m in (*D.blocks.modules(), *D.head.modules()) if isinstance(m, torch.nn.Conv2d)]
+    g_convs = [m for m in G.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in g_convs)
+    assert d_convs and all(parametrize.is_parametrized(m, "weight") for m in d_convs + g_convs)
     assert not any(parametrize.is_parametrized(m) for m in D.decode_full.modules())
     with torch.no_grad():
-        for m in convs:
+        for m in d_convs + g_convs:
             m.parametrizations.weight.original.mul_(50)
         for _ in range(30):  # each training-mode forward runs one power iteration per conv
             D(torch.randn(4, 3, 32, 32))
-        for m in convs:
-            sigma = torch.linalg.matrix_norm(m.weight.flatten(1), ord=2)
-            assert abs(float(sigma) - 1) < 0.05, float(sigma)
-    old = ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "d_spectral_norm"})
-    assert old.d_spectral_norm is False
-    plain = build_discriminator(old)
-    assert not any(parametrize.is_parametrized(m) for m in plain.modules())
-    assert set(plain.state_dict()) != set(D.state_dict())
-    assert ModelConfig.from_dict(cfg.to_dict()).d_spectral_norm is True
+            G(torch.randn(4, 16))
+        for m in d_convs + g_convs:
+            w = m.weight.transpose(0, 1) if isinstance(m, torch.nn.ConvTranspose2d) else m.weight
+            sigma = torch.linalg.matrix_norm(w.flatten(1), ord=2)
+            assert abs(float(sigma) - 1) < 0.05, (m, float(sigma))
+        G.eval()
+        z = torch.randn(3, 16)
+        assert torch.equal(G(z), G(z))
+    old = ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if not k.endswith("spectral_norm")})
+    assert old.g_spectral_norm is False and old.d_spectral_norm is False
+    for new, plain in ((G, build_generator(old)), (D, build_discriminator(old))):
+        assert not any(parametrize.is_parametrized(m) for m in plain.modules())
+        assert set(plain.state_dict()) != set(new.state_dict())
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again.g_spectral_norm is True and again.d_spectral_norm is True
 
 
 def test_relativistic_loss_pairs_reals_with_fakes():

@@ -1,6 +1,7 @@
 """A GAN for small collections (100-5,000 images), after FastGAN (Liu et al., ICLR 2021).
 
-G: z -> 4x4 (transposed conv) -> upsampling blocks to the output size. Each block is a nearest
+G: z -> 4x4 (transposed conv) -> upsampling blocks to the output size, spectral norm on every
+conv (as FastGAN's G). Each block is a nearest
 2x upsample and 3x3 convs whose doubled outputs are gated by a GLU, with batch norm and a
 learned per-layer noise input. Skip-layer excitation (SLE) lets a low-resolution feature map
 gate the channels of a high-resolution one (global layout steering texture), at 64px too: from
@@ -52,6 +53,12 @@ def _init(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, 0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+def _spectral_norm(modules) -> None:
+    """Spectral norm on each conv among `modules` (after the init: it normalizes those weights)."""
+    for conv in [m for m in modules if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]:
+        spectral_norm(conv)
 
 
 class Noise(nn.Module):
@@ -123,6 +130,8 @@ class FastGANGenerator(nn.Module):
         self.sle = nn.ModuleDict({str(t): SLE(ch(s), ch(t)) for t, s in self.pairs.items()})
         self.to_rgb = nn.Conv2d(ch(cfg.resolution), 3, 3, 1, 1, bias=True)
         self.apply(_init)
+        if cfg.g_spectral_norm:  # every conv; in eval mode the stored estimate, no power iteration
+            _spectral_norm(self.modules())
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, noise: str | None = None) -> torch.Tensor:
         """`noise`: random | const | none; default random in train mode, const in eval mode."""
@@ -201,9 +210,8 @@ class FastGANDiscriminator(nn.Module):
         self.embed = nn.Embedding(cfg.c_dim, c4) if cfg.c_dim else None
         self.decode_full, self.decode_part = Decoder(ch(8)), Decoder(ch(16))
         self.apply(_init)
-        if cfg.d_spectral_norm:  # after the init: it normalizes the weights drawn there
-            for conv in [m for m in (*self.blocks.modules(), *self.head.modules()) if isinstance(m, nn.Conv2d)]:
-                spectral_norm(conv)
+        if cfg.d_spectral_norm:  # the decoders stay plain: they are not the critic
+            _spectral_norm((*self.blocks.modules(), *self.head.modules()))
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
