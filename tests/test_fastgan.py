@@ -200,6 +200,10 @@ def test_auto_preset_small_collection_on_a_cpu():
     # Twice the cores: about twice the images in the same half hour.
     c4 = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=4), _flops)
     assert 1.8 < c4.train["kimg"] / c.train["kimg"] < 2.2
+    # A width from the flags is the one the reason names and the length is sized for.
+    wide = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=2), _flops, {"g_channels": 32})
+    assert "G/D width 32/16 (as your flags set)" in wide.reasons[0] and "width 16/16:" in c.reasons[0]
+    assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
 
 
 def test_auto_preset_large_collection_on_a_gpu_is_a_stylegan():

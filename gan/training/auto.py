@@ -51,9 +51,11 @@ def fastgan_widths(res: int, gpu: bool) -> tuple[int, int]:
     return (64, 64) if res <= 256 else (32, 32)
 
 
-def choose(store: StoreFacts, device: DeviceFacts, train_flops=None) -> AutoChoice:
+def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dict | None = None) -> AutoChoice:
     """The preset for `store` on `device`. `train_flops(model_dict) -> FLOPs per real image`
-    (gan.training.flops) sizes a CPU run to CPU_MINUTES; without it the length is by images."""
+    (gan.training.flops) sizes a CPU run to CPU_MINUTES; without it the length is by images.
+    `widths`: the user's `g_channels` / `d_channels`, which win over the choice (and are what the
+    reason line and the length are for)."""
     gpu = device.kind == "cuda"
     n, res = store.images, store.resolution
     reasons = []
@@ -68,6 +70,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None) -> AutoChoi
                        "(mapping network, style mixing, truncation)")
         return AutoChoice(model, train, reasons)
     g, d = fastgan_widths(res, gpu)
+    widths = widths or {}
+    g, d = widths.get("g_channels", g), widths.get("d_channels", d)
     # The recipe is fastgan64's (bench/quality.py sweeps, README): FastGAN's Adam (lr 2e-4, betas
     # 0.5/0.999; 4e-4 won at 10 minutes but lost at 30, the length auto picks on a CPU), hinge
     # (logistic scored alike, relativistic with R1+R2 worse), a small batch (more updates per image
@@ -79,7 +83,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None) -> AutoChoi
     del model["resolution"]  # the store's
     why = (f"{n:,} images, a small collection (up to {SMALL:,})" if n <= SMALL else
            f"{n:,} images on a CPU, where a StyleGAN at {res}px would take days")
-    reasons.append(f"fastgan (the small-collection model), G/D width {g}/{d}: {why}")
+    mine = " (as your flags set)" if widths else ""
+    reasons.append(f"fastgan (the small-collection model), G/D width {g}/{d}{mine}: {why}")
     train = dict(recipe["train"])
     if n > SMALL:
         train["aug"] = "none" if n >= 20000 else "ada"

@@ -223,7 +223,8 @@ def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
                               "resolution": dataset.resolution})
         return model_summary(mcfg)["train_flops"]
 
-    choice = choose(store, device, train_flops)
+    widths = {k[6:]: v for k, v in explicit.items() if k in ("model.g_channels", "model.d_channels")}
+    choice = choose(store, device, train_flops, widths)
     notes = [f"preset auto: {line}" for line in choice.reasons]
     return {"model": choice.model, "train": choice.train}, notes
 
