@@ -75,12 +75,17 @@ function setupModel(m) {
 }
 
 // ---------------------------------------------------------------- seeds
+let seedsAsked = 0;  // the newest showSeeds call: an older answer arriving after it is dropped
 async function showSeeds(start, append) {
+  const ask = ++seedsAsked;
   const {trunc, cls} = controls();
   const seeds = `${start}-${start + PAGE - 1}`;
   showError("seeds-error", null);
   let res;
-  try { res = await api("/api/render", {seeds, trunc, cls}); } catch (e) { showError("seeds-error", e); return; }
+  try { res = await api("/api/render", {seeds, trunc, cls}); } catch (e) { if (ask === seedsAsked) showError("seeds-error", e); return; }
+  // A class, truncation and first seed set in quick succession each ask; answers can come back
+  // in any order, and the last control set must win, not the slowest answer.
+  if (ask !== seedsAsked) return;
   version = res.version;
   const box = $("thumbs");
   if (!append) box.replaceChildren();
