@@ -1,20 +1,21 @@
 """A GAN for small collections (100-5,000 images), after FastGAN (Liu et al., ICLR 2021).
 
 G: z -> 4x4 (transposed conv) -> upsampling blocks to the output size, spectral norm on every
-conv (as FastGAN's G). Each block is a nearest
-2x upsample and 3x3 convs whose doubled outputs are gated by a GLU, with batch norm and a
-learned per-layer noise input. Skip-layer excitation (SLE) lets a low-resolution feature map
-gate the channels of a high-resolution one (global layout steering texture), at 64px too: from
-8px to 64px and from 4px to 32px. Conditional models use class-conditional batch norm.
+conv (as FastGAN's G). Each block is a nearest 2x upsample and 3x3 convs whose doubled outputs
+are gated by a GLU, with batch norm and a learned per-layer noise input. Skip-layer excitation
+(SLE) lets a low-resolution feature map gate the channels of a high-resolution one (global
+layout steering texture), at 64px too: from 8px to 64px and from 4px to 32px. Conditional models
+use class-conditional batch norm.
 
 D: residual downsampling blocks (a strided-conv path plus an average-pool shortcut) to 4x4, a
-4x4 head, and a projection term for classes; spectral norm on those convs (as FastGAN's D):
-each layer's gain stays at most 1, so D cannot sharpen on a few hundred images faster than G
-follows. Batch norm stays beside it (without it D collapsed G onto one motif). On reals it also reconstructs, through two small
-decoders, the whole image from its 8x8 features and a random quarter of it from the matching
-part of its 16x16 features (self-supervision: D must keep what describes the image, not just
-what separates it from today's fakes, which is what keeps a small-data D from overfitting).
-The reconstruction loss is L1 on 32px pixels, cheap on a CPU (FastGAN's LPIPS-VGG is not).
+4x4 head, and a projection term for classes; spectral norm on those convs (as FastGAN's D): each
+layer's gain stays at most 1, so D cannot sharpen on a few hundred images faster than G follows.
+Batch norm stays beside it (without it D collapsed G onto one motif). On reals it also
+reconstructs, through two small decoders, the whole image from its 8x8 features and a random
+quarter of it from the matching part of its 16x16 features (self-supervision: D must keep what
+describes the image, not just what separates it from today's fakes, which is what keeps a
+small-data D from overfitting). The reconstruction loss is L1 on 32px pixels, cheap on a CPU
+(FastGAN's LPIPS-VGG is not).
 
 Widths: channels(r) = g_channels * 64 / r (d_channels for D), between 16 and channel_max.
 """

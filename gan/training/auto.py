@@ -76,8 +76,9 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
     # 0.5/0.999; 4e-4 won at 10 minutes but lost at 30, the length auto picks on a CPU), hinge
     # (logistic scored alike, relativistic with R1+R2 worse), a small batch (more updates per image
     # seen), ADA from p 0.2 that adapts quickly (always-on augmentation leaked stripes into samples),
-    # and the model's default spectral norm in D (clean fills and outlines where plain D gave
-    # speckled blobs; width 32 at the same minutes was muddier: fewer images seen).
+    # and the model's default spectral norm in G and D (clean fills and outlines, then larger
+    # figures, where plain models gave speckled blobs; width 32 at the same minutes was muddier:
+    # fewer images seen).
     recipe = PRESETS["fastgan64"]
     model = {**recipe["model"], "g_channels": g, "d_channels": d}
     del model["resolution"]  # the store's
