@@ -12,6 +12,7 @@ from gan import losses
 from gan.config import ModelConfig
 from gan.models import REGISTRY, build_discriminator, build_generator
 from gan.models.fastgan import sle_pairs
+from gan.models.layers import power_iteration, spectral_norm
 from gan.training import auto, checkpoint
 from test_train import check_compiled_once, faults, load_state, only_run, train
 
@@ -74,7 +75,7 @@ def test_discriminator_reconstructs_its_input_and_learns_to():
 def test_convs_have_spectral_norm_one_and_old_configs_keep_their_models():
     """Scaled up 50x, each conv of G and of D's blocks and head still acts with gain 1 (the
     spectral norm of its weight matrix; a transposed conv's along its output channels) once power
-    iteration has caught up; D's decoders stay plain. In eval mode G renders with the stored
+    iteration (the training loop's, once a step) has caught up; D's decoders stay plain. In eval mode G renders with the stored
     estimate (a seed is one picture). A config saved before these fields existed builds the plain
     models it was trained with, so an old export still loads."""
     from torch.nn.utils import parametrize
@@ -90,9 +91,9 @@ def test_convs_have_spectral_norm_one_and_old_configs_keep_their_models():
     with torch.no_grad():
         for m in d_convs + g_convs:
             m.parametrizations.weight.original.mul_(50)
-        for _ in range(30):  # each training-mode forward runs one power iteration per conv
-            D(torch.randn(4, 3, 32, 32))
-            G(torch.randn(4, 16))
+        for _ in range(30):  # what the training loop runs once per step
+            power_iteration(D)
+            power_iteration(G)
         for m in d_convs + g_convs:
             w = m.weight.transpose(0, 1) if isinstance(m, torch.nn.ConvTranspose2d) else m.weight
             sigma = torch.linalg.matrix_norm(w.flatten(1), ord=2)
@@ -107,6 +108,53 @@ def test_convs_have_spectral_norm_one_and_old_configs_keep_their_models():
         assert set(plain.state_dict()) != set(new.state_dict())
     again = ModelConfig.from_dict(cfg.to_dict())
     assert again.g_spectral_norm is True and again.d_spectral_norm is True
+
+
+def test_spectral_norm_forward_writes_nothing_and_reads_torchs_state():
+    """The forward only reads the singular-vector estimates (a module called twice before its
+    backward, as D is, then traces under inductor); the loop's power iteration is the one writer.
+    State dicts are torch's own parametrization's, both ways, with the same eval outputs (fastgan
+    checkpoints and exports written with torch's load), and the estimate converges to torch's."""
+    from torch.nn.utils.parametrizations import spectral_norm as torch_sn
+
+    torch.manual_seed(0)
+    for make in (lambda: torch.nn.Conv2d(3, 8, 3), lambda: torch.nn.ConvTranspose2d(8, 3, 4)):
+        ours, theirs = spectral_norm(make()), torch_sn(make())
+        sn = ours.parametrizations.weight[0]
+        x = torch.randn(2, ours.in_channels, 6, 6)
+        versions = (sn._u._version, sn._v._version)
+        (ours(x).sum() + ours(x + 1).sum()).backward()
+        assert (sn._u._version, sn._v._version) == versions
+        assert set(ours.state_dict()) == set(theirs.state_dict())
+        theirs.load_state_dict(ours.state_dict())
+        ours.eval(), theirs.eval()
+        assert torch.allclose(ours(x), theirs(x), atol=1e-6)
+        with torch.no_grad():
+            theirs.parametrizations.weight.original.mul_(3)
+            theirs.train()(x)  # torch's power iteration, in forward
+            ours.load_state_dict(theirs.state_dict())
+            theirs.eval()
+            assert torch.allclose(ours(x), theirs(x), atol=1e-6)
+            ours.train()
+            w = ours.parametrizations.weight.original
+            for _ in range(50):
+                power_iteration(ours)
+            mat = w.transpose(0, 1) if isinstance(ours, torch.nn.ConvTranspose2d) else w
+            assert abs(float(torch.linalg.matrix_norm(mat.flatten(1), ord=2) / torch.vdot(sn._u, sn._matrix(w) @ sn._v)) - 1) < 1e-3
+
+
+@pytest.mark.slow
+def test_spectral_norm_discriminator_trains_under_inductor():
+    """D on reals and on fakes, then one backward, compiled by inductor (C++ code generation): this
+    crashed with torch's spectral norm (a saved estimate changed in place between the calls)."""
+    torch.manual_seed(0)
+    D = build_discriminator(tiny_cfg())
+    Dc = torch.compile(D, backend="inductor")
+    for _ in range(2):
+        power_iteration(D)
+        real, recon = Dc(torch.randn(2, 3, 32, 32), None, recon=True)
+        (real.mean() + Dc(torch.randn(2, 3, 32, 32), None).mean() + recon.mean()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in D.blocks.parameters())
 
 
 def test_relativistic_loss_pairs_reals_with_fakes():

@@ -26,10 +26,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.parametrizations import spectral_norm
 
 from ..config import ModelConfig
-from .layers import ClassBatchNorm
+from .layers import ClassBatchNorm, spectral_norm
 
 RESOLUTIONS = (32, 64, 128, 256, 512, 1024)
 RECON_SIZE = 32  # the decoders' output size
@@ -131,7 +130,7 @@ class FastGANGenerator(nn.Module):
         self.sle = nn.ModuleDict({str(t): SLE(ch(s), ch(t)) for t, s in self.pairs.items()})
         self.to_rgb = nn.Conv2d(ch(cfg.resolution), 3, 3, 1, 1, bias=True)
         self.apply(_init)
-        if cfg.g_spectral_norm:  # every conv; in eval mode the stored estimate, no power iteration
+        if cfg.g_spectral_norm:  # every conv (the loop's power_iteration advances the estimates)
             _spectral_norm(self.modules())
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, noise: str | None = None) -> torch.Tensor:

@@ -264,3 +264,58 @@ class ClassBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.bn(x) * self.gain(c)[:, :, None, None].to(x.dtype) + self.bias(c)[:, :, None, None].to(x.dtype)
+
+
+class SpectralNorm(nn.Module):
+    """A weight divided by its largest singular value (Miyato et al. 2018), as a parametrization
+    (`spectral_norm` registers it) whose forward only reads the stored singular-vector estimates
+    `_u`, `_v`. torch's own runs a power-iteration step inside every training forward, writing
+    them in place, and under inductor the backward of a module called twice before its backward
+    (D on reals, then on fakes) then finds a saved tensor changed: fastgan crashed on its first
+    compiled step. Here the training loop advances the estimate once per step, outside the graph,
+    with `power_iteration(model)`. The buffers are named and initialized as torch's, so state
+    dicts saved with either load into the other, and eval-mode outputs are the same."""
+
+    def __init__(self, weight: torch.Tensor, dim: int = 0, eps: float = 1e-12):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        mat = self._matrix(weight.detach())
+        self.register_buffer("_u", F.normalize(mat.new_empty(mat.shape[0]).normal_(0, 1), dim=0, eps=eps))
+        self.register_buffer("_v", F.normalize(mat.new_empty(mat.shape[1]).normal_(0, 1), dim=0, eps=eps))
+        self.update(weight, steps=15)  # as torch's: a good estimate before the first forward
+
+    def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        return (weight.movedim(self.dim, 0) if self.dim else weight).flatten(1)
+
+    @torch.no_grad()
+    def update(self, weight: torch.Tensor, steps: int = 1) -> None:
+        mat = self._matrix(weight.detach())
+        for _ in range(steps):
+            self._u.copy_(F.normalize(torch.mv(mat, self._v), dim=0, eps=self.eps))
+            self._v.copy_(F.normalize(torch.mv(mat.t(), self._u), dim=0, eps=self.eps))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        sigma = torch.vdot(self._u, torch.mv(self._matrix(weight), self._v))
+        return weight / sigma
+
+
+def spectral_norm(module: nn.Module) -> nn.Module:
+    """`module.weight` spectrally normalized (a transposed conv's along its output channels)."""
+    from torch.nn.utils import parametrize
+
+    dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
+    parametrize.register_parametrization(module, "weight", SpectralNorm(module.weight, dim))
+    return module
+
+
+@torch.no_grad()
+def power_iteration(model: nn.Module) -> None:
+    """One power-iteration step of every spectral norm in `model` that is in training mode: the
+    training loop calls it once per step, before the phase that trains `model`."""
+    for m in model.modules():
+        plist = getattr(getattr(m, "parametrizations", None), "weight", None)
+        if plist is None:
+            continue
+        for p in plist:
+            if isinstance(p, SpectralNorm) and p.training:
+                p.update(plist.original)

@@ -13,6 +13,7 @@ import torch
 
 from .. import losses
 from ..augment import apply_augment, augment
+from ..models.layers import power_iteration
 
 # Outcome of a step, worst highest, as a 0-dim device tensor (the host reads a batch of them at
 # once in `Trainer._settle`, never one per step). SKIPPED: fp16's GradScaler found inf/NaN
@@ -230,6 +231,8 @@ class Phases:
     def _step(self, stats: dict) -> torch.Tensor:
         """One iteration: D, lazy R1, G, lazy path length, style; the worst phase outcome."""
         cfg, step = self.cfg, self.counters.step
+        power_iteration(self._unwrap(self.D))  # spectral norms' estimates: once a step, outside any graph
+        power_iteration(self._unwrap(self.G))
         outcome = self._d_phase(stats)
         if self._reg_on() and step % cfg.r1_interval == 0:
             outcome = torch.maximum(outcome, self._d_reg_phase(stats))
