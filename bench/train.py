@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(TrainConfig)}  # train.py's own
     ap.add_argument("--compile", choices=choices["compile"], default="auto",
-                    help="train.py's --compile (auto: on with a GPU, or for a long CPU run); compile time is inside the warm-up steps")
+                    help="train.py's --compile (auto: on with a GPU); compile time is inside the warm-up steps")
     ap.add_argument("--compile-mode", choices=choices["compile_mode"], default="default",
                     help="train.py's --compile-mode (reduce-overhead: CUDA graphs)")
     ap.add_argument("--peak-seconds", type=float, default=1.5, help="time per matmul peak measurement")

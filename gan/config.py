@@ -84,8 +84,7 @@ class TrainConfig:
     ema_kimg: float = opt(10.0, "G_ema half-life in kimg")
     ema_rampup: float = 0.05  # half-life <= this fraction of images seen; 0 disables
     mixed_precision: str = opt("no", "no | bf16 | fp16", choices=("no", "bf16", "fp16"))
-    compile: str = opt("auto", "torch.compile G and D for the main phases: auto (on with a GPU; on a CPU "
-                       "for runs estimated at 10 minutes or more) | on | off",
+    compile: str = opt("auto", "torch.compile G and D for the main phases: auto (on with a GPU) | on | off",
                        choices=("auto", "on", "off"))
     compile_mode: str = opt("default", "torch.compile's mode when compiling: default | reduce-overhead (CUDA "
                                        "graphs: fewer kernel launches at small batches, more GPU memory) | "

@@ -254,21 +254,6 @@ def test_auto_preset_small_collection_on_a_cpu():
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
 
 
-def test_compile_auto_on_a_cpu_is_for_long_runs(monkeypatch):
-    """--compile auto compiles a CPU run estimated at 10 minutes or more (auto's half hour), not a
-    short one, nor one that --minutes stops early."""
-    from gan.config import TrainConfig
-    from gan.training import setup
-
-    monkeypatch.setattr(setup, "device_facts", lambda: auto.DeviceFacts("cpu", cpus=2))
-    c = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=2), _flops)
-    mcfg = ModelConfig(**{**c.model, "resolution": 64})
-    assert setup.compile_pays(mcfg, TrainConfig(**c.train))
-    assert not setup.compile_pays(mcfg, TrainConfig(**{**c.train, "kimg": c.train["kimg"] / 5}))
-    assert not setup.compile_pays(mcfg, TrainConfig(**{**c.train, "minutes": 5.0}))
-    assert setup.compile_pays(mcfg, TrainConfig(**{**c.train, "minutes": 20.0}))
-
-
 def test_auto_preset_large_collection_on_a_gpu_is_a_stylegan():
     c = auto.choose(auto.StoreFacts(20000, 256), auto.DeviceFacts("cuda", count=1))
     assert c.model["arch"] == "stylegan" and c.model["mapping_layers"] == 8 and c.train["batch"] == 64

@@ -19,11 +19,6 @@ SMALL = 5000  # up to this many images: the small-collection model (FastGAN-styl
 # decoders are left out of that count, so this is the rate of the counted FLOPs).
 CPU_FLOPS_PER_CORE = {"bf16": 65e9, "no": 27e9, "fp16": 10e9}
 GPU_FLOPS = 40e12
-# --compile auto on a CPU: on for runs estimated at this many minutes or more. torch.compile
-# (inductor's C++) fuses the many small elementwise ops of thin models: 8 kimg of fastgan64 on 2
-# cores took 189 s compiled against 229 s eager, compiling included (the first steps compile,
-# in well under a minute).
-CPU_COMPILE_MINUTES = 10
 CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
 
 

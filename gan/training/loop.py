@@ -79,14 +79,11 @@ class Trainer(Phases, TrainerState):
         self.G_ema.to(self.acc.device)
         if self.acc.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every phase's shapes are fixed: tune once per shape
-        cuda = self.acc.device.type == "cuda"
-        compiling = cfg.compile == "on" or (cfg.compile == "auto" and (cuda or self._long_cpu_run()))
+        compiling = cfg.compile == "on" or (cfg.compile == "auto" and self.acc.device.type == "cuda")
         self.compiled = Compiler(compiling, self._log, compile_backend(self.faults), cfg.compile_mode)
         self._p_device = None  # (aug p, that p as a device tensor) for the compiled augmentation
         if compiling and self.acc.is_main_process:
-            why = "" if cuda or cfg.compile == "on" else " (a long CPU run: it trains faster compiled)"
-            print(f"torch.compile on{why}: the first steps compile G, D and the augmentation (a minute or so); "
-                  "--compile off skips it")
+            print("torch.compile on: the first steps compile G, D and the augmentation (a minute or so); --compile off skips it")
         adaptive = cfg.aug == "ada"
         self.aug = AdaptiveP(cfg.aug_p if cfg.aug in ("ada", "fixed") else 0.0, cfg.ada_target, cfg.batch,
                              cfg.ada_interval, cfg.ada_kimg, adaptive)
@@ -404,12 +401,6 @@ class Trainer(Phases, TrainerState):
                 f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, **scalars}) + "\n")
         bar.set_postfix(D=f"{values.get('loss_D', 0):.3f}", G=f"{values.get('loss_G', 0):.3f}",
                         p=f"{self.aug.p:.2f}", ips=f"{rate:.0f}", refresh=False)
-
-    def _long_cpu_run(self) -> bool:
-        """--compile auto off a GPU: whether this run is long enough to pay for compiling."""
-        from .setup import compile_pays
-
-        return compile_pays(self.mcfg, self.cfg)
 
     def _log(self, msg: str) -> None:
         """A line on the console and in events.jsonl (main process)."""

@@ -369,18 +369,6 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     return f"estimated {duration(secs)} on {where} in {cfg.mixed_precision}{budget} (training prints the measured time)"
 
 
-def compile_pays(mcfg: ModelConfig, cfg: TrainConfig) -> bool:
-    """Whether `--compile auto` compiles on a CPU: for a run estimated (from its FLOPs, and
-    --minutes) at auto.CPU_COMPILE_MINUTES or more; a short run would spend its time compiling."""
-    from .auto import CPU_COMPILE_MINUTES, estimate_seconds
-    from .flops import model_summary
-
-    secs = estimate_seconds(model_summary(mcfg)["train_flops"], cfg.kimg, device_facts(), cfg.mixed_precision)
-    if cfg.minutes > 0:
-        secs = min(secs, cfg.minutes * 60)
-    return secs >= CPU_COMPILE_MINUTES * 60
-
-
 def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     from .flops import model_summary
 
