@@ -15,6 +15,7 @@ from PIL import Image
 from conftest import run_cli
 from gan.export import load_generator
 from gan.training import checkpoint
+from test_fastgan import TINY_FAST
 from test_train import TINY_DCGAN, TINY_STYLE, check_compiled_once, faults, load_state, only_run
 
 DEV = os.environ.get("ARTGAN_GPU_TESTS_DEVICE", "cuda")
@@ -44,20 +45,22 @@ def scalars(run, tag):
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16", "fp16"])
-@pytest.mark.parametrize("arch", ["dcgan", "stylegan"])
+@pytest.mark.parametrize("arch", ["dcgan", "stylegan", "fastgan"])
 def test_train_every_precision_and_resume(tmp_path, proc_store, arch, precision):
     """~200 steps: no non-finite storm (fp16's first overflow steps are the scaler's, not
-    divergence), losses that move, and a resume that continues the same run. StyleGAN runs with
-    the GPU default, torch.compile on (a failed compile would be a note, and fails the test);
-    DCGAN eagerly."""
+    divergence), losses that move, and a resume that continues the same run. StyleGAN and fastgan
+    run with the GPU default, torch.compile on (a failed compile would be a note, and fails the
+    test; fastgan's spectral norm once crashed there); DCGAN eagerly."""
     needs_fp16_device(precision)
-    tiny = TINY_STYLE + ["--pl-weight", 1, "--r1-interval", 4] if arch == "stylegan" else TINY_DCGAN
+    tiny = {"stylegan": TINY_STYLE + ["--pl-weight", 1, "--r1-interval", 4], "dcgan": TINY_DCGAN,
+            "fastgan": TINY_FAST + ["--aug", "ada", "--aug-p", 0.2]}[arch]
+    compiled = arch != "dcgan"
     common = ["--data", proc_store, *tiny, "--batch", 16, "--mixed-precision", precision, "--snap", 100,
               "--outdir", tmp_path / "runs", "--name", "g", "--log-every", 10,
-              "--compile", "on" if arch == "stylegan" else "off"]  # on: auto's choice on a GPU, also in a CPU rehearsal
+              "--compile", "on" if compiled else "off"]  # on: auto's choice on a GPU, also in a CPU rehearsal
     first = train(*common, "--kimg", 3.2, "--checkpoint-every", 1.6, env={"TORCH_LOGS": "recompiles"})
-    if arch == "stylegan":
-        check_compiled_once(first.stderr)
+    if compiled:
+        check_compiled_once(first.stderr, extra_kinds=int(arch == "fastgan"))  # its D on reals also reconstructs
     run = only_run(tmp_path / "runs")
     events = (run / "events.jsonl").read_text()
     assert "restored" not in events and events.count("step skipped") <= 2, events
