@@ -75,9 +75,9 @@ def test_discriminator_reconstructs_its_input_and_learns_to():
 def test_convs_have_spectral_norm_one_and_old_configs_keep_their_models():
     """Scaled up 50x, each conv of G and of D's blocks and head still acts with gain 1 (the
     spectral norm of its weight matrix; a transposed conv's along its output channels) once power
-    iteration (the training loop's, once a step) has caught up; D's decoders stay plain. In eval mode G renders with the stored
-    estimate (a seed is one picture). A config saved before these fields existed builds the plain
-    models it was trained with, so an old export still loads."""
+    iteration (the training loop's, once a step) has caught up; D's decoders stay plain. In eval
+    mode G renders with the stored estimate (a seed is one picture). A config saved before these
+    fields existed builds the plain models it was trained with, so an old export still loads."""
     from torch.nn.utils import parametrize
 
     torch.manual_seed(0)
@@ -114,7 +114,8 @@ def test_spectral_norm_forward_writes_nothing_and_reads_torchs_state():
     """The forward only reads the singular-vector estimates (a module called twice before its
     backward, as D is, then traces under inductor); the loop's power iteration is the one writer.
     State dicts are torch's own parametrization's, both ways, with the same eval outputs (fastgan
-    checkpoints and exports written with torch's load), and the estimate converges to torch's."""
+    checkpoints and exports written with torch's load), and the loop's power iteration converges
+    to the weight's true largest singular value."""
     from torch.nn.utils.parametrizations import spectral_norm as torch_sn
 
     torch.manual_seed(0)

@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 SQRT2 = math.sqrt(2.0)
 
@@ -289,7 +290,7 @@ class SpectralNorm(nn.Module):
 
     @torch.no_grad()
     def update(self, weight: torch.Tensor, steps: int = 1) -> None:
-        mat = self._matrix(weight.detach())
+        mat = self._matrix(weight)
         for _ in range(steps):
             self._u.copy_(F.normalize(torch.mv(mat, self._v), dim=0, eps=self.eps))
             self._v.copy_(F.normalize(torch.mv(mat.t(), self._u), dim=0, eps=self.eps))
@@ -301,8 +302,6 @@ class SpectralNorm(nn.Module):
 
 def spectral_norm(module: nn.Module) -> nn.Module:
     """`module.weight` spectrally normalized (a transposed conv's along its output channels)."""
-    from torch.nn.utils import parametrize
-
     dim = 1 if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
     parametrize.register_parametrization(module, "weight", SpectralNorm(module.weight, dim))
     return module
