@@ -10,6 +10,8 @@ STAMP  :=
 endif
 DEMO   ?= demo
 RUN     = $$(ls -d $(DEMO)/runs/*-demo | tail -n 1)
+WALK_CLASS   ?= colorfield
+REFINE_CLASS ?= grid
 
 .PHONY: install browser test test-slow test-gpu faults demo demo-finetune studio bench bench-gpu clean-demo
 
@@ -51,17 +53,18 @@ faults: $(STAMP)
 demo: $(STAMP)
 	@echo "==> 1/5 preparing 10,000 built-in procedural artworks at 32 px"
 	@$(PY) -m data_prep --procedural 10000 --seed 0 --out $(DEMO)/data --resolution 32
-	@echo "==> 2/5 training the demo DCGAN (200 kimg; a re-run resumes the finished run)"
-	@$(PY) train.py --data $(DEMO)/data --preset demo --outdir $(DEMO)/runs --name demo --resume auto
-	@echo "==> 3/5 sampling seeds 0-63"
-	@$(PY) generate.py sample --model $(RUN) --seeds 0-63 --grid --out $(DEMO)/samples
-	@echo "==> 4/5 interpolating between seeds 0,1,2,3"
-	@$(PY) generate.py interpolate --model $(RUN) --seeds 0,1,2,3 --frames 48 --loop --out $(DEMO)/walk.gif
+	@echo "==> 2/5 training the demo DCGAN, class-conditional on the four styles (250 kimg; a re-run resumes the finished run)"
+	@$(PY) train.py --data $(DEMO)/data --preset demo --cond --outdir $(DEMO)/runs --name demo --resume auto || { \
+	  echo "(if $(DEMO)/ holds the unconditional run of an older make demo: make clean-demo, then make demo)"; exit 2; }
+	@echo "==> 3/5 sampling seeds 0-63, the styles in turn"
+	@$(PY) generate.py sample --model $(RUN) --seeds 0-63 --class all --grid --out $(DEMO)/samples
+	@echo "==> 4/5 interpolating between seeds 0,1,2,3 (colour fields)"
+	@$(PY) generate.py interpolate --model $(RUN) --seeds 0,1,2,3 --class $(WALK_CLASS) --frames 48 --loop --out $(DEMO)/walk.gif
 	@echo "==> 5/5 refining seed 7 toward a style image with the VGG19 style loss"
 	@$(PY) -m data_prep.procedural --style circles --seed 3 --size 256 --out $(DEMO)/style.png
 	@# Offline without cached VGG19 weights, refine says so in one note and uses random weights.
 	@VGG=$$($(PY) -m gan.weights vgg19 || echo "--vgg-weights random"); \
-	$(PY) generate.py refine --model $(RUN) --seeds 7 --style $(DEMO)/style.png --steps 150 --optimizer adam \
+	$(PY) generate.py refine --model $(RUN) --seeds 7 --class $(REFINE_CLASS) --style $(DEMO)/style.png --steps 150 --optimizer adam \
 	  $$VGG --out $(DEMO)/refined
 	@echo
 	@echo "demo done:"
@@ -81,8 +84,8 @@ demo-finetune: $(STAMP)
 	$(PY) train.py --data $(DEMO)/data --from $(RUN) --style-image $(DEMO)/style.png --kimg 10 $$VGG \
 	  --outdir $(DEMO)/finetune --name styled --resume auto
 	@echo "==> 2/3 before and after: seeds 0-15"
-	@$(PY) generate.py sample --model $(RUN) --seeds 0-15 --grid --out $(DEMO)/finetune/before
-	@$(PY) generate.py sample --model $(FT) --seeds 0-15 --grid --out $(DEMO)/finetune/after
+	@$(PY) generate.py sample --model $(RUN) --seeds 0-15 --class all --grid --out $(DEMO)/finetune/before
+	@$(PY) generate.py sample --model $(FT) --seeds 0-15 --class all --grid --out $(DEMO)/finetune/after
 	@echo "==> 3/3 style distance to the style image and diversity (seeds 0-63), before and after"
 	@VGG=$$($(PY) -m gan.weights vgg19 || echo "--vgg-weights random"); \
 	for m in $(RUN) $(FT); do echo "  $$m:"; $(PY) generate.py eval --model $$m --data $(DEMO)/data --metrics swd --num 1000 \

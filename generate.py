@@ -15,11 +15,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="generate.py", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def common(sp, model_required=True):
+    def common(sp, model_required=True, cls_help="class name, for conditional models"):
         sp.add_argument("--model", required=model_required, help="run dir, checkpoint dir, exported folder or Hub id")
         sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
         sp.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"), help="autocast for synthesis")
-        sp.add_argument("--class", dest="cls", default=None, help="class name, for conditional models")
+        sp.add_argument("--class", dest="cls", default=None, help=cls_help)
         sp.add_argument("--trunc", type=float, default=1.0, help="truncation psi in [0, 1] (1 = none)")
 
     def finishing(sp):
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="colour reference (default: the model's training store)")
 
     s = sub.add_parser("sample", help="one PNG per seed (+ grid.png)")
-    common(s)
+    common(s, cls_help=f"class name, for conditional models; {ALL_CLASSES}: the classes in turn (the 1st seed "
+                       "listed gets the 1st class, the 2nd the 2nd, ...; files are named seedNNNN-CLASS.png)")
     finishing(s)
     s.add_argument("--seeds", default=None, help="e.g. 0-63,100")
     s.add_argument("--latent", action="append", default=None, metavar="FILE",
@@ -169,7 +170,10 @@ def _device(spec: str):
     return dev
 
 
-def _sampler(args, need_class: bool = True):
+ALL_CLASSES = "all"  # sample --class all: a conditional model's classes in turn
+
+
+def _sampler(args, need_class: bool = True, resolve_class: bool = True):
     from gan.errors import UserError
     from gan.export import load_generator, resolve_model
     from gan.sampling import Sampler
@@ -179,7 +183,7 @@ def _sampler(args, need_class: bool = True):
     dev = _device(args.device)
     G, cfg, meta = load_generator(resolve_model(args.model), dev)
     sampler = Sampler(G, cfg, dev, args.precision)
-    if not need_class and args.cls is None:  # eval: classes come from the store (or in turn)
+    if not resolve_class or (not need_class and args.cls is None):  # eval: classes from the store (or in turn)
         return sampler, None, meta
     return sampler, sampler.class_index(args.cls), meta
 
@@ -207,6 +211,11 @@ def _safe_name(name: str) -> str:
         raise UserError(f"--name {name!r}: use a plain file name (letters, digits, . _ - and spaces), "
                         "no directories; outputs always go inside --out")
     return name
+
+
+def _file_safe(label: str) -> str:
+    """A class name as part of a file name: anything but letters, digits, . _ - becomes _."""
+    return re.sub(r"[^\w.\-]", "_", label).strip(".") or "class"
 
 
 def _latent_sampler(args):
@@ -259,8 +268,20 @@ def cmd_sample(args) -> int:
         rendered = ((name, sampler.from_latent(lat)[0].cpu()) for name, lat in items)
     else:
         seeds = parse_seeds(args.seeds)
-        sampler, c, meta = _sampler(args)
-        rendered = ((f"seed{seed:04d}", img) for seed, img in sampler.seeds(seeds, c, args.trunc, args.batch))
+        every = args.cls == ALL_CLASSES
+        sampler, c, meta = _sampler(args, resolve_class=not every)
+        if every and ALL_CLASSES not in (sampler.cfg.class_names or []):  # a class named "all" is that class
+            if not sampler.cfg.c_dim:
+                raise UserError(f"--class {ALL_CLASSES}: this model is unconditional; drop --class")
+            names = list(sampler.cfg.class_names or [])
+            names += [f"class{k}" for k in range(len(names), sampler.cfg.c_dim)]  # an export without names
+            c = torch.arange(len(seeds)) % sampler.cfg.c_dim
+            rendered = ((f"seed{seed:04d}-{_file_safe(names[k])}", img)
+                        for (seed, img), k in zip(sampler.seeds(seeds, c, args.trunc, args.batch), c.tolist()))
+        else:
+            if every:
+                c = sampler.class_index(args.cls)
+            rendered = ((f"seed{seed:04d}", img) for seed, img in sampler.seeds(seeds, c, args.trunc, args.batch))
     finisher = _finisher(args, meta)
     out = _out_dir(args.out)
     imgs = []

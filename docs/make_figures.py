@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--demo", default="demo")
     args = ap.parse_args()
     d = Path(args.demo)
-    res = Image.open(d / "samples" / "seed0000.png").width
+    res = Image.open(next((d / "samples").glob("seed0000*.png"))).width  # seed0000-grid.png: classes in turn
     real = panel(tiles(d / "data" / "preview.png", min(res, 128), 16, 8), 4, 3)
     fake = panel(tiles(d / "samples" / "grid.png", res, 16, 8), 4, 3)
     strip = Image.open(d / "refined" / "seed0007_strip.png").convert("RGB")

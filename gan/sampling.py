@@ -175,9 +175,11 @@ class Sampler:
     def ws(self, z: torch.Tensor, c: int | None, trunc: float) -> torch.Tensor:
         ws = self.G.mapping(z.to(self.device), self._c(len(z), c))
         if trunc != 1.0:
-            if isinstance(c, torch.Tensor):
-                raise ValueError("truncation needs a single class")
-            ws = self.w_mean(c).lerp(ws, trunc)
+            if isinstance(c, torch.Tensor):  # each latent toward its own class's mean
+                mean = torch.stack([self.w_mean(k) for k in c.tolist()])[:, None]
+            else:
+                mean = self.w_mean(c)
+            ws = mean.lerp(ws, trunc)
         return ws
 
     @torch.no_grad()
@@ -206,11 +208,13 @@ class Sampler:
         """The image of a projected latent (`gan.project.read_latent`)."""
         return self.render(lat["latent"].to(self.device), lat["c"])
 
-    def seeds(self, seeds: list[int], c: int | None, trunc: float = 1.0, batch: int = 32):
-        """Yield (seed, image tensor) in seed order, `batch` at a time."""
+    def seeds(self, seeds: list[int], c, trunc: float = 1.0, batch: int = 32):
+        """Yield (seed, image tensor) in seed order, `batch` at a time. `c`: None, one class index
+        for every seed, or a tensor of one class index per seed."""
         for i in range(0, len(seeds), batch):
             chunk = seeds[i : i + batch]
-            imgs = self.from_z(latents_for_seeds(chunk, self.cfg.z_dim), c, trunc)
+            cc = c[i : i + batch] if isinstance(c, torch.Tensor) else c
+            imgs = self.from_z(latents_for_seeds(chunk, self.cfg.z_dim), cc, trunc)
             yield from zip(chunk, imgs.cpu())
 
 

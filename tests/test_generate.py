@@ -133,6 +133,28 @@ def test_sample_cli_writes_seed_files_grid_and_export_roundtrip(models, tmp_path
                       "not an empty directory")
 
 
+def test_sample_every_class_in_turn(models, tmp_path):
+    """--class all: the listed seeds take the classes in turn (the demo's grid, like the store's
+    preview); each image is the one that seed renders with --class of its own class, truncated
+    toward its own class's mean."""
+    out = tmp_path / "all"
+    gen_in_process("sample", "--model", models["style"], "--seeds", "7,3,0-2", "--class", "all", "--trunc", 0.6,
+                   "--grid", "--batch", 2, "--out", out)
+    classes = ["Baroque", "Cubism", "Impressionism"]
+    expected = [f"seed{s:04d}-{classes[i % 3]}.png" for i, s in enumerate([7, 3, 0, 1, 2])]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["grid.png", *expected])
+    for name in expected:
+        seed, cls = name[4:8], name[9:-4]
+        one = tmp_path / name
+        gen_in_process("sample", "--model", models["style"], "--seeds", seed, "--class", cls, "--trunc", 0.6,
+                       "--out", one)
+        a = np.asarray(Image.open(out / name)).astype(int)
+        b = np.asarray(Image.open(one / f"seed{seed}.png")).astype(int)
+        assert np.abs(a - b).max() <= 1, name
+    assert_user_error(gen_in_process("sample", "--model", models["dcgan"], "--seeds", "0", "--class", "all",
+                                     "--out", tmp_path / "x", check=None), "--class all", "unconditional")
+
+
 def test_grid_shape_follows_the_count(models, tmp_path):
     gen_in_process("sample", "--model", models["dcgan"], "--seeds", "0-31", "--grid", "--out", tmp_path)
     grid = np.asarray(Image.open(tmp_path / "grid.png"))

@@ -303,6 +303,8 @@ def test_user_errors(tmp_path, proc_store):
     run = only_run(runs)
     assert checkpoint.latest(run).name == "kimg000000"
     load_generator(checkpoint.latest(run) / "export")
+    # --cond cannot turn an unconditional run conditional (it was ignored: make demo with an old demo/).
+    assert_user_error(quick("--resume", run, "--cond"), "--cond", "unconditional", "another --name")
     # A hand-edited run config naming convs that do not exist: one line, the checkpoint untouched.
     cfg = json.loads((run / "config.json").read_text())
     cfg["model"]["up_conv"] = "sideways"

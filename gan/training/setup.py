@@ -151,6 +151,9 @@ def _resolve(args) -> Plan:
         if problem:
             raise UserError(problem)
         mcfg, cfg, _ = rundir.read_config(run_dir)
+        if getattr(args, "cond", False) and not mcfg.c_dim:
+            raise UserError(f"--cond: the run being resumed ({run_dir}) is unconditional; resume it without "
+                            "--cond, or start a conditional run under another --name")
         for k, v in explicit.items():
             if k.startswith("model.") and getattr(mcfg, k[6:]) != v:
                 raise UserError(f"cannot change {k[6:]} when resuming ({getattr(mcfg, k[6:])} in the run, {v} given)")
