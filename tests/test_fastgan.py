@@ -255,6 +255,20 @@ def test_auto_preset_small_collection_on_a_cpu():
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
 
 
+def test_auto_preset_length_follows_a_longer_minutes_budget():
+    """--minutes above auto's half hour: a run that long; below it, the half-hour length (the
+    budget ends it). A DCGAN's estimate uses its measured speed against fastgan's."""
+    dev = auto.DeviceFacts("cpu", cpus=2)
+    half = auto.choose(auto.StoreFacts(281, 64), dev, _flops)
+    long = auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=60)
+    assert long.model["arch"] == "fastgan" and 1.8 < long.train["kimg"] / half.train["kimg"] < 2.2
+    assert "about 60 minutes" in long.reasons[1]
+    assert auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=10).train["kimg"] == half.train["kimg"]
+    f = _flops(dict(arch="dcgan", resolution=64, g_channels=48, d_channels=48, z_dim=64))
+    ratio = auto.estimate_seconds(f, 10, dev, "bf16", "fastgan") / auto.estimate_seconds(f, 10, dev, "bf16", "dcgan")
+    assert ratio == pytest.approx(auto.CPU_ARCH_SPEED["dcgan"])
+
+
 def test_auto_preset_large_collection_on_a_gpu_is_a_stylegan():
     c = auto.choose(auto.StoreFacts(20000, 256), auto.DeviceFacts("cuda", count=1))
     assert c.model["arch"] == "stylegan" and c.model["mapping_layers"] == 8 and c.train["batch"] == 64

@@ -18,6 +18,10 @@ SMALL = 5000  # up to this many images: the small-collection model (FastGAN-styl
 # about 50 img/s on 2 EPYC cores in bf16, at 2.75 GFLOP per image as model_summary counts it (D's
 # decoders are left out of that count, so this is the rate of the counted FLOPs).
 CPU_FLOPS_PER_CORE = {"bf16": 65e9, "no": 27e9, "fp16": 10e9}
+# The rate of other architectures' counted FLOPs relative to fastgan's, measured on one core of a
+# 2-core Xeon in bf16: a DCGAN of width 48 at 64px, batch 16, 105 img/s at 1.54 GFLOP; fastgan64
+# 33 img/s at 2.75 GFLOP.
+CPU_ARCH_SPEED = {"dcgan": 1.75}
 GPU_FLOPS = 40e12
 CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
 
@@ -51,11 +55,12 @@ def fastgan_widths(res: int, gpu: bool) -> tuple[int, int]:
     return (64, 64) if res <= 256 else (32, 32)
 
 
-def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dict | None = None) -> AutoChoice:
+def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dict | None = None,
+           minutes: float = 0.0) -> AutoChoice:
     """The preset for `store` on `device`. `train_flops(model_dict) -> FLOPs per real image`
-    (gan.training.flops) sizes a CPU run to CPU_MINUTES; without it the length is by images.
-    `widths`: the user's `g_channels` / `d_channels`, which win over the choice (and are what the
-    reason line and the length are for)."""
+    (gan.training.flops) sizes a CPU run to CPU_MINUTES (or a longer `minutes`, the user's --minutes);
+    without it the length is by images. `widths`: the user's `g_channels` / `d_channels`, which win
+    over the choice (and are what the reason line and the length are for)."""
     gpu = device.kind == "cuda"
     n, res = store.images, store.resolution
     reasons = []
@@ -95,21 +100,24 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
     else:
         per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}), 1.0, device, "bf16")
                     if train_flops is not None else None)
-        kimg = max(10.0, round(CPU_MINUTES * 60 / per_kimg)) if per_kimg else 100.0
+        budget = max(minutes, CPU_MINUTES)  # a longer --minutes: a run that long (a shorter one ends it)
+        kimg = max(10.0, round(budget * 60 / per_kimg)) if per_kimg else 100.0
         train.update(kimg=float(kimg), snap=max(1.0, round(kimg / 20)), checkpoint_every=max(5.0, round(kimg / 4)))
-        reasons.append(f"batch {train['batch']}, {kimg:g} kimg: about {CPU_MINUTES} minutes on {device.cpus} CPU "
+        reasons.append(f"batch {train['batch']}, {kimg:g} kimg: about {budget:g} minutes on {device.cpus} CPU "
                        "core(s) in bf16 (--kimg or --minutes to change)")
     if store.classes >= 2:
         reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
     return AutoChoice(model, train, reasons)
 
 
-def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, precision: str) -> float:
+def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, precision: str,
+                     arch: str = "fastgan") -> float:
     """Wall seconds for `kimg` at `train_flops` per image, before any step has been measured."""
     if device.kind == "cuda":
         rate = GPU_FLOPS * device.count
     else:
-        rate = CPU_FLOPS_PER_CORE.get(precision, CPU_FLOPS_PER_CORE["no"]) * max(1, device.cpus)
+        rate = (CPU_FLOPS_PER_CORE.get(precision, CPU_FLOPS_PER_CORE["no"]) * max(1, device.cpus)
+                * CPU_ARCH_SPEED.get(arch, 1.0))
     return kimg * 1000 * train_flops / rate
 
 

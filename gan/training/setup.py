@@ -227,7 +227,7 @@ def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
         return model_summary(mcfg)["train_flops"]
 
     widths = {k[6:]: v for k, v in explicit.items() if k in ("model.g_channels", "model.d_channels")}
-    choice = choose(store, device, train_flops, widths)
+    choice = choose(store, device, train_flops, widths, minutes=explicit.get("minutes", 0.0))
     notes = [f"preset auto: {line}" for line in choice.reasons]
     return {"model": choice.model, "train": choice.train}, notes
 
@@ -366,7 +366,7 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     from .flops import model_summary
 
     dev = device_facts()
-    secs = estimate_seconds(model_summary(mcfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision)
+    secs = estimate_seconds(model_summary(mcfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision, mcfg.arch)
     where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
     budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
     return f"estimated {duration(secs)} on {where} in {cfg.mixed_precision}{budget} (training prints the measured time)"
