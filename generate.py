@@ -268,19 +268,16 @@ def cmd_sample(args) -> int:
         rendered = ((name, sampler.from_latent(lat)[0].cpu()) for name, lat in items)
     else:
         seeds = parse_seeds(args.seeds)
-        every = args.cls == ALL_CLASSES
-        sampler, c, meta = _sampler(args, resolve_class=not every)
-        if every and ALL_CLASSES not in (sampler.cfg.class_names or []):  # a class named "all" is that class
+        sampler, _, meta = _sampler(args, resolve_class=False)
+        names = sampler.cfg.class_names
+        if args.cls == ALL_CLASSES and ALL_CLASSES not in names:  # a class named "all" is that class
             if not sampler.cfg.c_dim:
                 raise UserError(f"--class {ALL_CLASSES}: this model is unconditional; drop --class")
-            names = list(sampler.cfg.class_names or [])
-            names += [f"class{k}" for k in range(len(names), sampler.cfg.c_dim)]  # an export without names
             c = torch.arange(len(seeds)) % sampler.cfg.c_dim
             rendered = ((f"seed{seed:04d}-{_file_safe(names[k])}", img)
                         for (seed, img), k in zip(sampler.seeds(seeds, c, args.trunc, args.batch), c.tolist()))
         else:
-            if every:
-                c = sampler.class_index(args.cls)
+            c = sampler.class_index(args.cls)
             rendered = ((f"seed{seed:04d}", img) for seed, img in sampler.seeds(seeds, c, args.trunc, args.batch))
     finisher = _finisher(args, meta)
     out = _out_dir(args.out)

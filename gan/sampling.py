@@ -172,7 +172,7 @@ class Sampler:
         return self._w_means[c]
 
     @torch.no_grad()
-    def ws(self, z: torch.Tensor, c: int | None, trunc: float) -> torch.Tensor:
+    def ws(self, z: torch.Tensor, c: int | torch.Tensor | None, trunc: float) -> torch.Tensor:
         ws = self.G.mapping(z.to(self.device), self._c(len(z), c))
         if trunc != 1.0:
             if isinstance(c, torch.Tensor):  # each latent toward its own class's mean
@@ -188,7 +188,7 @@ class Sampler:
             return self.G.synthesis(ws, noise="const").float()
 
     @torch.no_grad()
-    def from_z(self, z: torch.Tensor, c: int | None, trunc: float = 1.0) -> torch.Tensor:
+    def from_z(self, z: torch.Tensor, c: int | torch.Tensor | None, trunc: float = 1.0) -> torch.Tensor:
         if self.arch.mapping:
             return self.synth(self.ws(z, c, trunc))
         with self._autocast():
