@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--init", choices=("content", "noise"), default="content")
     r.add_argument("--preserve-color", action="store_true")
     r.add_argument("--vgg-precision", choices=("auto", "bf16", "no"), default="auto",
-                   help="VGG compute dtype; auto: bf16 with adam, fp32 with lbfgs (its line search needs an "
-                        "exact objective: lbfgs refuses bf16)")
+                   help="VGG compute dtype; auto: bf16 with adam (float32 on a CPU without bf16 instructions, "
+                        "which emulates it slowly), fp32 with lbfgs (its line search needs an exact objective: "
+                        "lbfgs refuses bf16)")
     r.add_argument("--vgg", choices=("vgg19", "vgg16"), default="vgg19", help="feature network for the style loss")
     r.add_argument("--vgg-weights", default=None, help="VGG .pth/.safetensors, or 'random' (tests, offline demos)")
     r.add_argument("--name", default=None, help="output file prefix (default: content name or seedNNNN)")
@@ -353,7 +354,7 @@ def cmd_mix(args) -> int:
 def cmd_refine(args) -> int:
     from gan.errors import UserError
     from gan.integrity import write_atomic
-    from gan.refine import RefineOptions, blend_weights, refine, strip
+    from gan.refine import RefineOptions, auto_precision, blend_weights, refine, strip
     from gan.sampling import parse_seeds, save_png, to_uint8
     from gan.style import VGGFeatures, load_vgg_state, read_style_images
     from PIL import Image
@@ -366,7 +367,7 @@ def cmd_refine(args) -> int:
         raise UserError("--seeds needs --model")
     vgg_precision = args.vgg_precision
     if vgg_precision == "auto":
-        vgg_precision = "bf16" if args.optimizer == "adam" else "no"
+        vgg_precision = auto_precision(args.optimizer, _device(args.device))
     opts = RefineOptions(steps=args.steps, size=args.size, style_weight=args.style_weight,
                          content_weight=args.content_weight, tv_weight=args.tv_weight, optimizer=args.optimizer,
                          init=args.init, preserve_color=args.preserve_color, precision=vgg_precision)

@@ -47,6 +47,15 @@ class RefineOptions:
                             "losses and makes no progress): use --optimizer adam for bf16, or --vgg-precision no")
 
 
+def auto_precision(optimizer: str, device) -> str:
+    """--vgg-precision auto: bf16 with adam where bf16 is fast on `device`; float32 with lbfgs (its
+    line search needs an exact objective) and on a CPU without bf16 instructions, which emulates
+    bf16 many times slower (gan.precision)."""
+    from .precision import bf16_fast
+
+    return "bf16" if optimizer == "adam" and bf16_fast(device)[0] else "no"
+
+
 def blend_weights(spec: str | None, n: int) -> list[float]:
     """--style-blend "0.7,0.3" for `n` style images as weights summing to 1 (None: equal)."""
     from .errors import UserError

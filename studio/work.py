@@ -164,7 +164,7 @@ def refine_job(loaded, vgg: VGG, content: Image.Image, content_arg: dict, styles
     """content_arg: {"seeds": N, "class_": .., "trunc": ..} or {"content": file name}: the command's
     content flags. finish_ref: (the --finish-ref value, colour statistics) or None."""
     from gan.finish import finish
-    from gan.refine import RefineOptions, blend_weights, refine, strip
+    from gan.refine import RefineOptions, auto_precision, blend_weights, refine, strip
     from gan.style import MIN_STYLE_SIDE
 
     for name, im in styles:
@@ -174,7 +174,8 @@ def refine_job(loaded, vgg: VGG, content: Image.Image, content_arg: dict, styles
     if not 1 <= opts["steps"] <= MAX_STEPS:
         raise UserError(f"steps must be 1-{MAX_STEPS}")
     ro = RefineOptions(steps=opts["steps"], size=opts["size"], style_weight=opts["style_weight"], optimizer="adam",
-                       preserve_color=opts["preserve_color"], precision="bf16")
+                       preserve_color=opts["preserve_color"],
+                       precision=auto_precision("adam", loaded.sampler.device))  # generate.py's --vgg-precision auto
     blend_spec = ",".join(f"{w:g}" for w in weights) if len(styles) > 1 else None
     blend = blend_weights(blend_spec, len(styles))
     result, report = refine(content, [im for _, im in styles], blend, vgg.get(), ro, device=loaded.sampler.device,

@@ -20,6 +20,16 @@ def run_cli(*args, check=None, env=None, timeout=600, cwd=ROOT, **kw):
     return proc
 
 
+def native_bf16() -> bool:
+    """bf16 runs natively here (a GPU, or a CPU with bf16 instructions); elsewhere oneDNN emulates
+    it some 60x slower than float32, and a test that trains in bf16 takes minutes (gan.precision)."""
+    import torch
+
+    from gan.precision import cpu_bf16
+
+    return torch.cuda.is_available() or cpu_bf16()[0]
+
+
 def run_main(main, *args):
     """A CLI's main() in-process, for quick checks of argument validation (the subprocess tests
     cover start-up); returns a CompletedProcess like run_cli. An unexpected exception propagates."""

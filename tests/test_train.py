@@ -350,6 +350,9 @@ def test_accelerate_launch_precision_is_used(tmp_path, proc_store, monkeypatch):
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout[: proc.stdout.index("\nG:")])["train"]["mixed_precision"], proc.stderr
 
+    from gan import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: (True, ""))  # a CPU with bf16 (without: test_precision)
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     assert dry() == ("bf16", "note: mixed precision bf16, from accelerate launch / accelerate config "
                              "(--mixed-precision overrides it)\n")

@@ -17,7 +17,10 @@ SMALL = 5000  # up to this many images: the small-collection model (FastGAN-styl
 # slower there), and on a GPU (a guess until one is measured). Measured here: fastgan64 trains at
 # about 50 img/s on 2 EPYC cores in bf16, at 2.75 GFLOP per image as model_summary counts it (D's
 # decoders are left out of that count, so this is the rate of the counted FLOPs).
-CPU_FLOPS_PER_CORE = {"bf16": 65e9, "no": 27e9, "fp16": 10e9}
+CPU_FLOPS_PER_CORE = {"bf16": 65e9, "no": 27e9, "fp16": 10e9,
+                      # bf16 on a CPU without bf16 instructions (oneDNN emulates it): matmul and conv
+                      # both ran at 0.6-0.7 GFLOP/s per core on an AVX2-only EPYC, fp32 at 35
+                      "bf16-emulated": 0.7e9}
 # The rate of other architectures' counted FLOPs relative to fastgan's, measured on one core of a
 # 2-core Xeon in bf16: a DCGAN of width 48 at 64px, batch 16, 105 img/s at 1.54 GFLOP; fastgan64
 # 33 img/s at 2.75 GFLOP.
@@ -38,6 +41,7 @@ class DeviceFacts:
     kind: str  # "cpu" | "cuda" | "mps"
     count: int = 1  # processes (GPUs) the run will use
     cpus: int = 1  # cores available to this process (CPU training)
+    bf16: bool = True  # bf16 runs fast here (a CPU without bf16 instructions emulates it: gan.precision)
 
 
 @dataclass
@@ -98,13 +102,17 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
         train.update(batch=32, ema_kimg=10.0, kimg=2000 if n > 1000 else 1000, snap=20.0, checkpoint_every=100.0)
         reasons.append(f"batch 32, {train['kimg']:g} kimg on {device.count} GPU(s)")
     else:
-        per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}), 1.0, device, "bf16")
+        if not device.bf16:
+            train["mixed_precision"] = "no"  # emulated bf16 is many times slower than float32
+        precision = train["mixed_precision"]
+        per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}), 1.0, device, precision)
                     if train_flops is not None else None)
         budget = max(minutes, CPU_MINUTES)  # a longer --minutes: a run that long (a shorter one ends it)
         kimg = max(10.0, round(budget * 60 / per_kimg)) if per_kimg else 100.0
         train.update(kimg=float(kimg), snap=max(1.0, round(kimg / 20)), checkpoint_every=max(5.0, round(kimg / 4)))
+        how = "bf16" if precision == "bf16" else "float32 (this CPU has no bf16 instructions)"
         reasons.append(f"batch {train['batch']}, {kimg:g} kimg: about {budget:g} minutes on {device.cpus} CPU "
-                       "core(s) in bf16 (--kimg or --minutes to change)")
+                       f"core(s) in {how} (--kimg or --minutes to change)")
     if store.classes >= 2:
         reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
     return AutoChoice(model, train, reasons)
@@ -116,7 +124,8 @@ def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, preci
     if device.kind == "cuda":
         rate = GPU_FLOPS * device.count
     else:
-        rate = (CPU_FLOPS_PER_CORE.get(precision, CPU_FLOPS_PER_CORE["no"]) * max(1, device.cpus)
+        key = "bf16-emulated" if precision == "bf16" and not device.bf16 else precision
+        rate = (CPU_FLOPS_PER_CORE.get(key, CPU_FLOPS_PER_CORE["no"]) * max(1, device.cpus)
                 * CPU_ARCH_SPEED.get(arch, 1.0))
     return kimg * 1000 * train_flops / rate
 

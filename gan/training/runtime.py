@@ -28,9 +28,9 @@ def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
     # torch 2.13 renamed broadcast_buffers (forward_sync_buffers); older ones know only the old name.
     warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
 
-    if mixed_precision == "fp16" and not _has_accelerator():
+    if mixed_precision == "fp16" and training_device() == "cpu":
         # Accelerate would quietly train in float32 here: CPUs have no fp16 loss scaling.
-        raise UserError("--mixed-precision fp16 needs a GPU; on CPU use --mixed-precision bf16 (or no)")
+        raise UserError("--mixed-precision fp16 needs a GPU; on CPU use --mixed-precision no (or bf16, on a CPU with bf16 instructions)")
     try:
         # The project dir moves to the run dir once it exists (share_run_dir).
         return Accelerator(mixed_precision=mixed_precision, log_with="tensorboard",
@@ -39,14 +39,19 @@ def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
                            project_config=ProjectConfiguration(project_dir=str(outdir)),
                            # Without an accelerator, Accelerate only forms a multi-process (gloo)
                            # group under torchrun when told it runs on CPU.
-                           cpu=not _has_accelerator())
+                           cpu=training_device() == "cpu")
     except (ValueError, RuntimeError) as e:
         raise UserError(f"--mixed-precision {mixed_precision}: {str(e).splitlines()[0]}") from None
 
 
-def _has_accelerator() -> bool:
+def training_device() -> str:
+    """The kind of device Accelerate will train on here: "cuda", "mps", "xpu" or "cpu"."""
     xpu = getattr(torch, "xpu", None)
-    return bool(torch.cuda.is_available() or torch.backends.mps.is_available() or (xpu and xpu.is_available()))
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "xpu" if xpu and xpu.is_available() else "cpu"
 
 
 class Compiler:

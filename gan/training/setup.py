@@ -163,6 +163,7 @@ def _resolve(args) -> Plan:
             cfg.data = args.data
         plan = Plan(mcfg, cfg, dataset or open_store(cfg.data), run_dir, ckpt)
         _launcher_precision(plan, "mixed_precision" in explicit, resuming=True)
+        _device_precision(plan, "mixed_precision" in explicit)
         _check_resume(plan)
         return plan
 
@@ -195,6 +196,7 @@ def _resolve(args) -> Plan:
     plan = Plan(mcfg, cfg, dataset, notes=list(auto_notes))
     _finalize_new(plan, explicit.get("model.resolution"), args.cond, preset_resolution(args))
     _launcher_precision(plan, "mixed_precision" in explicit)
+    _device_precision(plan, "mixed_precision" in explicit)
     _settle_new(plan)
     plan.restart_in = restart_in
     return plan
@@ -206,11 +208,14 @@ def device_facts():
 
     from .auto import DeviceFacts
 
+    from ..precision import bf16_fast
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if torch.cuda.is_available():
         return DeviceFacts("cuda", count=world, cpus=os.cpu_count() or 1)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return DeviceFacts("cpu", count=world, cpus=max(1, min(cpus, torch.get_num_threads()) * world))
+    return DeviceFacts("cpu", count=world, cpus=max(1, min(cpus, torch.get_num_threads()) * world),
+                       bf16=bf16_fast("cpu")[0])
 
 
 def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
@@ -253,6 +258,7 @@ def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
     cfg.init_from, cfg.fixed_class = str(args.from_model), fixed
     plan = Plan(mcfg, cfg, dataset, base=base)
     _launcher_precision(plan, "mixed_precision" in explicit)
+    _device_precision(plan, "mixed_precision" in explicit)
     _settle_new(plan)
     return plan
 
@@ -280,6 +286,23 @@ def _launcher_precision(plan: Plan, explicit: bool, resuming: bool = False) -> N
         cfg.mixed_precision = env
         plan.notes.append(f"note: mixed precision {env}, from accelerate launch / accelerate config "
                           "(--mixed-precision overrides it)")
+
+
+def _device_precision(plan: Plan, explicit: bool) -> None:
+    """bf16 from a preset, auto or a resumed run becomes float32 on a CPU without bf16 instructions,
+    where it is emulated many times slower (gan.precision); asked for by --mixed-precision or the
+    launcher, it stays, with a note."""
+    cfg = plan.cfg
+    if cfg.mixed_precision != "bf16":
+        return
+    from ..precision import bf16_fast, choose
+    from .runtime import training_device
+
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() == "bf16"
+    cfg.mixed_precision, note = choose("bf16", explicit or launcher, *bf16_fast(training_device()),
+                                       asked_by="" if explicit else "accelerate launch / accelerate config")
+    if note:
+        plan.notes.append(note)
 
 
 def _good_checkpoint(run_dir: Path) -> Path | None:
