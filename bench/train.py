@@ -92,7 +92,9 @@ def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | N
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--presets", default="demo,dcgan64,stylegan128")
-    ap.add_argument("--precisions", default="no,bf16")
+    ap.add_argument("--precisions", default=None,
+                    help="default: no,bf16; only no on a CPU without bf16 instructions, where bf16 is emulated "
+                         "(fastgan64 had not finished 0.64 kimg in 10 minutes there); name bf16 to measure it anyway")
     ap.add_argument("--batch", type=int, default=None, help="override the presets' batch")
     ap.add_argument("--kimg", type=float, default=None, help="override each run's length (kimg; 3 warm-up steps come first)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -107,6 +109,14 @@ def main() -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda: no CUDA GPU is available here")
+    if args.precisions is None:
+        from gan.precision import bf16_fast
+
+        fast, why = bf16_fast(device)
+        args.precisions = "no,bf16" if fast else "no"
+        if not fast:
+            print(f"note: no bf16 rows: {why}, where bf16 is emulated and runs many times slower (--precisions "
+                  "no,bf16 measures it anyway)", flush=True)
     if args.single:
         # Accelerate's state is per process: each measurement runs in its own interpreter.
         preset, prec, store, tmp = args.single.split(",")
