@@ -109,7 +109,13 @@ def main() -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda: no CUDA GPU is available here")
-    if args.precisions is None:
+    if args.single:
+        # Accelerate's state is per process: each measurement runs in its own interpreter.
+        preset, prec, store, tmp = args.single.split(",")
+        print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device, args.compile,
+                                                  args.compile_mode, args.kimg)))
+        return
+    if args.precisions is None:  # the parent's choice; each --single child is told its precision
         from gan.precision import bf16_fast
 
         fast, why = bf16_fast(device)
@@ -117,12 +123,6 @@ def main() -> None:
         if not fast:
             print(f"note: no bf16 rows: {why}, where bf16 is emulated and runs many times slower (--precisions "
                   "no,bf16 measures it anyway)", flush=True)
-    if args.single:
-        # Accelerate's state is per process: each measurement runs in its own interpreter.
-        preset, prec, store, tmp = args.single.split(",")
-        print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device, args.compile,
-                                                  args.compile_mode, args.kimg)))
-        return
     peaks = {"no": matmul_peak(torch.float32, device, args.peak_seconds),
              "bf16": matmul_peak(torch.bfloat16, device, args.peak_seconds)}
     if device == "cuda":

@@ -72,15 +72,14 @@ def bf16_fast(device) -> tuple[bool, str]:
     return cpu_bf16()
 
 
-def choose(requested: str, explicit: bool, fast: bool, why: str, flag: str = "--mixed-precision",
-           asked_by: str = "") -> tuple[str, str]:
+def choose(requested: str, explicit: bool, fast: bool, why: str, asked_by: str = "") -> tuple[str, str]:
     """(precision, note) for a run that asks for `requested`: a default bf16 becomes float32 ("no")
-    where bf16 is slow; an explicit one (`asked_by` names who asked, where not `flag`) stays, with a
+    where bf16 is slow; an explicit one (`asked_by` names who asked, where not --mixed-precision) stays, with a
     note saying what it costs. Pure."""
     if requested != "bf16" or fast:
         return requested, ""
     if explicit:
         return "bf16", (f"note: bf16 as asked{' by ' + asked_by if asked_by else ''}, but {why}: bf16 is emulated "
-                        f"here and runs many times slower than float32 ({flag} no)")
+                        "here and runs many times slower than float32 (--mixed-precision no)")
     return "no", (f"note: float32 instead of bf16: {why}, where bf16 is emulated and runs many times slower "
-                  f"({flag} bf16 forces it)")
+                  "(--mixed-precision bf16 forces it)")

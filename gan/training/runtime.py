@@ -30,7 +30,8 @@ def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
 
     if mixed_precision == "fp16" and training_device() == "cpu":
         # Accelerate would quietly train in float32 here: CPUs have no fp16 loss scaling.
-        raise UserError("--mixed-precision fp16 needs a GPU; on CPU use --mixed-precision no (or bf16, on a CPU with bf16 instructions)")
+        raise UserError("--mixed-precision fp16 needs a GPU; on CPU use --mixed-precision no (or bf16, on a CPU "
+                        "with bf16 instructions)")
     try:
         # The project dir moves to the run dir once it exists (share_run_dir).
         return Accelerator(mixed_precision=mixed_precision, log_with="tensorboard",

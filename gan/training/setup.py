@@ -206,9 +206,8 @@ def device_facts():
     """What `--preset auto` needs of the machine this process trains on."""
     import torch
 
-    from .auto import DeviceFacts
-
     from ..precision import bf16_fast
+    from .auto import DeviceFacts
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if torch.cuda.is_available():
