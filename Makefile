@@ -36,8 +36,11 @@ browser:
 	  echo "==> installing Debian's chromium for the studio's browser tests"; \
 	  $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# One pytest worker per core, one thread each (a worker's CLI subprocesses inherit it): most of a
+# test is a subprocess importing torch on one core. TEST_WORKERS=0 runs them one at a time.
+TEST_WORKERS ?= auto
 test: $(STAMP) browser
-	ARTGAN_BROWSER_TESTS=required $(PY) -m pytest -q
+	ARTGAN_BROWSER_TESTS=required OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -20,6 +20,15 @@ def run_cli(*args, check=None, env=None, timeout=600, cwd=ROOT, **kw):
     return proc
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a launcher's rendezvous (tests run side by side)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def native_bf16() -> bool:
     """bf16 runs natively here (a GPU, or a CPU with bf16 instructions); elsewhere oneDNN emulates
     it some 60x slower than float32, and a test that trains in bf16 takes minutes (gan.precision)."""
@@ -91,6 +100,27 @@ def fault_table(request):
     if table is None:
         table = request.config._artgan_faults = FaultTable()
     return table
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist each worker hands its rows of the fault table to the controller."""
+    table = getattr(session.config, "_artgan_faults", None)
+    if table is not None and hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["artgan_faults"] = table.rows
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist"):
+        class _Collect:
+            @pytest.hookimpl(optionalhook=True)
+            def pytest_testnodedown(self, node, error):
+                rows = getattr(node, "workeroutput", {}).get("artgan_faults")
+                if rows:
+                    table = getattr(config, "_artgan_faults", None) or FaultTable()
+                    config._artgan_faults = table
+                    table.rows.extend(rows)
+
+        config.pluginmanager.register(_Collect(), "artgan-fault-rows")
 
 
 def pytest_terminal_summary(terminalreporter, config):

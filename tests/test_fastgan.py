@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_user_error, native_bf16, run_cli, run_main
+from conftest import assert_user_error, free_port, native_bf16, run_cli, run_main
 from gan import losses
 from gan.config import ModelConfig
 from gan.models import REGISTRY, build_discriminator, build_generator
@@ -305,6 +305,17 @@ def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_st
     runs = tmp_path / "runs"
     train("--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.032, "--outdir", runs, "--snap", 100)
     run = only_run(runs)
+    # The export's BN statistics are G_ema's own at its last step (recalibrated once per state,
+    # shared by the final snapshot and the export), not G's copied ones or an earlier step's.
+    from gan.export import load_generator
+    from gan.training import checkpoint
+    from gan.training.ema import recalibrate_batchnorm
+
+    G, cfg, _ = load_generator(checkpoint.latest(run) / "export")
+    before = {k: v.clone() for k, v in G.state_dict().items() if "running" in k}
+    recalibrate_batchnorm(G, cfg.z_dim, cfg.c_dim, "cpu")
+    after = {k: v for k, v in G.state_dict().items() if "running" in k}
+    assert before and all(torch.allclose(before[k], after[k], rtol=1e-2, atol=1e-3) for k in before)  # noise inputs differ
     out = tmp_path / "s"
     run_cli("generate.py", "sample", "--model", run, "--seeds", "0-3", "--out", out, check=0)
     import generate
@@ -340,7 +351,7 @@ def test_two_process_fastgan_stays_in_sync(tmp_path, proc_store):
     """DDP (gloo): D's decoders take part only on reals and R1 does not reach them, yet every
     process holds the same weights at each checkpoint (their gradients are all-reduced too)."""
     runs = tmp_path / "runs"
-    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29577, "train.py",
+    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", free_port(), "train.py",
                    "--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.048, "--outdir", runs,
                    "--r1-gamma", 0.1, "--r1-interval", 2, "--checkpoint-every", 0.024, "--snap", 100,
                    env={"OMP_NUM_THREADS": "1"})

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_user_error, run_cli, run_main
+from conftest import assert_user_error, free_port, run_cli, run_main
 from data_prep.procedural import render
 from gan.metrics import fid as fidlib
 from gan.metrics import swd as swdlib
@@ -98,7 +98,7 @@ def test_two_process_training_metrics_equal_single_process_eval(tmp_path, proc_s
     which made every rank but 0 fail in D's backward."""
     runs = tmp_path / "runs"
     tiny = ["--arch", "dcgan", "--g-channels", 16, "--d-channels", 16, "--z-dim", 32]
-    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29573, "train.py",
+    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", free_port(), "train.py",
                    "--data", proc_store, *tiny, "--batch", 8, "--kimg", 0.032, "--outdir", runs,
                    "--metrics", "swd,fid", "--metrics-num", 24,
                    env={"OMP_NUM_THREADS": "1", "ARTGAN_TEST_FAULTS": "old_ddp"})

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_user_error, run_cli, run_main
+from conftest import assert_user_error, free_port, run_cli, run_main
 from gan.errors import UserError
 from gan.export import load_generator
 from gan.training import checkpoint
@@ -320,7 +320,7 @@ def test_two_process_training_stays_in_sync_and_resumes_single(tmp_path, proc_st
     runs = tmp_path / "runs"
     # old_ddp: DDP's per-forward buffer copy as before torch 2.12, which broke backward on rank 1
     env = {"OMP_NUM_THREADS": "1", **faults("compile_eager;old_ddp"), "TORCH_LOGS": "recompiles"}
-    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29571, "train.py", "--data", proc_store, *TINY_STYLE, "--batch", 8, "--kimg", 0.064, "--outdir", runs,
+    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", free_port(), "train.py", "--data", proc_store, *TINY_STYLE, "--batch", 8, "--kimg", 0.064, "--outdir", runs,
                    "--r1-interval", 2, "--aug", "ada", "--grad-accum", 2, "--pl-weight", 1, "--compile", "on", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     pids = {m.group(1) for m in re.finditer(r"V\d{4} [\d:.]+ (\d+) .*\[__recompiles\]", proc.stderr)}
@@ -415,7 +415,7 @@ def test_two_process_compiled_training_stays_in_sync(tmp_path, proc_store):
     ranks identical. Slow (about 90 s on 2 cores: DDP splits the graphs), so `make test-slow`."""
     runs = tmp_path / "runs"
     env = {"OMP_NUM_THREADS": "1", **faults("compile_eager")}
-    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", 29573, "train.py",
+    proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", free_port(), "train.py",
                    "--data", proc_store, *TINY_STYLE, "--batch", 8, "--kimg", 0.064, "--outdir", runs, "--r1-interval", 2,
                    "--aug", "ada", "--grad-accum", 2, "--pl-weight", 1, "--compile", "on", "--checkpoint-every", 0.032,
                    env=env)

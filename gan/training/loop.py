@@ -52,6 +52,7 @@ class Trainer(Phases, TrainerState):
         G, D = build_generator(model_cfg), build_discriminator(model_cfg)
         self.G_ema = build_generator(model_cfg).requires_grad_(False)
         self.G_ema.load_state_dict(G.state_dict())
+        self._calibrated = False  # G_ema's BN statistics are its own (recalibrated) since its last change
         if base is not None and resume_from is None:
             finetune.apply_base(base, G, D, self.G_ema)  # --from: start from the trained model
         finetune.freeze_blocks(D, cfg.freeze_d)
@@ -178,6 +179,7 @@ class Trainer(Phases, TrainerState):
              if self.mcfg.c_dim else None)
         G.mapping.w_avg.copy_(G.mapping(z, c)[:, 0].float().mean(0))
         self.G_ema.mapping.w_avg.copy_(G.mapping.w_avg)
+        self._calibrated = False
 
     def _evaluate(self) -> dict | None:
         """Metrics of G_ema on every process (sharded); logged by the main one. Returns the
@@ -209,8 +211,12 @@ class Trainer(Phases, TrainerState):
             "metrics": self.last_metrics})
 
     def _recalibrate(self) -> None:
-        with self.acc.autocast():
-            recalibrate_batchnorm(self.G_ema, self.mcfg.z_dim, self.mcfg.c_dim, self.acc.device)
+        """Once per state of G_ema: a snapshot, an export and metrics at the same step share it
+        (it is deterministic, and at 64 px it costs seconds of a CPU's training)."""
+        if not self._calibrated:
+            with self.acc.autocast():
+                recalibrate_batchnorm(self.G_ema, self.mcfg.z_dim, self.mcfg.c_dim, self.acc.device)
+            self._calibrated = True
         self.G_ema.eval()
 
     # ------------------------------------------------------------------ main loop
@@ -278,6 +284,7 @@ class Trainer(Phases, TrainerState):
                 # A skipped step (found non-finite on the device) still consumed its batch.
                 ctr.cur_nimg += cfg.batch
                 update_ema(self.G_ema, self._unwrap(self.G), cfg.batch, ctr.cur_nimg, cfg.ema_kimg, cfg.ema_rampup)
+                self._calibrated = False
                 done = ctr.cur_nimg >= total
                 steps_here += 1
                 if steps_here == WARMUP_STEPS or (done and t_steady is not None):

@@ -112,6 +112,7 @@ class TrainerState:
         self.acc.load_state(str(ckpt))  # or written by this run (a restore after non-finite steps)
         try:
             self.G_ema.load_state_dict(load_file(str(ckpt / checkpoint.G_EMA)))  # copied onto G_ema's device
+            self._calibrated = False
             st = json.loads((ckpt / checkpoint.TRAINER).read_text())
             self.counters.load_state_dict(st["counters"])
             self.aug.load_state_dict(st["aug"])

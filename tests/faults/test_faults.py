@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 import faultlib as fl
-from conftest import run_main
+from conftest import free_port, run_main
 
 SEED = 20261124
 
@@ -283,7 +283,7 @@ def test_hostile_pickle_in_any_checkpoint_file_never_runs(tmp_path, proc_store, 
 def test_killed_rank_ends_the_other_and_the_run_resumes(tmp_path, proc_store, fault_table):
     """2-process training, one rank SIGKILLed mid-run: the other ends within seconds, nothing is
     left running, and re-running the command resumes to the 2-process reference bit for bit."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29583"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     ref_out = tmp_path / "ref2"
     cmd = lambda out: launcher + fl.train_cmd(proc_store, out)[1:]  # noqa: E731
     proc = fl.run(cmd(ref_out), timeout=600)
@@ -379,7 +379,7 @@ def test_machines_that_do_not_share_files_are_refused(tmp_path, proc_store, faul
         for rank, store in enumerate((proc_store, store1)):
             (tmp_path / f"m{i}" / f"machine{rank}").mkdir(parents=True)
             (tmp_path / f"m{i}" / f"machine{rank}" / "store").symlink_to(store)
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29601 + i),
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                "--no-python", sys.executable, fl.HERE / "inject" / "machine.py", "--data", "store",
                *fl.train_cmd("store", outdir)[4:]]
         # no_fs_wait: a process that does not see the run dir says so at once, not after 10 s of looking
