@@ -18,6 +18,11 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 `flags`, Arm `Features` 
 FAST_RATIO = 1.2  # measured bf16/fp32 speed from which bf16 counts as the faster (where flags are unreadable)
 
 
+def label(mixed_precision: str) -> str:
+    """What a person calls a --mixed-precision value: "no" trains in float32."""
+    return "float32" if mixed_precision == "no" else mixed_precision
+
+
 def cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
     """The CPU's feature flags (Linux), or None where they cannot be read."""
     try:

@@ -1,6 +1,8 @@
+import contextlib
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -8,13 +10,96 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, check=None, env=None, timeout=600, cwd=ROOT, **kw):
-    """Run `python <args>` (from the repo root unless `cwd`); returns the CompletedProcess."""
-    e = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+BASE_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# ARTGAN_WARM_CLI=0: every run_cli a cold `python` (what a user starts), as before tests/warm.py.
+WARM = os.environ.get("ARTGAN_WARM_CLI", "1") != "0"
+_WARM_MODULES = ("data_prep", "gan.")  # -m targets that are artgan's own (not torch.distributed.run)
+_warm_ctx = None
+
+
+@contextlib.contextmanager
+def _bare_main():
+    """multiprocessing re-runs the parent's __main__ in its children (pytest's, a script's, or
+    none under xdist); a bare one while a child starts: the child needs only tests/warm.py."""
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
+
+
+def _warm_context():
+    """The multiprocessing fork server of this pytest process, started (once) with the suite's
+    environment, so the libraries it preloads read the same settings a cold run would."""
+    global _warm_ctx
+    if _warm_ctx is None:
+        import multiprocessing as mp
+        from multiprocessing import forkserver
+
+        import warm
+
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["warm", *warm.PRELOAD])
+        saved = dict(os.environ)
+        os.environ.update(BASE_ENV)
+        try:
+            with _bare_main():
+                forkserver.ensure_running()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        _warm_ctx = ctx
+    return _warm_ctx
+
+
+def _can_run_warm(args, env, kw) -> bool:
+    import warm
+
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    if not WARM or kw or any(not k.startswith(warm.WARM_ENV) for k in (env or {})):
+        return False  # a variable torch or a library reads at import: a cold start sees it
+    first = str(args[0])
+    if first == "-m":
+        return len(args) > 1 and str(args[1]).startswith(_WARM_MODULES)
+    return first.endswith(".py") and Path(first).resolve().is_relative_to(ROOT)
+
+
+def _run_warm(args, env, cwd, timeout):
+    import tempfile
+
+    ctx = _warm_context()
+    with tempfile.TemporaryDirectory(prefix="artgan-cli-") as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        import warm
+
+        p = ctx.Process(target=warm.child, args=(args, env, str(cwd), out, err))
+        with _bare_main():
+            p.start()
+        p.join(timeout)
+        if p.is_alive():
+            p.kill()
+            p.join()
+            raise subprocess.TimeoutExpired([sys.executable, *args], timeout)
+        read = lambda f: (Path(f).read_bytes() if Path(f).exists() else b"").decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")  # as text=True
+        return subprocess.CompletedProcess([sys.executable, *args], p.exitcode, read(out), read(err))
+
+
+def run_cli(*args, check=None, env=None, timeout=600, cwd=ROOT, cold=False, **kw):
+    """Run `python <args>` (from the repo root unless `cwd`); returns the CompletedProcess.
+    artgan's own CLIs run warm (tests/warm.py: a fresh process forked after torch is imported)
+    unless the test sets a variable a library reads at import, or `cold`; ARTGAN_WARM_CLI=0 runs all cold."""
+    e = dict(os.environ, **BASE_ENV)
     e.update(env or {})
     args = [str(ROOT / a) if i == 0 and str(a).endswith(".py") else str(a) for i, a in enumerate(args)]
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          env=e, timeout=timeout, **kw)
+    if not cold and _can_run_warm(args, env, kw):
+        proc = _run_warm(args, e, cwd, timeout)
+    else:
+        proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                              env=e, timeout=timeout, **kw)
     if check is not None and proc.returncode != check:
         raise AssertionError(f"exit {proc.returncode} != {check}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc

@@ -373,7 +373,7 @@ def test_accelerate_launch_runs_in_its_precision(tmp_path, proc_store):
     assert json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]["mixed_precision"] == "bf16"
     train(*common, "--kimg", 0.032, "--outdir", tmp_path / "b")
     proc = run_cli(*launch, *common, "--kimg", 0.064, "--outdir", tmp_path / "b", "--resume", "auto", check=0)
-    assert "the run trains in no, as it started; accelerate's bf16 is not applied" in proc.stderr
+    assert "the run trains in float32, as it started; accelerate's bf16 is not applied" in proc.stderr
     run = only_run(tmp_path / "b")
     assert json.loads((run / "config.json").read_text())["train"]["mixed_precision"] == "no"
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 64

@@ -269,6 +269,8 @@ def _launcher_precision(plan: Plan, explicit: bool, resuming: bool = False) -> N
     choice: a new run takes it unless --mixed-precision is given. An explicit flag, or a resumed
     run's own precision, wins with a note. ("no" is also what the launcher sets when nothing was
     chosen, so it changes nothing.)"""
+    from ..precision import label
+
     cfg = plan.cfg
     env = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
     if env in ("no", cfg.mixed_precision):
@@ -279,7 +281,7 @@ def _launcher_precision(plan: Plan, explicit: bool, resuming: bool = False) -> N
     elif explicit:
         plan.notes.append(f"note: --mixed-precision {cfg.mixed_precision} overrides accelerate's {env}")
     elif resuming:
-        plan.notes.append(f"note: the run trains in {cfg.mixed_precision}, as it started; accelerate's {env} is not "
+        plan.notes.append(f"note: the run trains in {label(cfg.mixed_precision)}, as it started; accelerate's {env} is not "
                           f"applied (--mixed-precision {env} changes it)")
     else:
         cfg.mixed_precision = env
@@ -391,7 +393,9 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     secs = estimate_seconds(model_summary(mcfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision, mcfg.arch)
     where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
     budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
-    return f"estimated {duration(secs)} on {where} in {cfg.mixed_precision}{budget} (training prints the measured time)"
+    from ..precision import label
+
+    return f"estimated {duration(secs)} on {where} in {label(cfg.mixed_precision)}{budget} (training prints the measured time)"
 
 
 def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:
