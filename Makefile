@@ -12,8 +12,8 @@ DEMO   ?= demo
 RUN     = $$(ls -d $(DEMO)/runs/*-demo | tail -n 1)
 WALK_CLASS   ?= colorfield
 REFINE_CLASS ?= grid
-# The demo's training budget: 250 kimg take 4.7 minutes on a 2-core Xeon with AMX (bf16), 23 on a
-# 2-core AVX2-only EPYC (float32); a re-run of make demo trains the same run further.
+# The demo's training budget: 250 kimg take 12.5 minutes on a 2-core AVX2-only EPYC (float32; 5 minutes
+# reach about 100 kimg); a re-run of make demo trains the same run further.
 DEMO_MINUTES ?= 5
 
 .PHONY: install browser test test-slow test-gpu faults demo demo-finetune studio bench bench-gpu clean-demo
