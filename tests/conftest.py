@@ -1,4 +1,5 @@
 import contextlib
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -8,7 +9,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
 
 BASE_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 # ARTGAN_WARM_CLI=0: every run_cli a cold `python` (what a user starts), as before tests/warm.py.
@@ -34,12 +34,11 @@ def _warm_context():
     environment, so the libraries it preloads read the same settings a cold run would."""
     global _warm_ctx
     if _warm_ctx is None:
-        import multiprocessing as mp
         from multiprocessing import forkserver
 
         import warm
 
-        ctx = mp.get_context("forkserver")
+        ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["warm", *warm.PRELOAD])
         saved = dict(os.environ)
         os.environ.update(BASE_ENV)
@@ -56,8 +55,6 @@ def _warm_context():
 def _can_run_warm(args, env, kw) -> bool:
     import warm
 
-    import multiprocessing
-
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     if not WARM or kw or any(not k.startswith(warm.WARM_ENV) for k in (env or {})):
@@ -71,11 +68,11 @@ def _can_run_warm(args, env, kw) -> bool:
 def _run_warm(args, env, cwd, timeout):
     import tempfile
 
+    import warm
+
     ctx = _warm_context()
     with tempfile.TemporaryDirectory(prefix="artgan-cli-") as tmp:
         out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-        import warm
-
         p = ctx.Process(target=warm.child, args=(args, env, str(cwd), out, err))
         with _bare_main():
             p.start()
@@ -84,7 +81,11 @@ def _run_warm(args, env, cwd, timeout):
             p.kill()
             p.join()
             raise subprocess.TimeoutExpired([sys.executable, *args], timeout)
-        read = lambda f: (Path(f).read_bytes() if Path(f).exists() else b"").decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")  # as text=True
+
+        def read(f):  # as text=True: universal newlines (tqdm's \r too)
+            data = Path(f).read_bytes() if Path(f).exists() else b""  # missing: the child died first
+            return data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+
         return subprocess.CompletedProcess([sys.executable, *args], p.exitcode, read(out), read(err))
 
 
