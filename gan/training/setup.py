@@ -262,6 +262,11 @@ def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
     return plan
 
 
+def _launcher_env() -> str:
+    """The precision `accelerate launch` / `accelerate config` hands every process ("no" when none)."""
+    return os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+
+
 def _launcher_precision(plan: Plan, explicit: bool, resuming: bool = False) -> None:
     """`accelerate launch --mixed_precision X`, or the precision chosen in `accelerate config`,
     reaches every process as ACCELERATE_MIXED_PRECISION; artgan hands Accelerate its own
@@ -272,7 +277,7 @@ def _launcher_precision(plan: Plan, explicit: bool, resuming: bool = False) -> N
     from ..precision import label
 
     cfg = plan.cfg
-    env = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    env = _launcher_env()
     if env in ("no", cfg.mixed_precision):
         return
     if env not in ("bf16", "fp16"):
@@ -299,7 +304,7 @@ def _device_precision(plan: Plan, explicit: bool) -> None:
     from ..precision import bf16_fast, choose
     from .runtime import training_device
 
-    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() == "bf16"
+    launcher = _launcher_env() == "bf16"
     cfg.mixed_precision, note = choose("bf16", explicit or launcher, *bf16_fast(training_device()),
                                        asked_by="" if explicit else "accelerate launch / accelerate config")
     if note:
@@ -386,6 +391,7 @@ def _settle_new(plan: Plan) -> None:
 
 def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     """The run's length on this machine from its FLOPs, before any step (training measures it)."""
+    from ..precision import label
     from .auto import duration, estimate_seconds
     from .flops import model_summary
 
@@ -393,8 +399,6 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     secs = estimate_seconds(model_summary(mcfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision, mcfg.arch)
     where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
     budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
-    from ..precision import label
-
     return f"estimated {duration(secs)} on {where} in {label(cfg.mixed_precision)}{budget} (training prints the measured time)"
 
 
