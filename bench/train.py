@@ -75,7 +75,7 @@ def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | N
     trainer = launch(plan)
     trainer.sync_timing = True  # the steady window opens and closes with the device's queue drained
     trainer.train()
-    flops = model_summary(mcfg)["train_flops"]
+    flops = model_summary(mcfg, cfg.grad_accum)["train_flops"]
     ips = trainer.steady_img_per_s or 0.0
     if device == "cuda":
         peak_gib = torch.cuda.max_memory_allocated() / 2 ** 30

@@ -523,3 +523,37 @@ def test_buffer_sync_sends_rank0_state_buffers_only(tmp_path):
         assert torch.equal(r0["bn"][name], r1["bn"][name]) and r1["bn"][name].dtype == r0["bn"][name].dtype, name
     assert r1["bn"]["num_batches_tracked"] == 1000 and torch.equal(r0["w_avg"], r1["w_avg"])
     assert r1["bn"]["constant"].tolist() == [1.0, 1.0]  # its own, not process 0's
+
+
+@pytest.mark.parametrize("arch,accum,forwards", [("dcgan", 1, 1), ("fastgan", 1, 1), ("dcgan", 2, 4), ("stylegan", 1, 2)])
+def test_generator_forwards_per_step(tmp_path, proc_store, arch, accum, forwards):
+    """DCGAN and FastGAN run G once a step, as their own loops do: D learns from those fakes
+    (detached), then G's loss backpropagates through the same graph into D as D's update left it.
+    StyleGAN (StyleGAN2's loop) and gradient accumulation draw G's fakes anew."""
+    import train as train_cli
+    from accelerate.state import AcceleratorState
+    from gan.training.loop import launch
+    from gan.training.setup import resolve
+
+    tiny = {"dcgan": TINY_DCGAN, "stylegan": TINY_STYLE,
+            "fastgan": ["--arch", "fastgan", "--g-channels", 8, "--d-channels", 8, "--z-dim", 16]}[arch]
+    argv = ["--data", proc_store, *tiny, "--batch", 8, "--grad-accum", accum, "--kimg", 1, "--aug", "none",
+            "--outdir", tmp_path]
+    trainer = launch(resolve(train_cli.build_parser().parse_args([str(a) for a in argv])))
+    try:
+        G, D = trainer._unwrap(trainer.G), trainer._unwrap(trainer.D)
+        calls = []
+        G.register_forward_hook(lambda m, i, out: calls.append(out.requires_grad))
+        before_g = [p.detach().clone() for p in G.parameters()]
+        before_d = [p.detach().clone() for p in D.parameters()]
+        outcome = trainer._step({})
+        assert int(outcome) == 0 and trainer._shared_fake is None
+        assert len(calls) == forwards, calls
+        # Shared: the one forward carries G's graph; otherwise D's phase ran G without one.
+        assert calls[0] is (forwards == 1)
+        # Both players learned (G's update went through the fakes D had just seen).
+        assert any(not torch.equal(a, b) for a, b in zip(before_g, G.parameters()))
+        assert any(not torch.equal(a, b) for a, b in zip(before_d, D.parameters()))
+    finally:
+        trainer.held.close()  # the run dir's lock
+        AcceleratorState._reset_state(True)

@@ -25,17 +25,23 @@ class Arch:
     path_length: bool  # G.mapping / G.synthesis split that path-length regularization needs
     noise_modes: bool  # G(..., noise="random"|"const"|"none")
     self_supervised: bool = False  # D(..., recon=True) -> (logits, reconstruction loss per sample)
+    # One G forward per step: the fakes D learns from (detached) are the ones G's loss then
+    # backpropagates through, D's update in between (DCGAN's and FastGAN's own loops). Otherwise
+    # G's phase draws new fakes (StyleGAN2's loop, which also keeps G's activations out of D's
+    # phase, where GPU memory is tightest).
+    shared_fakes: bool = False
 
 
 REGISTRY = {
     "dcgan": Arch(dcgan.DCGANGenerator, dcgan.DCGANDiscriminator, dcgan.RESOLUTIONS,
-                  mapping=False, style_mixing=False, path_length=False, noise_modes=False),
+                  mapping=False, style_mixing=False, path_length=False, noise_modes=False, shared_fakes=True),
     "stylegan": Arch(stylegan.StyleGANGenerator, stylegan.StyleGANDiscriminator, stylegan.RESOLUTIONS,
                      mapping=True, style_mixing=True, path_length=True, noise_modes=True),
     # Small collections (100-5,000 images): FastGAN-style G with skip-layer excitation, a residual
     # D that also reconstructs its reals. z space (no mapping network, so no mixing or w walks).
     "fastgan": Arch(fastgan.FastGANGenerator, fastgan.FastGANDiscriminator, fastgan.RESOLUTIONS,
-                    mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True),
+                    mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True,
+                    shared_fakes=True),
 }
 
 

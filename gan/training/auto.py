@@ -14,9 +14,11 @@ from ..config import PRESETS
 SMALL = 5000  # up to this many images: the small-collection model (FastGAN-style)
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures): per CPU core in bf16 (fp32 is about 2.4x
-# slower there), and on a GPU (a guess until one is measured). Measured here: fastgan64 trains at
-# about 50 img/s on 2 EPYC cores in bf16, at 2.75 GFLOP per image as model_summary counts it (D's
-# decoders are left out of that count, so this is the rate of the counted FLOPs).
+# slower there), and on a GPU (a guess until one is measured). Measured: fastgan64 trained at
+# about 50 img/s on 2 EPYC cores in bf16 at 2.75 GFLOP per image as model_summary counted it then
+# (G's forward twice a step); with its fakes shared (2.37 GFLOP), 20.8 img/s in float32 on a 2-core
+# AVX2-only EPYC, 49 GFLOP/s. D's decoders are left out of the count, so these are rates of the
+# counted FLOPs.
 CPU_FLOPS_PER_CORE = {"bf16": 65e9, "no": 27e9, "fp16": 10e9,
                       # bf16 on a CPU without bf16 instructions (oneDNN emulates it): matmul and conv
                       # both ran at 0.6-0.7 GFLOP/s per core on an AVX2-only EPYC, fp32 at 35

@@ -83,6 +83,7 @@ class Trainer(Phases, TrainerState):
         compiling = cfg.compile == "on" or (cfg.compile == "auto" and self.acc.device.type == "cuda")
         self.compiled = Compiler(compiling, self._log, compile_backend(self.faults), cfg.compile_mode)
         self._p_device = None  # (aug p, that p as a device tensor) for the compiled augmentation
+        self._shared_fake = None  # this step's fakes with G's graph, from the D phase to the G phase
         if compiling and self.acc.is_main_process:
             print("torch.compile on: the first steps compile G, D and the augmentation (a minute or so); --compile off skips it")
         adaptive = cfg.aug == "ada"

@@ -33,6 +33,11 @@ class Phases:
     def _reg_on(self) -> bool:
         return self.cfg.r1_gamma > 0 or self.cfg.r2_gamma > 0
 
+    def _shared_fakes(self) -> bool:
+        """One G forward per step (the architecture's own loop, `Arch.shared_fakes`). Not with
+        gradient accumulation, where every micro-batch's G graph would be held at once."""
+        return self.arch.shared_fakes and self.cfg.grad_accum == 1
+
     def _recon_on(self) -> bool:
         return self.arch.self_supervised and self.cfg.recon_weight > 0
 
@@ -113,11 +118,18 @@ class Phases:
         cfg, acc = self.cfg, self.acc
         G = self._unwrap(self.G)
         bad = torch.zeros((), device=acc.device)
+        shared = self._shared_fakes()
         for i in range(cfg.grad_accum):
             real, c = self._next_real()
-            with torch.no_grad(), acc.autocast():
-                # The mean w used for truncation is tracked here, on fakes D is about to see.
-                fake = self._gen(self.compiled(G), self._z(real.shape[0]), c, update_w_avg=True)
+            # The mean w used for truncation is tracked here, on fakes D is about to see.
+            if shared:  # with G's graph, kept for the G phase (self.G: DDP all-reduces its backward)
+                with acc.autocast():
+                    self._shared_fake = self._gen(self.compiled(self.G), self._z(real.shape[0]), c,
+                                                  update_w_avg=True)
+                fake = self._shared_fake.detach()
+            else:
+                with torch.no_grad(), acc.autocast():
+                    fake = self._gen(self.compiled(G), self._z(real.shape[0]), c, update_w_avg=True)
             # DDP decides at forward time whether backward all-reduces: wrap both.
             with self._sync_last(self.D, i):
                 with acc.autocast():
@@ -177,7 +189,9 @@ class Phases:
         try:
             for i in range(cfg.grad_accum):
                 with acc.autocast(), self._sync_last(self.G, i):
-                    fake = self._gen(self.compiled(self.G), self._z(self.micro), c)
+                    fake, self._shared_fake = self._shared_fake, None
+                    if fake is None:
+                        fake = self._gen(self.compiled(self.G), self._z(self.micro), c)
                     logits = self.compiled(D)(self._augment(fake.float()), c)
                     loss = losses.g_loss(cfg.loss, logits.float(), self._last_real_logits)
                     bad = torch.maximum(bad, self._nonfinite(loss))
@@ -231,6 +245,7 @@ class Phases:
     def _step(self, stats: dict) -> torch.Tensor:
         """One iteration: D, lazy R1, G, lazy path length, style; the worst phase outcome."""
         cfg, step = self.cfg, self.counters.step
+        self._shared_fake = None  # not a failed step's (the loop reruns a step a compile failure broke)
         power_iteration(self._unwrap(self.D))  # spectral norms' estimates: once a step, outside any graph
         power_iteration(self._unwrap(self.G))
         outcome = self._d_phase(stats)
