@@ -111,7 +111,9 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
                     if train_flops is not None else None)
         budget = max(minutes, CPU_MINUTES)  # a longer --minutes: a run that long (a shorter one ends it)
         kimg = max(10.0, round(budget * 60 / per_kimg)) if per_kimg else 100.0
-        train.update(kimg=float(kimg), snap=max(1.0, round(kimg / 20)), checkpoint_every=max(5.0, round(kimg / 4)))
+        # About ten progress grids and four checkpoints a run: each recalibrates G_ema's batch norm
+        # (512 G forwards, 8 s of one core at 64px), so more would eat into a CPU's half hour.
+        train.update(kimg=float(kimg), snap=max(1.0, round(kimg / 10)), checkpoint_every=max(5.0, round(kimg / 4)))
         how = "bf16" if precision == "bf16" else "float32 (this CPU has no bf16 instructions)"
         reasons.append(f"batch {train['batch']}, {kimg:g} kimg: about {budget:g} minutes on {device.cpus} CPU "
                        f"core(s) in {how} (--kimg or --minutes to change)")

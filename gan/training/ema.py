@@ -21,9 +21,14 @@ def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, batch: int, cur_nimg:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(G_ema: torch.nn.Module, z_dim: int, c_dim: int, device, batches: int = 8,
+def recalibrate_batchnorm(G_ema: torch.nn.Module, z_dim: int, c_dim: int, device, batches: int = 2,
                           batch: int = 256, seed: int = 0) -> None:
     """Recompute BatchNorm running statistics for G_ema's own (averaged) weights.
+
+    512 samples: a clip-art fastgan64 calibrated from them renders seeds 0-63 within 0.010 of
+    2,048 samples' pixels on average (in [-1, 1]), where two calibrations of 2,048 with other
+    latents differ by 0.007; 2,048 took 34 s on one CPU core, a quarter of a CPU run's time at one
+    snapshot per kimg.
 
     Copying G's running stats onto averaged weights mismatches them, which shows up as
     noisy, washed-out samples in eval mode (what every seed-addressable sample uses).
