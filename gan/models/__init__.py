@@ -31,6 +31,11 @@ class Arch:
     # phase, where GPU memory is tightest).
     shared_fakes: bool = False
 
+    def shares_fakes(self, grad_accum: int) -> bool:
+        """Whether a training step runs G once (`shared_fakes`): not with gradient accumulation,
+        where every micro-batch's G graph would be held at once."""
+        return self.shared_fakes and grad_accum == 1
+
 
 REGISTRY = {
     "dcgan": Arch(dcgan.DCGANGenerator, dcgan.DCGANDiscriminator, dcgan.RESOLUTIONS,

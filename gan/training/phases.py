@@ -33,11 +33,6 @@ class Phases:
     def _reg_on(self) -> bool:
         return self.cfg.r1_gamma > 0 or self.cfg.r2_gamma > 0
 
-    def _shared_fakes(self) -> bool:
-        """One G forward per step (the architecture's own loop, `Arch.shared_fakes`). Not with
-        gradient accumulation, where every micro-batch's G graph would be held at once."""
-        return self.arch.shared_fakes and self.cfg.grad_accum == 1
-
     def _recon_on(self) -> bool:
         return self.arch.self_supervised and self.cfg.recon_weight > 0
 
@@ -118,7 +113,7 @@ class Phases:
         cfg, acc = self.cfg, self.acc
         G = self._unwrap(self.G)
         bad = torch.zeros((), device=acc.device)
-        shared = self._shared_fakes()
+        shared = self.arch.shares_fakes(cfg.grad_accum)
         for i in range(cfg.grad_accum):
             real, c = self._next_real()
             # The mean w used for truncation is tracked here, on fakes D is about to see.
