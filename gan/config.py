@@ -72,6 +72,11 @@ class TrainConfig:
     r1_gamma: float = opt(1.0, "R1 weight: gradient penalty on reals (0 disables)")
     r2_gamma: float = opt(0.0, "R2 weight: gradient penalty on generated images (R3GAN: the same as R1's)")
     recon_weight: float = opt(1.0, "weight of D's reconstruction loss on reals (architectures whose D decodes: fastgan)")
+    match_weight: float = opt(0.0, "pull G's fake nearest each of some reals toward it at thumbnail size, with this "
+                                   "weight (Inclusive GAN's reconstruction; 0 disables)")
+    match_frac: float = opt(0.5, "fraction of each batch's reals given their nearest recent fake's latent")
+    match_size: int = opt(16, "thumbnail size (px) that matching and the pull compare at")
+    match_bank: int = opt(256, "recent fakes (latents and thumbnails) that matching searches")
     r1_interval: int = opt(16, "lazy R1: every N D steps, scaled by N")
     pl_weight: float = opt(0.0, "StyleGAN path-length weight (0 disables)")
     pl_interval: int = opt(4, "lazy path length: every N G steps")

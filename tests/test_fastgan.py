@@ -186,13 +186,15 @@ def test_large_sizes_build_and_run(res):
     assert logits.shape == (1, 1) and torch.isfinite(rec).all()
 
 
-def test_resume_is_bit_identical_with_recon_relativistic_r1_r2(tmp_path, proc_store):
-    """fastgan with D's reconstruction, the relativistic loss and lazy R1 + R2, ADA and bf16: a run
-    stopped and resumed ends exactly where an unbroken one does. (On a CPU that emulates bf16 this
-    took 4 minutes: there it trains in float32, and bf16 training is covered by test_train's bf16 run.)"""
+def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path, proc_store):
+    """fastgan with D's reconstruction, the relativistic loss and lazy R1 + R2, ADA, nearest-fake
+    matching (its bank of recent fakes is saved) and bf16: a run stopped and resumed ends exactly
+    where an unbroken one does. (On a CPU that emulates bf16 this took 4 minutes: there it trains
+    in float32, and bf16 training is covered by test_train's bf16 run.)"""
     prec = "bf16" if native_bf16() else "no"
     common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--aug", "ada", "--aug-p", 0.2, "--r1-interval", 2,
               "--loss", "relativistic", "--r1-gamma", 0.5, "--r2-gamma", 0.5, "--mixed-precision", prec,
+              "--match-weight", 1, "--match-bank", 16,
               "--seed", 3, "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
     full = train(*common, "--kimg", 0.048, "--outdir", tmp_path / "a")
     train(*common, "--kimg", 0.024, "--outdir", tmp_path / "b")
@@ -205,7 +207,8 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2(tmp_path, proc_st
             assert torch.equal(sa[name][k], sb[name][k]), (name, k)
     assert "G:" in full.stdout
     train_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]
-    assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5
+    assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5 and train_cfg["match_weight"] == 1
+    assert (b / checkpoint.BANK).is_file()
 
 
 @pytest.mark.slow  # 20 s: CI's budget; make test-slow
@@ -349,13 +352,19 @@ def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_st
 @pytest.mark.slow
 def test_two_process_fastgan_stays_in_sync(tmp_path, proc_store):
     """DDP (gloo): D's decoders take part only on reals and R1 does not reach them, yet every
-    process holds the same weights at each checkpoint (their gradients are all-reduced too)."""
+    process holds the same weights at each checkpoint (their gradients are all-reduced too). With
+    nearest-fake matching each process keeps its own bank, and the checkpoint keeps both."""
     runs = tmp_path / "runs"
     proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", free_port(), "train.py",
                    "--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.048, "--outdir", runs,
                    "--r1-gamma", 0.1, "--r1-interval", 2, "--checkpoint-every", 0.024, "--snap", 100,
-                   env={"OMP_NUM_THREADS": "1"})
+                   "--match-weight", 1, "--match-bank", 8, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(runs)
+    from safetensors.torch import load_file
+
+    bank = load_file(str(checkpoint.latest(run) / checkpoint.BANK))
+    assert bank["z"].shape == (2, 8, 16) and bank["meta"][:, 0].tolist() == [8, 8]
+    assert not torch.equal(bank["z"][0], bank["z"][1])  # each process's own fakes
     sync = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines() if "ranks in sync" in l]
     assert len(sync) >= 2 and all(e["processes"] == 2 for e in sync)

@@ -19,6 +19,7 @@ from ..integrity import verify, write_manifest
 
 STATE = "state.json"
 G_EMA = "g_ema.safetensors"  # G_ema's weights and buffers (as trained, before BN re-calibration)
+BANK = "match_bank.safetensors"  # --match-weight: each process's bank of recent fakes (gan.training.matching)
 TRAINER = "trainer_state.json"  # counters and ADA state: JSON, never a pickle
 PREFIX = "kimg"
 

@@ -14,6 +14,7 @@ import torch
 from .. import losses
 from ..augment import apply_augment, augment
 from ..models.layers import power_iteration
+from .matching import thumbnails
 
 # Outcome of a step, worst highest, as a 0-dim device tensor (the host reads a batch of them at
 # once in `Trainer._settle`, never one per step). SKIPPED: fp16's GradScaler found inf/NaN
@@ -109,6 +110,30 @@ class Phases:
             before_step()
         return self._apply(opt, model, bad)
 
+    def _step_z(self, real: torch.Tensor, c) -> torch.Tensor:
+        """This micro-batch's latents: with matching on, the first `match_frac` of them are the
+        latents of the recent fakes nearest the first reals (their pull target, kept for the G
+        phase); the rest are drawn fresh."""
+        z = self._z(real.shape[0])
+        self._match = None
+        if self.bank is None:
+            return z
+        k = int(round(real.shape[0] * self.cfg.match_frac))
+        if k == 0 or not self.bank.full:  # the first steps fill it
+            return z
+        z[:k] = self.bank.nearest(real[:k], c[:k] if c is not None else None)
+        self._match = (z[:k].clone(), thumbnails(real[:k], self.bank.thumb))
+        return z
+
+    def _match_loss(self, fake: torch.Tensor, stats: dict):
+        """L1 between the matched fakes' thumbnails and their reals' (0 without a match)."""
+        if self._match is None:
+            return 0.0
+        target = self._match[1]
+        dist = (thumbnails(fake[:target.shape[0]], self.bank.thumb) - target).abs().mean()
+        stats["loss_match"] = dist.detach()
+        return dist * self.cfg.match_weight
+
     def _d_phase(self, stats: dict) -> torch.Tensor:
         cfg, acc = self.cfg, self.acc
         G = self._unwrap(self.G)
@@ -116,15 +141,17 @@ class Phases:
         shared = self.arch.shares_fakes(cfg.grad_accum)
         for i in range(cfg.grad_accum):
             real, c = self._next_real()
+            z = self._step_z(real, c)
             # The mean w used for truncation is tracked here, on fakes D is about to see.
             if shared:  # with G's graph, kept for the G phase (self.G: DDP all-reduces its backward)
                 with acc.autocast():
-                    self._shared_fake = self._gen(self.compiled(self.G), self._z(real.shape[0]), c,
-                                                  update_w_avg=True)
+                    self._shared_fake = self._gen(self.compiled(self.G), z, c, update_w_avg=True)
                 fake = self._shared_fake.detach()
             else:
                 with torch.no_grad(), acc.autocast():
-                    fake = self._gen(self.compiled(G), self._z(real.shape[0]), c, update_w_avg=True)
+                    fake = self._gen(self.compiled(G), z, c, update_w_avg=True)
+            if self.bank is not None:
+                self.bank.add(z, fake, c)
             # DDP decides at forward time whether backward all-reduces: wrap both.
             with self._sync_last(self.D, i):
                 with acc.autocast():
@@ -185,10 +212,14 @@ class Phases:
             for i in range(cfg.grad_accum):
                 with acc.autocast(), self._sync_last(self.G, i):
                     fake, self._shared_fake = self._shared_fake, None
-                    if fake is None:
-                        fake = self._gen(self.compiled(self.G), self._z(self.micro), c)
+                    if fake is None:  # fresh fakes; the matched latents first, as in the D phase
+                        z = self._z(self.micro)
+                        if self._match is not None:
+                            z[:self._match[0].shape[0]] = self._match[0]
+                        fake = self._gen(self.compiled(self.G), z, c)
                     logits = self.compiled(D)(self._augment(fake.float()), c)
                     loss = losses.g_loss(cfg.loss, logits.float(), self._last_real_logits)
+                    loss = loss + self._match_loss(fake, stats)
                     bad = torch.maximum(bad, self._nonfinite(loss))
                     acc.backward(loss / cfg.grad_accum)
                 stats["loss_G"] = loss.detach()

@@ -367,10 +367,12 @@ def _settle_new(plan: Plan) -> None:
         raise UserError(f"--freeze-d {cfg.freeze_d}: this discriminator has {depth} blocks; use 0..{depth}")
     for name, ok in (("--batch", cfg.batch >= 1), ("--grad-accum", cfg.grad_accum >= 1), ("--kimg", cfg.kimg > 0),
                      ("--keep", cfg.keep >= 1), ("--snap", cfg.snap > 0), ("--checkpoint-every", cfg.checkpoint_every > 0),
-                     ("--r1-interval", cfg.r1_interval >= 1), ("--pl-interval", cfg.pl_interval >= 1)):
+                     ("--r1-interval", cfg.r1_interval >= 1), ("--pl-interval", cfg.pl_interval >= 1),
+                     ("--match-size", cfg.match_size >= 1), ("--match-bank", cfg.match_bank >= 1)):
         if not ok:
             raise UserError(f"{name} must be positive")
     for name, v in (("--r1-gamma", cfg.r1_gamma), ("--r2-gamma", cfg.r2_gamma), ("--recon-weight", cfg.recon_weight),
+                    ("--match-weight", cfg.match_weight),
                     ("--pl-weight", cfg.pl_weight), ("--lr-g", cfg.lr_g), ("--minutes", cfg.minutes),
                     ("--lr-d", cfg.lr_d), ("--ema-kimg", cfg.ema_kimg), ("--workers", cfg.workers)):
         if v < 0:
@@ -384,7 +386,7 @@ def _settle_new(plan: Plan) -> None:
         parse_metrics(cfg.metrics)
         if cfg.metrics_num < 2:
             raise UserError("--metrics-num must be at least 2")
-    for name, v in (("--aug-p", cfg.aug_p), ("--style-mixing", cfg.style_mixing)):
+    for name, v in (("--aug-p", cfg.aug_p), ("--style-mixing", cfg.style_mixing), ("--match-frac", cfg.match_frac)):
         if not 0 <= v <= 1:
             raise UserError(f"{name} must be between 0 and 1")
 

@@ -55,8 +55,9 @@ class TrainerState:
                  "world_size": self.acc.num_processes, "metric": metric}
         self._check_sync()
         ranks = self._gather_rank_state()  # collective: before the main-process-only write
+        banks = self._gather_banks()
         path = checkpoint.save(self.acc, self.run_dir, self.counters.cur_nimg, state, self._export,
-                               lambda folder: self._save_trainer_state(folder, ranks))
+                               lambda folder: self._save_trainer_state(folder, ranks, banks))
         if self.acc.is_main_process:
             checkpoint.rotate(self.run_dir, self.cfg.keep)
         self.acc.wait_for_everyone()
@@ -76,11 +77,13 @@ class TrainerState:
                 f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, "event": "ranks in sync",
                                     "processes": self.acc.num_processes, "checksums": sums.tolist()}) + "\n")
 
-    def _save_trainer_state(self, folder: Path, ranks: dict) -> None:
+    def _save_trainer_state(self, folder: Path, ranks: dict, banks: dict | None = None) -> None:
         from safetensors.torch import save_file
 
         save_file({k: v.detach().cpu().contiguous() for k, v in self.G_ema.state_dict().items()},
                   str(folder / checkpoint.G_EMA))
+        if banks:
+            save_file(banks, str(folder / checkpoint.BANK))
         (folder / checkpoint.TRAINER).write_text(json.dumps(
             {"counters": self.counters.state_dict(), "aug": self.aug.state_dict(), "ranks": ranks}, indent=1))
 
@@ -93,6 +96,27 @@ class TrainerState:
                             for v in (self.counters.pl_mean, *self.aug.pending())])
         every = self.acc.gather(mine.to(self.acc.device)[None]).cpu() if self.acc.num_processes > 1 else mine[None]
         return {"pl_mean": every[:, 0].tolist(), "aug_sum": every[:, 1].tolist(), "aug_n": every[:, 2].tolist()}
+
+    def _gather_banks(self) -> dict | None:
+        """Every process's matching bank (collective), stacked by process: (processes, ...)."""
+        if self.bank is None:
+            return None
+        out = {}
+        for k, v in self.bank.state_dict().items():
+            every = self.acc.gather(v[None]) if self.acc.num_processes > 1 else v[None]
+            out[k] = every.detach().cpu().contiguous()
+        return out
+
+    def _restore_bank(self, ckpt: Path) -> None:
+        """This process's bank as saved (another process count: process i takes saved process
+        i's, modulo; a checkpoint without one, or of another shape, leaves it empty)."""
+        from safetensors.torch import load_file
+
+        if self.bank is None or not (ckpt / checkpoint.BANK).is_file():
+            return
+        saved = load_file(str(ckpt / checkpoint.BANK))
+        me = self.acc.process_index % saved["z"].shape[0]
+        self.bank.load_state_dict({k: v[me].to(self.acc.device) for k, v in saved.items()})
 
     def _restore_rank_state(self, ranks: dict | None) -> None:
         if not ranks:
@@ -117,6 +141,7 @@ class TrainerState:
             self.counters.load_state_dict(st["counters"])
             self.aug.load_state_dict(st["aug"])
             self._restore_rank_state(st.get("ranks"))
+            self._restore_bank(ckpt)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError) as e:
             raise UserError(f"{ckpt}: cannot read the trainer state ({str(e).splitlines()[0][:160]})") from None
         self.last_ckpt = ckpt

@@ -1,0 +1,76 @@
+"""Nearest-fake matching: every real image in part of a batch is given the latent of the recent
+fake that looks most like it at a thumbnail size, and G is pulled toward that real image there.
+
+This is the reconstructive half of Inclusive GAN (Yu et al., ECCV 2020), which joins IMLE's
+"every real image has a generated neighbour" (Li & Malik 2018) to the adversarial loss. Theirs
+samples a fresh pool of fakes per real; here the pool is a rolling bank of the fakes the steps
+already made (their latents and thumbnails), so the matching costs no extra G forward. The pull
+is an L1 distance between thumbnails (16 px at 64 px: the layout), so the adversarial loss still
+decides the texture: G learns where the collection's figures are, how big and in which colours,
+from the first hundred steps on, instead of from D's gradient alone.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def thumbnails(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) images -> (B, C*size*size) area-averaged float thumbnails."""
+    x = x.float()
+    if x.shape[-1] != size:
+        x = F.adaptive_avg_pool2d(x, size)
+    return x.flatten(1)
+
+
+class LatentBank:
+    """The last `size` fakes' latents, classes and thumbnails, on the training device."""
+
+    def __init__(self, size: int, z_dim: int, thumb: int, device):
+        self.thumb = thumb
+        self.z = torch.zeros(size, z_dim, device=device)
+        self.t = torch.zeros(size, 3 * thumb * thumb, device=device)
+        self.c = torch.zeros(size, dtype=torch.long, device=device)
+        self.filled = 0
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return self.filled
+
+    @property
+    def full(self) -> bool:
+        return self.filled == self.z.shape[0]
+
+    @torch.no_grad()
+    def add(self, z: torch.Tensor, fakes: torch.Tensor, c: torch.Tensor | None) -> None:
+        n = min(z.shape[0], self.z.shape[0])
+        idx = (torch.arange(n, device=self.z.device) + self.pos) % self.z.shape[0]
+        self.z[idx] = z[:n].detach().float()
+        self.t[idx] = thumbnails(fakes[:n].detach(), self.thumb)
+        if c is not None:
+            self.c[idx] = c[:n]
+        self.pos = (self.pos + n) % self.z.shape[0]
+        self.filled = min(self.z.shape[0], self.filled + n)
+
+    def state_dict(self) -> dict:
+        """Tensors only (the checkpoint's safetensors); `meta` holds (filled, pos)."""
+        return {"z": self.z, "t": self.t, "c": self.c,
+                "meta": torch.tensor([self.filled, self.pos], dtype=torch.long, device=self.z.device)}
+
+    def load_state_dict(self, d: dict) -> bool:
+        """A saved bank of the same shape (False, and the bank left empty, for another one: a
+        run resumed with another --match-bank, --match-size or z size refills it in a few steps)."""
+        if any(d[k].shape != v.shape for k, v in self.state_dict().items() if k != "meta"):
+            return False
+        for k in ("z", "t", "c"):
+            getattr(self, k).copy_(d[k])
+        self.filled, self.pos = (int(v) for v in d["meta"].tolist())
+        return True
+
+    @torch.no_grad()
+    def nearest(self, reals: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        """The latents of the bank's fakes nearest each of `reals` (of the same class)."""
+        d = torch.cdist(thumbnails(reals, self.thumb), self.t[:self.filled])
+        if c is not None:
+            d = d.masked_fill(c[:, None] != self.c[None, :self.filled], float("inf"))
+        return self.z[d.argmin(dim=1)]

@@ -1,0 +1,116 @@
+"""Nearest-fake matching (--match-weight): the bank of recent fakes, and the pull it gives G."""
+import pytest
+import torch
+
+from gan.training.matching import LatentBank, thumbnails
+
+TINY_FAST = ["--arch", "fastgan", "--g-channels", 8, "--d-channels", 8, "--z-dim", 16]
+
+
+def flat(colour, n=1, size=8):
+    """`n` images of one colour (RGB in [-1, 1])."""
+    return torch.tensor(colour, dtype=torch.float32).view(1, 3, 1, 1).expand(n, 3, size, size).clone()
+
+
+def test_bank_finds_the_nearest_fake_of_the_class_and_forgets_the_oldest():
+    bank = LatentBank(size=3, z_dim=2, thumb=2, device="cpu")
+    assert len(bank) == 0
+    colours = [(-1, -1, -1), (1, 1, 1), (1, -1, -1)]  # black, white, red
+    z = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    bank.add(z, torch.cat([flat(c) for c in colours]), torch.tensor([0, 0, 1]))
+    assert len(bank) == 3
+    # A grey-white real is nearest the white fake; a dark red one the red fake.
+    reals = torch.cat([flat((0.8, 0.8, 0.8)), flat((0.6, -0.8, -0.8))])
+    assert bank.nearest(reals, None).tolist() == [[1.0, 1.0], [2.0, 2.0]]
+    # Of its own class only: the dark red real of class 0 gets the black fake, not the red one.
+    assert bank.nearest(reals, torch.tensor([0, 0])).tolist() == [[1.0, 1.0], [0.0, 0.0]]
+    # A fourth fake (blue) replaces the oldest (black).
+    bank.add(torch.tensor([[3.0, 3.0]]), flat((-1, -1, 1)), torch.tensor([1]))
+    assert len(bank) == 3 and bank.z.tolist() == [[3.0, 3.0], [1.0, 1.0], [2.0, 2.0]]
+    assert bank.nearest(flat((-1, -1, -0.5)), None).tolist() == [[3.0, 3.0]]
+    # Saved and loaded: the same bank; one of another shape is refused and stays empty.
+    other = LatentBank(size=3, z_dim=2, thumb=2, device="cpu")
+    assert other.load_state_dict(bank.state_dict())
+    assert torch.equal(other.t, bank.t) and (other.filled, other.pos) == (bank.filled, bank.pos)
+    wrong = LatentBank(size=4, z_dim=2, thumb=2, device="cpu")
+    assert not wrong.load_state_dict(bank.state_dict()) and len(wrong) == 0
+
+
+def test_thumbnails_are_area_means():
+    x = torch.arange(16.0).view(1, 1, 4, 4).expand(1, 3, 4, 4)
+    t = thumbnails(x, 2).view(3, 2, 2)
+    assert t[0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
+    assert thumbnails(x, 4).shape == (1, 48)
+
+
+def _trainer(tmp_path, store, *flags):
+    import train as train_cli
+    from gan.training.loop import launch
+    from gan.training.setup import resolve
+
+    argv = ["--data", store, *TINY_FAST, "--batch", 8, "--kimg", 1, "--aug", "none", "--outdir", tmp_path, *flags]
+    return launch(resolve(train_cli.build_parser().parse_args([str(a) for a in argv])))
+
+
+def _close(trainer):
+    from accelerate.state import AcceleratorState
+
+    trainer.held.close()
+    AcceleratorState._reset_state(True)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_matched_latents_feed_both_phases_and_g_is_pulled_toward_their_reals(tmp_path, proc_store, shared):
+    """Once the bank is full, half of each batch's latents are the bank's nearest to half of its
+    reals, in D's fakes and G's; G's update moves those fakes' thumbnails toward the reals'.
+    Shared fakes (fastgan) and fresh ones (here with gradient accumulation) alike."""
+    flags = ["--match-weight", 1000, "--match-bank", 32, "--lr-g", 2e-3, "--seed", 1]
+    if not shared:
+        flags += ["--grad-accum", 2]
+    trainer = _trainer(tmp_path, proc_store, *flags)
+    try:
+        assert trainer.arch.shares_fakes(trainer.cfg.grad_accum) is shared
+        G = trainer._unwrap(trainer.G)
+        seen = []
+        G.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+        for step in range(6):
+            stats = {}
+            trainer.counters.step = step
+            assert int(trainer._step(stats)) == 0
+            # The bank fills first (32 latents, 8 a step): no pull in the first 4 steps.
+            assert (trainer._match is None) is (step < 4) and ("loss_match" in stats) is (step >= 4)
+        # The matched latents are bank entries, first in every G forward of the step.
+        z_matched, target = trainer._match
+        assert z_matched.shape == (trainer.micro // 2, 16)
+        assert all(any(torch.equal(z, b) for b in trainer.bank.z) for z in z_matched)
+        for z in seen[-(1 if shared else 2):]:  # fresh fakes: the G phase's two micro-batches
+            assert torch.equal(z[:len(z_matched)], z_matched)
+
+        def distance():  # the matched fakes' thumbnails to their reals', the same noise each time
+            with torch.no_grad(), torch.random.fork_rng():
+                torch.manual_seed(0)
+                return (thumbnails(G(z_matched), trainer.bank.thumb) - target).abs().mean().item()
+
+        trainer.counters.step = 6
+        trainer._d_phase({})
+        z_matched, target = trainer._match
+        before = distance()
+        trainer._g_phase({})
+        assert distance() < 0.9 * before
+    finally:
+        _close(trainer)
+
+
+def test_matching_is_off_by_default_and_checked(tmp_path, proc_store):
+    from conftest import assert_user_error, run_cli
+
+    trainer = _trainer(tmp_path, proc_store)
+    try:
+        assert trainer.bank is None and trainer.cfg.match_weight == 0
+        trainer._step({})
+        assert trainer._match is None
+    finally:
+        _close(trainer)
+    for flag, v in (("--match-frac", 1.5), ("--match-weight", -1), ("--match-bank", 0)):
+        proc = run_cli("train.py", "--data", proc_store, *TINY_FAST, "--outdir", tmp_path / "r", flag, v, check=None)
+        assert_user_error(proc, flag)
