@@ -95,8 +95,9 @@ def test_matched_latents_feed_both_phases_and_g_is_pulled_toward_their_reals(tmp
         trainer._d_phase({})
         z_matched, target = trainer._match
         before = distance()
-        trainer._g_phase({})
-        assert distance() < 0.9 * before
+        for _ in range(5):  # the step's G phase, then four more toward the same reals (fresh fakes)
+            trainer._g_phase({})
+        assert distance() < 0.9 * before  # without the pull: within 2% either way
     finally:
         _close(trainer)
 

@@ -89,7 +89,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
     # seen), ADA from p 0.2 that adapts quickly (always-on augmentation leaked stripes into samples),
     # and the model's default spectral norm in G and D (clean fills and outlines, then larger
     # figures, where plain models gave speckled blobs; width 32 at the same minutes was muddier:
-    # fewer images seen).
+    # fewer images seen), and nearest-fake matching at weight 5 (gan.training.matching).
     recipe = PRESETS["fastgan64"]
     model = {**recipe["model"], "g_channels": g, "d_channels": d}
     del model["resolution"]  # the store's
