@@ -1,6 +1,10 @@
 """Build the README pictures from what `make demo` wrote (product output, only arranged).
 
     python docs/make_figures.py [--demo demo]
+    python docs/make_figures.py --grids docs/clipart.png REAL.png MODEL.png [...]
+
+`--grids`: instead, the first 32 tiles of each 64-seed grid that bench/quality.py wrote (real
+images first), side by side in one picture.
 """
 from __future__ import annotations
 
@@ -39,7 +43,16 @@ def hstack(parts: list[Image.Image], gap: int = 12) -> Image.Image:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo", default="demo")
+    ap.add_argument("--grids", nargs="+", metavar="PNG", help="OUT.png, then grids of 8 columns to set side by side")
     args = ap.parse_args()
+    if args.grids:
+        out, grids = Path(args.grids[0]), args.grids[1:]
+        parts = [panel(tiles(Path(g), Image.open(g).width // 8, 32, 8), 8, 1) for g in grids]
+        # A 256-colour palette: half the bytes of full colour for these noisy tiles (README pictures stay small).
+        pic = hstack(parts, gap=8).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        pic.save(out, optimize=True)
+        print("wrote", out)
+        return
     d = Path(args.demo)
     res = Image.open(next((d / "samples").glob("seed0000*.png"))).width  # seed0000-grid.png: classes in turn
     real = panel(tiles(d / "data" / "preview.png", min(res, 128), 16, 8), 4, 3)
