@@ -47,6 +47,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.grids:
         out, grids = Path(args.grids[0]), args.grids[1:]
+        missing = [g for g in grids if not Path(g).is_file()]
+        if not grids or missing:
+            ap.error(f"--grids: OUT.png, then at least one grid PNG ({'missing: ' + ', '.join(missing) if missing else 'none given'})")
         parts = [panel(tiles(Path(g), Image.open(g).width // 8, 32, 8), 8, 1) for g in grids]
         # A 256-colour palette: half the bytes of full colour for these noisy tiles (README pictures stay small).
         pic = hstack(parts, gap=8).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)

@@ -58,8 +58,9 @@ class LatentBank:
                 "meta": torch.tensor([self.filled, self.pos], dtype=torch.long, device=self.z.device)}
 
     def load_state_dict(self, d: dict) -> bool:
-        """A saved bank of the same shape (False, and the bank left empty, for another one: a
-        run resumed with another --match-bank, --match-size or z size refills it in a few steps)."""
+        """A saved bank of the same shape (False, and the bank left as it was, for another one: a
+        run resumed with another --match-bank, --match-size or z size starts with an empty bank
+        and refills it in a few steps)."""
         if any(d[k].shape != v.shape for k, v in self.state_dict().items() if k != "meta"):
             return False
         for k in ("z", "t", "c"):

@@ -111,18 +111,21 @@ class Phases:
         return self._apply(opt, model, bad)
 
     def _step_z(self, real: torch.Tensor, c) -> torch.Tensor:
-        """This micro-batch's latents: with matching on, the first `match_frac` of them are the
-        latents of the recent fakes nearest the first reals (their pull target, kept for the G
-        phase); the rest are drawn fresh."""
-        z = self._z(real.shape[0])
+        """This micro-batch's latents. With matching on (and the bank full: the first steps fill
+        it), the first `match_frac` reals are matched to the latents of the recent fakes nearest
+        them, kept with their thumbnails for the G phase's pull."""
         self._match = None
-        if self.bank is None:
-            return z
-        k = int(round(real.shape[0] * self.cfg.match_frac))
-        if k == 0 or not self.bank.full:  # the first steps fill it
-            return z
-        z[:k] = self.bank.nearest(real[:k], c[:k] if c is not None else None)
-        self._match = (z[:k].clone(), thumbnails(real[:k], self.bank.thumb))
+        k = int(round(real.shape[0] * self.cfg.match_frac)) if self.bank is not None and self.bank.full else 0
+        if k:
+            self._match = (self.bank.nearest(real[:k], c[:k] if c is not None else None),
+                           thumbnails(real[:k], self.bank.thumb))
+        return self._latents(real.shape[0])
+
+    def _latents(self, n: int) -> torch.Tensor:
+        """`n` fresh latents, the step's matched ones first (the D phase's and the G phase's fakes alike)."""
+        z = self._z(n)
+        if self._match is not None:
+            z[:self._match[0].shape[0]] = self._match[0]
         return z
 
     def _match_loss(self, fake: torch.Tensor, stats: dict):
@@ -213,10 +216,7 @@ class Phases:
                 with acc.autocast(), self._sync_last(self.G, i):
                     fake, self._shared_fake = self._shared_fake, None
                     if fake is None:  # fresh fakes; the matched latents first, as in the D phase
-                        z = self._z(self.micro)
-                        if self._match is not None:
-                            z[:self._match[0].shape[0]] = self._match[0]
-                        fake = self._gen(self.compiled(self.G), z, c)
+                        fake = self._gen(self.compiled(self.G), self._latents(self.micro), c)
                     logits = self.compiled(D)(self._augment(fake.float()), c)
                     loss = losses.g_loss(cfg.loss, logits.float(), self._last_real_logits)
                     loss = loss + self._match_loss(fake, stats)
