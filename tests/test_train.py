@@ -557,3 +557,35 @@ def test_generator_forwards_per_step(tmp_path, proc_store, arch, accum, forwards
     finally:
         trainer.held.close()  # the run dir's lock
         AcceleratorState._reset_state(True)
+
+
+@pytest.mark.parametrize("arch,flags", [("dcgan", []), ("fastgan", []), ("fastgan", ["--recon-weight", 0]),
+                                        ("fastgan", ["--grad-accum", 2])])
+def test_counted_training_flops_match_a_real_step(tmp_path, proc_store, arch, flags):
+    """model_summary's FLOPs per real image (what bench/train.py's MFU and the run-length
+    estimates divide by) agree with FlopCounterMode on one real training step: D's decoders
+    counted where they run, G's phase taking no gradients of D's weights."""
+    import train as train_cli
+    from accelerate.state import AcceleratorState
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gan.training.flops import model_summary
+    from gan.training.loop import launch
+    from gan.training.setup import resolve
+
+    tiny = {"dcgan": TINY_DCGAN, "fastgan": ["--arch", "fastgan", "--g-channels", 8, "--d-channels", 8, "--z-dim", 16]}[arch]
+    # No R1 (lazy regularization is left out of the count; and autograd.grad trips the counter).
+    argv = ["--data", proc_store, *tiny, "--batch", 8, "--kimg", 1, "--aug", "none", "--r1-gamma", 0, "--outdir", tmp_path,
+            *flags]
+    trainer = launch(resolve(train_cli.build_parser().parse_args([str(a) for a in argv])))
+    try:
+        cfg = trainer.cfg
+        with FlopCounterMode(display=False) as fc:
+            assert int(trainer._step({})) == 0
+        counted = fc.get_total_flops() / cfg.batch
+        s = model_summary(trainer.mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)
+        assert abs(s["train_flops"] / counted - 1) < 0.01, (s, counted)
+        assert (s["decoder_flops"] > 0) is (arch == "fastgan" and cfg.recon_weight > 0)
+    finally:
+        trainer.held.close()
+        AcceleratorState._reset_state(True)

@@ -13,20 +13,18 @@ from ..config import PRESETS
 
 SMALL = 5000  # up to this many images: the small-collection model (FastGAN-style)
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
-# run (the trainer then prints the speed it measures): per CPU core in bf16 (fp32 is about 2.4x
-# slower there), and on a GPU (a guess until one is measured). Measured: fastgan64 trained at
-# about 50 img/s on 2 EPYC cores in bf16 at 2.75 GFLOP per image as model_summary counted it then
-# (G's forward twice a step); with its fakes shared (2.37 GFLOP), 20.8 img/s in float32 on a 2-core
-# AVX2-only EPYC, 49 GFLOP/s. D's decoders are left out of the count, so these are rates of the
-# counted FLOPs.
-CPU_FLOPS_PER_CORE = {"bf16": 65e9, "no": 27e9, "fp16": 10e9,
+# run (the trainer then prints the speed it measures), in FLOPs as gan.training.flops counts a step
+# (D's decoders included): per CPU core in bf16, measured with bench/train.py on a 2-core EPYC with
+# AVX512-BF16 (fastgan64 at batch 16, 54.7 img/s at 2.80 GFLOP per image: 76 GFLOP/s a core), and in
+# float32 on a 2-core AVX2-only EPYC, the kind of CPU that trains in float32 (20.8 img/s: 29 GFLOP/s);
+# on a GPU, a guess until one is measured.
+CPU_FLOPS_PER_CORE = {"bf16": 76e9, "no": 29e9, "fp16": 10e9,
                       # bf16 on a CPU without bf16 instructions (oneDNN emulates it): matmul and conv
                       # both ran at 0.6-0.7 GFLOP/s per core on an AVX2-only EPYC, fp32 at 35
                       "bf16-emulated": 0.7e9}
-# The rate of other architectures' counted FLOPs relative to fastgan's, measured on one core of a
-# 2-core Xeon in bf16: a DCGAN of width 48 at 64px, batch 16, 105 img/s at 1.54 GFLOP; fastgan64
-# 33 img/s at 2.75 GFLOP.
-CPU_ARCH_SPEED = {"dcgan": 1.75}
+# The rate of other architectures' counted FLOPs relative to fastgan's, measured in the same
+# bench/train.py run in bf16: dcgan64 at its batch 64, 108.8 img/s at 2.27 GFLOP (fastgan64 above).
+CPU_ARCH_SPEED = {"dcgan": 1.6}
 GPU_FLOPS = 40e12
 CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
 

@@ -1,29 +1,67 @@
 """Model sizes and FLOPs per image, counted by torch's FlopCounterMode."""
 from __future__ import annotations
 
+import json
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ModelConfig
 from ..models import arch_of, build_discriminator, build_generator
 
+N = 2  # images per counted batch (batch norm wants more than one)
+# Counted on CPU tensors up to this many parameters (G and D) and this resolution: a small model's
+# step runs in a fraction of a second there. Larger ones are counted on the meta device, shapes
+# only (no arithmetic, but every op costs about a millisecond of Python there).
+CPU_COUNT_PARAMS, CPU_COUNT_RES = 10_000_000, 128
+_cache: dict = {}
 
-def model_summary(cfg: ModelConfig, grad_accum: int = 1) -> dict:
-    """Parameters, forward FLOPs per image, and a training step's per real image: G forward once
-    (where the step shares its fakes, `Arch.shares_fakes`) or twice, G backward, D on
-    reals, on fakes and in G's phase (forward + backward each; D's fastgan decoders not counted)."""
-    # requires_grad_(False) rather than no_grad(): FlopCounterMode's module tracker trips
-    # over no_grad tensors derived from parameters.
-    G = build_generator(cfg).eval().requires_grad_(False)
-    D = build_discriminator(cfg).eval().requires_grad_(False)
-    z = torch.randn(2, cfg.z_dim)
-    c = torch.zeros(2, dtype=torch.long) if cfg.c_dim else None
-    with FlopCounterMode(display=False) as fc:
-        img = G(z, c)
-    g = fc.get_total_flops() / 2
-    with FlopCounterMode(display=False) as fc:
-        D(img, c)
-    d = fc.get_total_flops() / 2
-    g_passes = 3 if arch_of(cfg).shares_fakes(grad_accum) else 4
-    return {"g_params": sum(p.numel() for p in G.parameters()), "d_params": sum(p.numel() for p in D.parameters()),
-            "g_flops": g, "d_flops": d, "g_passes": g_passes, "train_flops": g_passes * g + 9 * d}
+
+def model_summary(cfg: ModelConfig, grad_accum: int = 1, recon: bool = True) -> dict:
+    """Parameters, forward FLOPs per image, and a training step's per real image.
+
+    The step is the training loop's (gan.training.phases), counted with its backward passes: D's
+    phase (G's fakes, D on the reals, with its decoders where the architecture has them and
+    `recon` is on, i.e. unless --recon-weight 0, and on the fakes detached), then G's phase (D's
+    weights frozen: only gradients of its inputs), on G's fakes from D's phase where the step
+    shares them (`Arch.shares_fakes`), else on fresh ones (D's phase then ran G without a graph).
+    Lazy regularization (R1, path length), augmentation and the EMA are left out."""
+    key = (json.dumps(cfg.to_dict(), sort_keys=True), grad_accum, recon)
+    if key not in _cache:
+        _cache[key] = _count(cfg, grad_accum, recon)
+    return dict(_cache[key])
+
+
+def _count(cfg: ModelConfig, grad_accum: int, recon: bool) -> dict:
+    arch = arch_of(cfg)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    params = {"g_params": sum(p.numel() for p in G.parameters()), "d_params": sum(p.numel() for p in D.parameters())}
+    small = params["g_params"] + params["d_params"] <= CPU_COUNT_PARAMS and cfg.resolution <= CPU_COUNT_RES
+    device = "cpu" if small else "meta"
+    G, D = G.to(device), D.to(device)
+    z = torch.randn(N, cfg.z_dim, device=device)
+    c = torch.zeros(N, dtype=torch.long, device=device) if cfg.c_dim else None
+    real = torch.randn(N, 3, cfg.resolution, cfg.resolution, device=device)
+    decode = arch.self_supervised and recon
+    shared = arch.shares_fakes(grad_accum)
+
+    def count(fn) -> float:
+        with FlopCounterMode(display=False) as fc:
+            fn()
+        return fc.get_total_flops() / N
+
+    def step():
+        fake = G(z, c)  # an unshared one is only used detached (its graph is not counted: no backward)
+        real_out = D(real, c, recon=True) if decode else D(real, c)
+        loss = real_out[0].mean() + real_out[1].mean() if decode else real_out.mean()
+        (loss + D(fake.detach(), c).mean()).backward()
+        D.requires_grad_(False)
+        D(fake if shared else G(z, c), c).mean().backward()
+
+    train = count(step)
+    with torch.no_grad():  # forward counts; requires_grad_(False): the module tracker trips over
+        G.requires_grad_(False)  # no_grad tensors derived from parameters that require grad
+        g = count(lambda: G(z, c))
+        d = count(lambda: D(real, c))
+        decoders = count(lambda: D(real, c, recon=True)) - d if decode else 0.0
+    return {**params, "g_flops": g, "d_flops": d, "decoder_flops": decoders, "train_flops": train}

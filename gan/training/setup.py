@@ -398,7 +398,8 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     from .flops import model_summary
 
     dev = device_facts()
-    secs = estimate_seconds(model_summary(mcfg, cfg.grad_accum)["train_flops"], cfg.kimg, dev, cfg.mixed_precision, mcfg.arch)
+    flops = model_summary(mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)["train_flops"]
+    secs = estimate_seconds(flops, cfg.kimg, dev, cfg.mixed_precision, mcfg.arch)
     where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
     budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
     return f"estimated {duration(secs)} on {where} in {label(cfg.mixed_precision)}{budget} (training prints the measured time)"
@@ -407,9 +408,10 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
 def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     from .flops import model_summary
 
-    s = model_summary(mcfg, cfg.grad_accum)
+    s = model_summary(mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)
     lines = [json.dumps({"model": mcfg.to_dict(), "train": cfg.to_dict()}, indent=2),
              f"G: {s['g_params'] / 1e6:.2f}M params, {s['g_flops'] / 1e9:.3f} GFLOP/img forward",
              f"D: {s['d_params'] / 1e6:.2f}M params, {s['d_flops'] / 1e9:.3f} GFLOP/img forward",
-             f"training: ~{s['train_flops'] / 1e9:.2f} GFLOP per real image ({s['g_passes']} G + 9 D forward-equivalents)"]
+             *([f"D's decoders: {s['decoder_flops'] / 1e9:.3f} GFLOP/img forward, on reals"] if s["decoder_flops"] else []),
+             f"training: ~{s['train_flops'] / 1e9:.2f} GFLOP per real image (a step's forward and backward passes)"]
     return "\n".join(lines)
