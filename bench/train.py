@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train as train_cli  # noqa: E402
 from gan.config import TrainConfig  # noqa: E402
-from gan.training.flops import model_summary  # noqa: E402
+from gan.training.flops import run_summary  # noqa: E402
 from gan.training.loop import launch  # noqa: E402
 from gan.training.setup import resolve  # noqa: E402
 
@@ -61,6 +61,11 @@ def matmul_peak(dtype, device: str, seconds=1.5) -> float:
     return 2 * n ** 3 * k / (time.perf_counter() - t)
 
 
+def mfu(row: dict, peaks: dict) -> float:
+    """The row's achieved FLOP/s over the matmul peak of its precision (float32's for others)."""
+    return round(row["achieved_tflops"] * 1e12 / peaks.get(row["precision"], peaks["no"]), 3)
+
+
 def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | None, device: str,
                compile_: str = "auto", compile_mode: str = "default", kimg: float | None = None) -> dict:
     preset, extra = CONFIGS.get(name, (name, []))
@@ -76,7 +81,7 @@ def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | N
     trainer = launch(plan)
     trainer.sync_timing = True  # the steady window opens and closes with the device's queue drained
     trainer.train()
-    flops = model_summary(mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)["train_flops"]
+    flops = run_summary(mcfg, cfg)["train_flops"]
     ips = trainer.steady_img_per_s or 0.0
     if device == "cuda":
         peak_gib = torch.cuda.max_memory_allocated() / 2 ** 30
@@ -161,12 +166,11 @@ def main() -> None:
                 rows.append(row)
                 # Each row as soon as it is measured (its MFU against the first peaks; the table's
                 # against the higher of both): a run stopped at a time limit keeps the rows so far.
-                mfu = round(row["achieved_tflops"] * 1e12 / first.get(prec, first["no"]), 3)
-                print("row " + json.dumps({**row, "mfu": mfu}), flush=True)
+                print("row " + json.dumps({**row, "mfu": mfu(row, first)}), flush=True)
     last = measure_peaks()
     peaks = {k: max(first[k], last[k]) for k in dtypes}
     for row in rows:
-        row["mfu"] = round(row["achieved_tflops"] * 1e12 / peaks.get(row["precision"], peaks["no"]), 3)
+        row["mfu"] = mfu(row, peaks)
     print(f"\nmatmul peak here ({device}), the higher of two measurements (before the rows: "
           + ", ".join(f"{k} {first[k] / 1e12:.3f}" for k in dtypes) + "; after: "
           + ", ".join(f"{k} {last[k] / 1e12:.3f}" for k in dtypes) + " TFLOP/s):")

@@ -562,14 +562,14 @@ def test_generator_forwards_per_step(tmp_path, proc_store, arch, accum, forwards
 @pytest.mark.parametrize("arch,flags", [("dcgan", []), ("fastgan", []), ("fastgan", ["--recon-weight", 0]),
                                         ("fastgan", ["--grad-accum", 2])])
 def test_counted_training_flops_match_a_real_step(tmp_path, proc_store, arch, flags):
-    """model_summary's FLOPs per real image (what bench/train.py's MFU and the run-length
+    """run_summary's FLOPs per real image (what bench/train.py's MFU and the run-length
     estimates divide by) agree with FlopCounterMode on one real training step: D's decoders
     counted where they run, G's phase taking no gradients of D's weights."""
     import train as train_cli
     from accelerate.state import AcceleratorState
     from torch.utils.flop_counter import FlopCounterMode
 
-    from gan.training.flops import model_summary
+    from gan.training.flops import run_summary
     from gan.training.loop import launch
     from gan.training.setup import resolve
 
@@ -583,7 +583,7 @@ def test_counted_training_flops_match_a_real_step(tmp_path, proc_store, arch, fl
         with FlopCounterMode(display=False) as fc:
             assert int(trainer._step({})) == 0
         counted = fc.get_total_flops() / cfg.batch
-        s = model_summary(trainer.mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)
+        s = run_summary(trainer.mcfg, cfg)
         assert abs(s["train_flops"] / counted - 1) < 0.01, (s, counted)
         assert (s["decoder_flops"] > 0) is (arch == "fastgan" and cfg.recon_weight > 0)
     finally:

@@ -6,7 +6,7 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..config import ModelConfig
+from ..config import ModelConfig, TrainConfig
 from ..models import arch_of, build_discriminator, build_generator
 
 N = 2  # images per counted batch (batch norm wants more than one)
@@ -30,6 +30,11 @@ def model_summary(cfg: ModelConfig, grad_accum: int = 1, recon: bool = True) -> 
     if key not in _cache:
         _cache[key] = _count(cfg, grad_accum, recon)
     return dict(_cache[key])
+
+
+def run_summary(mcfg: ModelConfig, cfg: TrainConfig) -> dict:
+    """`model_summary` for a run: its gradient accumulation, and D's decoders unless --recon-weight 0."""
+    return model_summary(mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)
 
 
 def _count(cfg: ModelConfig, grad_accum: int, recon: bool) -> dict:
@@ -59,9 +64,11 @@ def _count(cfg: ModelConfig, grad_accum: int, recon: bool) -> dict:
         D(fake if shared else G(z, c), c).mean().backward()
 
     train = count(step)
-    with torch.no_grad():  # forward counts; requires_grad_(False): the module tracker trips over
-        G.requires_grad_(False)  # no_grad tensors derived from parameters that require grad
-        g = count(lambda: G(z, c))
-        d = count(lambda: D(real, c))
-        decoders = count(lambda: D(real, c, recon=True)) - d if decode else 0.0
+    # The forward counts, with G and D frozen rather than under no_grad(): FlopCounterMode's module
+    # tracker trips over no_grad tensors derived from parameters that require grad.
+    G.requires_grad_(False)
+    D.requires_grad_(False)
+    g = count(lambda: G(z, c))
+    d = count(lambda: D(real, c))
+    decoders = count(lambda: D(real, c, recon=True)) - d if decode else 0.0
     return {**params, "g_flops": g, "d_flops": d, "decoder_flops": decoders, "train_flops": train}

@@ -395,20 +395,19 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     """The run's length on this machine from its FLOPs, before any step (training measures it)."""
     from ..precision import label
     from .auto import duration, estimate_seconds
-    from .flops import model_summary
+    from .flops import run_summary
 
     dev = device_facts()
-    flops = model_summary(mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)["train_flops"]
-    secs = estimate_seconds(flops, cfg.kimg, dev, cfg.mixed_precision, mcfg.arch)
+    secs = estimate_seconds(run_summary(mcfg, cfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision, mcfg.arch)
     where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
     budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
     return f"estimated {duration(secs)} on {where} in {label(cfg.mixed_precision)}{budget} (training prints the measured time)"
 
 
 def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:
-    from .flops import model_summary
+    from .flops import run_summary
 
-    s = model_summary(mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)
+    s = run_summary(mcfg, cfg)
     lines = [json.dumps({"model": mcfg.to_dict(), "train": cfg.to_dict()}, indent=2),
              f"G: {s['g_params'] / 1e6:.2f}M params, {s['g_flops'] / 1e9:.3f} GFLOP/img forward",
              f"D: {s['d_params'] / 1e6:.2f}M params, {s['d_flops'] / 1e9:.3f} GFLOP/img forward",
