@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import assert_user_error, free_port, native_bf16, run_cli, run_main
 from gan import losses
@@ -142,6 +143,40 @@ def test_spectral_norm_forward_writes_nothing_and_reads_torchs_state():
                 power_iteration(ours)
             mat = w.transpose(0, 1) if isinstance(ours, torch.nn.ConvTranspose2d) else w
             assert abs(float(torch.linalg.matrix_norm(mat.flatten(1), ord=2) / torch.vdot(sn._u, sn._matrix(w) @ sn._v)) - 1) < 1e-3
+
+
+def test_spectral_norm_conv_divides_the_smaller_side_with_the_same_values_and_gradients():
+    """A spectrally normalized conv divides its output instead of its weight where the output is
+    the smaller (a conv is linear in its weight): same outputs and gradients (weight, bias, input)
+    as the conv with the normalized weight, on both sides of that choice, transposed too (from a
+    1x1 input, a matmul)."""
+    from gan.models import layers
+
+    torch.manual_seed(0)
+    cases = [(torch.nn.Conv2d(64, 32, 3, 1, 1, bias=True), (1, 64, 4, 4)),        # output smaller
+             (torch.nn.Conv2d(3, 8, 4, 2, 1), (4, 3, 16, 16)),                     # weight smaller
+             (torch.nn.ConvTranspose2d(32, 64, 4, 1, 0, bias=False), (2, 32, 1, 1)),  # output smaller
+             (torch.nn.ConvTranspose2d(4, 3, 4, 2, 1), (3, 4, 8, 8))]              # weight smaller
+    sides = set()
+    for conv, shape in cases:
+        m = spectral_norm(conv)
+        w = m.parametrizations.weight.original
+        out = shape[0] * m.out_channels * layers._out_size(m, shape[2], 0) * layers._out_size(m, shape[3], 1)
+        sides.add(out < w.numel())
+        x = torch.randn(shape, requires_grad=True)
+        y = m(x)
+        ref_x = x.detach().clone().requires_grad_(True)
+        f = F.conv_transpose2d if isinstance(m, torch.nn.ConvTranspose2d) else F.conv2d
+        ref = f(ref_x, m.weight, m.bias, m.stride, m.padding)
+        assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-5)
+        g = torch.randn_like(y)
+        grads = torch.autograd.grad(y, [x, w] + ([m.bias] if m.bias is not None else []), g)
+        ref_grads = torch.autograd.grad(ref, [ref_x, w] + ([m.bias] if m.bias is not None else []), g)
+        for a, b in zip(grads, ref_grads):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert m(x).dtype == torch.bfloat16
+    assert sides == {True, False}
 
 
 @pytest.mark.slow
@@ -296,6 +331,13 @@ def test_auto_is_the_default_and_dry_run_prints_the_choice_and_an_estimate(tmp_p
     cfg = json.loads(proc.stdout[:proc.stdout.index("\nG:")])
     assert cfg["model"]["arch"] == "fastgan" and cfg["train"]["preset"] == "auto"
     assert re.search(r"estimated \d+ minutes on \d+ CPU core", proc.stdout), proc.stdout[-500:]
+    # A flag that makes the step cheaper (no decoders) is in the sizing: more kimg, the same half hour.
+    lean = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--recon-weight", 0, "--outdir", tmp_path)
+    assert lean.returncode == 0, lean.stderr
+    kimg = [json.loads(p.stdout[:p.stdout.index("\nG:")])["train"]["kimg"] for p in (proc, lean)]
+    assert kimg[1] > kimg[0] * 1.1, kimg
+    for p in (proc, lean):
+        assert 25 <= int(re.search(r"estimated (\d+) minutes", p.stdout).group(1)) <= 35, p.stdout[-300:]
     # An explicit flag wins over the choice; --arch alone means no preset (the architecture's defaults).
     proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--batch", 8, "--outdir", tmp_path)
     assert json.loads(proc.stdout[:proc.stdout.index("\nG:")])["train"]["batch"] == 8

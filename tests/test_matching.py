@@ -64,7 +64,7 @@ def test_matched_latents_feed_both_phases_and_g_is_pulled_toward_their_reals(tmp
     """Once the bank is full, half of each batch's latents are the bank's nearest to half of its
     reals, in D's fakes and G's; G's update moves those fakes' thumbnails toward the reals'.
     Shared fakes (fastgan) and fresh ones (here with gradient accumulation) alike."""
-    flags = ["--match-weight", 1000, "--match-bank", 32, "--lr-g", 2e-3, "--seed", 1]
+    flags = ["--match-weight", 1000, "--match-bank", 32, "--lr-g", 1e-3, "--seed", 1]
     if not shared:
         flags += ["--grad-accum", 2]
     trainer = _trainer(tmp_path, proc_store, *flags)
@@ -95,9 +95,9 @@ def test_matched_latents_feed_both_phases_and_g_is_pulled_toward_their_reals(tmp
         trainer._d_phase({})
         z_matched, target = trainer._match
         before = distance()
-        for _ in range(5):  # the step's G phase, then four more toward the same reals (fresh fakes)
+        for _ in range(10):  # the step's G phase, then nine more toward the same reals (fresh fakes)
             trainer._g_phase({})
-        assert distance() < 0.9 * before  # without the pull: within 2% either way
+        assert distance() < 0.8 * before  # measured 0.46-0.48; without the pull (weight 1e-6) 0.97-1.06
     finally:
         _close(trainer)
 

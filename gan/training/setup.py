@@ -220,15 +220,18 @@ def device_facts():
 def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
     """`--preset auto` for this store on this machine: the preset and one line per choice."""
     from .auto import StoreFacts, choose
-    from .flops import model_summary
+    from .flops import run_summary
 
     store = StoreFacts(len(dataset), dataset.resolution, dataset.num_classes)
     device = device_facts()
+    # The run's own step, as far as the user's flags change its FLOPs (--recon-weight 0 drops D's
+    # decoders, --grad-accum N draws fresh fakes for G), so the half hour is sized for that step.
+    run = TrainConfig(**{k: explicit[k] for k in ("grad_accum", "recon_weight") if k in explicit})
 
     def train_flops(model: dict) -> float:
         mcfg = ModelConfig(**{**model, **{k[6:]: v for k, v in explicit.items() if k.startswith("model.")},
                               "resolution": dataset.resolution})
-        return model_summary(mcfg)["train_flops"]
+        return run_summary(mcfg, run)["train_flops"]
 
     widths = {k[6:]: v for k, v in explicit.items() if k in ("model.g_channels", "model.d_channels")}
     choice = choose(store, device, train_flops, widths, minutes=explicit.get("minutes", 0.0))
