@@ -58,7 +58,7 @@ def test_auto_preset_trains_in_float32_on_a_cpu_without_bf16():
     assert fast.train["mixed_precision"] == "bf16" and slow.train["mixed_precision"] == "no"
     assert "in float32 (this CPU has no bf16 instructions)" in slow.reasons[1]
     # Still about half an hour: fewer images, at float32's speed.
-    rate = auto.CPU_FLOPS_PER_CORE["bf16"] / auto.CPU_FLOPS_PER_CORE["no"]
+    rate = auto.CPU_FLOPS_2_CORES["bf16"] / auto.CPU_FLOPS_2_CORES["no"]
     assert slow.train["kimg"] == pytest.approx(fast.train["kimg"] / rate, rel=0.05)
     # An explicit bf16 there is estimated at the emulated speed: a run many times longer.
     f = _flops({**fast.model, "resolution": 64})

@@ -14,16 +14,16 @@ from ..config import PRESETS
 SMALL = 5000  # up to this many images: the small-collection model (FastGAN-style)
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures), in FLOPs as gan.training.flops counts a step
-# (D's decoders included): per CPU core in bf16, measured with bench/train.py on a 2-core EPYC with
-# AVX512-BF16 (fastgan64 at batch 16, 54.7 img/s at 2.80 GFLOP per image: 76 GFLOP/s a core), and in
-# float32 on a 2-core AVX2-only EPYC, the kind of CPU that trains in float32 (20.8 img/s: 29 GFLOP/s);
-# on a GPU, a guess until one is measured.
-CPU_FLOPS_PER_CORE = {"bf16": 76e9, "no": 29e9, "fp16": 10e9,
-                      # bf16 on a CPU without bf16 instructions (oneDNN emulates it): matmul and conv
-                      # both ran at 0.6-0.7 GFLOP/s per core on an AVX2-only EPYC, fp32 at 35
-                      "bf16-emulated": 0.7e9}
-# The rate of other architectures' counted FLOPs relative to fastgan's, measured in the same
-# bench/train.py run in bf16: dcgan64 at its batch 64, 108.8 img/s at 2.27 GFLOP (fastgan64 above).
+# (D's decoders included), on 2 CPU cores: in bf16 measured with bench/train.py on a 2-core EPYC with
+# AVX512-BF16 (fastgan64 at batch 16, 58.0 img/s at 2.80 GFLOP per image: 162 GFLOP/s), in float32
+# on a 2-core AVX2-only EPYC, the kind of CPU that trains in float32 (20.8 img/s: 58 GFLOP/s).
+CPU_FLOPS_2_CORES = {"bf16": 162e9, "no": 58e9, "fp16": 20e9,
+                     # bf16 on a CPU without bf16 instructions (oneDNN emulates it): matmul and conv
+                     # both ran at 0.6-0.7 GFLOP/s per core on an AVX2-only EPYC, fp32 at 35
+                     "bf16-emulated": 1.4e9}
+# Other core counts scale as cores^CPU_CORE_EXPONENT: the threads of a step's many small ops share
+# poorly. One core of that EPYC alone (taskset, one thread) ran fastgan64 at 37.5 img/s, 0.65 of two.
+CPU_CORE_EXPONENT = 0.63
 CPU_ARCH_SPEED = {"dcgan": 1.6}
 GPU_FLOPS = 40e12
 CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
@@ -127,7 +127,7 @@ def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, preci
         rate = GPU_FLOPS * device.count
     else:
         key = "bf16-emulated" if precision == "bf16" and not device.bf16 else precision
-        rate = (CPU_FLOPS_PER_CORE.get(key, CPU_FLOPS_PER_CORE["no"]) * max(1, device.cpus)
+        rate = (CPU_FLOPS_2_CORES.get(key, CPU_FLOPS_2_CORES["no"]) * (max(1, device.cpus) / 2) ** CPU_CORE_EXPONENT
                 * CPU_ARCH_SPEED.get(arch, 1.0))
     return kimg * 1000 * train_flops / rate
 
