@@ -87,7 +87,7 @@ class TrainConfig:
     ada_interval: int = 4  # steps between p updates
     ada_kimg: float = opt(100.0, "ADA speed: p can go 0 -> 1 in this many kimg")
     ema_kimg: float = opt(10.0, "G_ema half-life in kimg")
-    ema_rampup: float = 0.05  # half-life <= this fraction of images seen; 0 disables
+    ema_rampup: float = opt(0.05, "G_ema half-life at most this fraction of the images seen so far (0: none)")
     mixed_precision: str = opt("no", "no | bf16 | fp16", choices=("no", "bf16", "fp16"))
     compile: str = opt("auto", "torch.compile G and D for the main phases: auto (on with a GPU) | on | off",
                        choices=("auto", "on", "off"))

@@ -112,6 +112,7 @@ def test_matching_is_off_by_default_and_checked(tmp_path, proc_store):
         assert trainer._match is None
     finally:
         _close(trainer)
-    for flag, v in (("--match-frac", 1.5), ("--match-weight", -1), ("--match-bank", 0)):
-        proc = run_cli("train.py", "--data", proc_store, *TINY_FAST, "--outdir", tmp_path / "r", flag, v, check=None)
-        assert_user_error(proc, flag)
+    for flags in (("--match-frac", 1.5), ("--match-weight", -1), ("--match-bank", 0),
+                  ("--match-weight", 5, "--match-frac", 0.01)):  # no real of a batch would be matched
+        proc = run_cli("train.py", "--data", proc_store, *TINY_FAST, "--outdir", tmp_path / "r", *flags, check=None)
+        assert_user_error(proc, flags[-2])

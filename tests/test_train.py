@@ -286,6 +286,7 @@ def test_user_errors(tmp_path, proc_store):
     assert_user_error(quick("--data", proc_store, "--preset", "nosuch", "--outdir", runs), "unknown preset", "demo")
     assert_user_error(quick("--data", proc_store, *TINY_DCGAN, "--batch", 16, "--grad-accum", 3, "--outdir", runs),
                       "not divisible")
+    assert_user_error(quick("--data", proc_store, *TINY_DCGAN, "--ema-rampup", -0.1, "--outdir", runs), "--ema-rampup")
     assert_user_error(train("--data", proc_store, *TINY_DCGAN, "--outdir", bad / "manifest.json" / "runs", check=None),
                       "cannot write the run dir", "pick a folder you can write to")  # a file in the way
     assert_user_error(quick("--data", proc_store, "--cond", "--arch", "dcgan", "--resume", tmp_path),

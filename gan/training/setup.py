@@ -377,12 +377,16 @@ def _settle_new(plan: Plan) -> None:
     for name, v in (("--r1-gamma", cfg.r1_gamma), ("--r2-gamma", cfg.r2_gamma), ("--recon-weight", cfg.recon_weight),
                     ("--match-weight", cfg.match_weight),
                     ("--pl-weight", cfg.pl_weight), ("--lr-g", cfg.lr_g), ("--minutes", cfg.minutes),
-                    ("--lr-d", cfg.lr_d), ("--ema-kimg", cfg.ema_kimg), ("--workers", cfg.workers)):
+                    ("--lr-d", cfg.lr_d), ("--ema-kimg", cfg.ema_kimg), ("--ema-rampup", cfg.ema_rampup),
+                    ("--workers", cfg.workers)):
         if v < 0:
             raise UserError(f"{name} must be >= 0")
     from .runtime import micro_batch
 
-    micro_batch(cfg.batch, int(os.environ.get("WORLD_SIZE", "1")), cfg.grad_accum)  # refuse before a run dir exists
+    micro = micro_batch(cfg.batch, int(os.environ.get("WORLD_SIZE", "1")), cfg.grad_accum)  # refuse before a run dir exists
+    if cfg.match_weight > 0 and round(micro * cfg.match_frac) == 0:  # the matching phase's own rounding
+        raise UserError(f"--match-frac {cfg.match_frac:g} of a micro-batch of {micro} matches no real image, so "
+                        f"--match-weight would do nothing: use --match-frac {1 / micro:.2g} or more, or --match-weight 0")
     if cfg.metrics:
         from ..metrics import parse_metrics
 
