@@ -324,15 +324,15 @@ def _sn_conv_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     after the division, as it is outside it."""
     plist = self.parametrizations.weight
     sn, w = plist[0], plist.original
-    out = x.shape[0] * self.out_channels * math.prod(_out_shape(self, x))
-    scale_output = out < w.numel()
+    size = _out_shape(self, x)
+    scale_output = x.shape[0] * self.out_channels * math.prod(size) < w.numel()
     if not scale_output:
         w = w / sn.sigma(w)
     if (isinstance(self, nn.ConvTranspose2d) and x.shape[-2:] == (1, 1) and self.groups == 1
             and self.padding == (0, 0) and self.output_padding == (0, 0) and self.dilation == (1, 1)):
         # From a 1x1 input (fastgan's z -> 4x4) a transposed conv is a matmul, whose backward
         # ran some 20x faster than the transposed conv's on a CPU.
-        y = (x.flatten(1) @ w.flatten(1)).view(x.shape[0], self.out_channels, *_out_shape(self, x))
+        y = (x.flatten(1) @ w.flatten(1)).view(x.shape[0], self.out_channels, *size)
     elif isinstance(self, nn.ConvTranspose2d):
         y = F.conv_transpose2d(x, w, None, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
     else:
