@@ -179,6 +179,42 @@ def test_spectral_norm_conv_divides_the_smaller_side_with_the_same_values_and_gr
     assert sides == {True, False}
 
 
+def test_transposed_conv_from_a_point_runs_as_a_matmul_with_torchs_values_and_state_dict(monkeypatch):
+    """DCGAN's and fastgan's first layer (z -> 4x4) is `layers.ConvTranspose2d`: from a 1x1 input
+    a matmul (F.conv_transpose2d is not called), elsewhere torch's; the same outputs and gradients as
+    torch's layer with the same weights, and state dicts that load both ways."""
+    from gan.models import dcgan, fastgan, layers
+
+    torch.manual_seed(0)
+    calls = []
+    real = F.conv_transpose2d
+    monkeypatch.setattr(F, "conv_transpose2d", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    for args, kw, shape, point in [((32, 64, 4, 1, 0), dict(bias=False), (2, 32, 1, 1), True),
+                                   ((8, 16, 4, 2, 0), dict(bias=True), (3, 8, 1, 1), True),    # stride: still k x k
+                                   ((8, 16, 4, 2, 1), dict(bias=True), (3, 8, 1, 1), False),   # padded
+                                   ((8, 16, 4, 2, 1), dict(bias=True), (3, 8, 4, 4), False)]:  # not a point
+        ours, ref = layers.ConvTranspose2d(*args, **kw), torch.nn.ConvTranspose2d(*args, **kw)
+        ref.load_state_dict(ours.state_dict())
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(shape, requires_grad=True)
+        ref_x = x.detach().clone().requires_grad_(True)
+        calls.clear()
+        y = ours(x)
+        assert (not calls) == point
+        r = ref(ref_x)
+        assert y.shape == r.shape and torch.allclose(y, r, atol=1e-5)
+        g = torch.randn_like(y)
+        for a, b in zip(torch.autograd.grad(y, [x, *ours.parameters()], g),
+                        torch.autograd.grad(r, [ref_x, *ref.parameters()], g)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert ours(x).dtype == torch.bfloat16
+    cfg = ModelConfig(arch="dcgan", resolution=32, z_dim=16, g_channels=8, d_channels=8)
+    assert isinstance(dcgan.DCGANGenerator(cfg).net[0], layers.ConvTranspose2d)
+    cfg = ModelConfig(arch="fastgan", resolution=32, z_dim=16, g_channels=8, d_channels=8, g_spectral_norm=False)
+    assert isinstance(fastgan.FastGANGenerator(cfg).init, layers.ConvTranspose2d)
+
+
 @pytest.mark.slow
 def test_spectral_norm_discriminator_trains_under_inductor():
     """D on reals and on fakes, then one backward, compiled by inductor (C++ code generation): this

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
-from .layers import ClassBatchNorm
+from .layers import ClassBatchNorm, ConvTranspose2d
 
 RESOLUTIONS = (32, 64, 128, 256)
 
@@ -38,7 +38,7 @@ class DCGANGenerator(nn.Module):
         def norm(ch: int) -> nn.Module:
             return ClassBatchNorm(ch, cfg.c_dim) if cfg.c_dim else nn.BatchNorm2d(ch)
 
-        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.z_dim, chans[0], 4, 1, 0, bias=False),
+        layers: list[nn.Module] = [ConvTranspose2d(cfg.z_dim, chans[0], 4, 1, 0, bias=False),
                                    norm(chans[0]), nn.ReLU(True)]
         for a, b in zip(chans[:-1], chans[1:]):
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), norm(b), nn.ReLU(True)]

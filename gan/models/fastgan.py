@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from .layers import ClassBatchNorm, spectral_norm
+from .layers import ClassBatchNorm, ConvTranspose2d, spectral_norm
 
 RESOLUTIONS = (32, 64, 128, 256, 512, 1024)
 RECON_SIZE = 32  # the decoders' output size
@@ -119,7 +119,7 @@ class FastGANGenerator(nn.Module):
         self.cfg = cfg
         self.z_dim, self.c_dim = cfg.z_dim, cfg.c_dim
         ch = lambda r: channels(cfg.g_channels, cfg.channel_max, r)  # noqa: E731
-        self.init = nn.ConvTranspose2d(cfg.z_dim, ch(4) * 2, 4, 1, 0, bias=False)
+        self.init = ConvTranspose2d(cfg.z_dim, ch(4) * 2, 4, 1, 0, bias=False)
         self.init_norm = ClassBatchNorm(ch(4) * 2, cfg.c_dim) if cfg.c_dim else nn.BatchNorm2d(ch(4) * 2)
         self.res = [2 ** i for i in range(3, int(math.log2(cfg.resolution)) + 1)]
         # Two convs per block up to 16px, where the layout forms; one above (FastGAN's
