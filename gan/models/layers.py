@@ -331,7 +331,10 @@ def _point_transpose(conv: nn.ConvTranspose2d, x: torch.Tensor, w: torch.Tensor)
 
 class ConvTranspose2d(nn.ConvTranspose2d):
     """torch's transposed conv (same arguments, parameters and state dict) that runs as a matmul
-    from a 1x1 input (`_point_transpose`): DCGAN's and fastgan's first layer, z -> 4x4."""
+    from a 1x1 input (`_point_transpose`): DCGAN's and fastgan's first layer, z -> 4x4, so they take
+    the spectral-norm forward's path without spectral norm. Where the 20x slower backward was
+    measured was fastgan's; DCGAN's whole step measured the same either way (dcgan64 bf16 1.02x,
+    float32 0.98x, demo 1.015x: noise), so this is for one code path, not for DCGAN's speed."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if output_size is None and self.padding_mode == "zeros" and _from_a_point(self, x):
