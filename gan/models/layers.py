@@ -315,32 +315,29 @@ def _out_shape(conv: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     return _out_size(conv, x.shape[-2], 0), _out_size(conv, x.shape[-1], 1)
 
 
-def _from_a_point(conv: nn.ConvTranspose2d, x: torch.Tensor) -> bool:
-    """Whether `conv` on `x` is a transposed conv from a 1x1 input (a generator's z -> 4x4)
-    without padding, output padding, dilation or groups: the shape where it is a matmul."""
-    return (x.shape[-2:] == (1, 1) and conv.groups == 1 and conv.padding == (0, 0)
-            and conv.output_padding == (0, 0) and conv.dilation == (1, 1))
-
-
-def _point_transpose(conv: nn.ConvTranspose2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """`conv_transpose2d(x, w)` without bias for `_from_a_point` shapes, as the matmul it is:
-    each input channel adds its weight's out_channels x k x k slice, scaled. On a CPU the
-    transposed conv's backward ran some 20x slower than this matmul's (~6 ms a call in fastgan64)."""
-    return (x.flatten(1) @ w.flatten(1)).view(x.shape[0], conv.out_channels, *conv.kernel_size)
+def _conv_transpose(conv: nn.ConvTranspose2d, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """`conv`'s transposed conv of `x` with weight `w`, without bias. From a 1x1 input without
+    padding, output padding, dilation or groups (a generator's z -> 4x4) it is a matmul: each input
+    channel adds its weight's out_channels x k x k slice, scaled. On a CPU the transposed conv's
+    backward ran some 20x slower than this matmul's there (~6 ms a call in fastgan64)."""
+    if (x.shape[-2:] == (1, 1) and conv.groups == 1 and conv.padding == (0, 0)
+            and conv.output_padding == (0, 0) and conv.dilation == (1, 1)):
+        return (x.flatten(1) @ w.flatten(1)).view(x.shape[0], conv.out_channels, *conv.kernel_size)
+    return F.conv_transpose2d(x, w, None, conv.stride, conv.padding, conv.output_padding, conv.groups, conv.dilation)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
     """torch's transposed conv (same arguments, parameters and state dict) that runs as a matmul
-    from a 1x1 input (`_point_transpose`): DCGAN's and fastgan's first layer, z -> 4x4, so they take
+    from a 1x1 input (`_conv_transpose`): DCGAN's and fastgan's first layer, z -> 4x4, so they take
     the spectral-norm forward's path without spectral norm. Where the 20x slower backward was
     measured was fastgan's; DCGAN's whole step measured the same either way (dcgan64 bf16 1.02x,
     float32 0.98x, demo 1.015x: noise), so this is for one code path, not for DCGAN's speed."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is None and self.padding_mode == "zeros" and _from_a_point(self, x):
-            y = _point_transpose(self, x, self.weight)
-            return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
-        return super().forward(x, output_size)
+        if output_size is not None:  # torch's own arithmetic for the requested size
+            return super().forward(x, output_size)
+        y = _conv_transpose(self, x, self.weight)
+        return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
 
 
 def _sn_conv_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -352,14 +349,11 @@ def _sn_conv_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     after the division, as it is outside it."""
     plist = self.parametrizations.weight
     sn, w = plist[0], plist.original
-    size = _out_shape(self, x)
-    scale_output = x.shape[0] * self.out_channels * math.prod(size) < w.numel()
+    scale_output = x.shape[0] * self.out_channels * math.prod(_out_shape(self, x)) < w.numel()
     if not scale_output:
         w = w / sn.sigma(w)
-    if isinstance(self, nn.ConvTranspose2d) and _from_a_point(self, x):
-        y = _point_transpose(self, x, w)
-    elif isinstance(self, nn.ConvTranspose2d):
-        y = F.conv_transpose2d(x, w, None, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
+    if isinstance(self, nn.ConvTranspose2d):
+        y = _conv_transpose(self, x, w)
     else:
         y = F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
     if scale_output:
