@@ -15,6 +15,12 @@ import torch
 import torch.nn.functional as F
 
 
+def matched_count(micro: int, frac: float) -> int:
+    """How many reals of a micro-batch of `micro` are matched at `--match-frac` `frac`: the
+    matching phase's count, and what train.py checks before a run starts (0 would do nothing)."""
+    return int(round(micro * frac))
+
+
 def thumbnails(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, H, W) images -> (B, C*size*size) area-averaged float thumbnails."""
     x = x.float()

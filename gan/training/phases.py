@@ -14,7 +14,7 @@ import torch
 from .. import losses
 from ..augment import apply_augment, augment
 from ..models.layers import power_iteration
-from .matching import thumbnails
+from .matching import matched_count, thumbnails
 
 # Outcome of a step, worst highest, as a 0-dim device tensor (the host reads a batch of them at
 # once in `Trainer._settle`, never one per step). SKIPPED: fp16's GradScaler found inf/NaN
@@ -115,7 +115,7 @@ class Phases:
         it), the first `match_frac` reals are matched to the latents of the recent fakes nearest
         them, kept with their thumbnails for the G phase's pull."""
         self._match = None
-        k = int(round(real.shape[0] * self.cfg.match_frac)) if self.bank is not None and self.bank.full else 0
+        k = matched_count(real.shape[0], self.cfg.match_frac) if self.bank is not None and self.bank.full else 0
         if k:
             self._match = (self.bank.nearest(real[:k], c[:k] if c is not None else None),
                            thumbnails(real[:k], self.bank.thumb))

@@ -381,10 +381,11 @@ def _settle_new(plan: Plan) -> None:
                     ("--workers", cfg.workers)):
         if v < 0:
             raise UserError(f"{name} must be >= 0")
+    from .matching import matched_count
     from .runtime import micro_batch
 
     micro = micro_batch(cfg.batch, int(os.environ.get("WORLD_SIZE", "1")), cfg.grad_accum)  # refuse before a run dir exists
-    if cfg.match_weight > 0 and round(micro * cfg.match_frac) == 0:  # the matching phase's own rounding
+    if cfg.match_weight > 0 and matched_count(micro, cfg.match_frac) == 0:
         raise UserError(f"--match-frac {cfg.match_frac:g} of a micro-batch of {micro} matches no real image, so "
                         f"--match-weight would do nothing: use --match-frac {1 / micro:.2g} or more, or --match-weight 0")
     if cfg.metrics:
