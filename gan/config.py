@@ -42,6 +42,9 @@ class ModelConfig:
     # read False, so their exports load and their checkpoints resume into the models they were.
     g_spectral_norm: bool = True
     d_spectral_norm: bool = True
+    # FastGAN D: besides the whole image's score, a score for each cell of its d_patch x d_patch
+    # feature map (0: none), each judged by the loss as the whole image is, half the loss each.
+    d_patch: int = opt(0, "fastgan D: also score each cell of its NxN feature map (8 or 16; 0: the whole image only)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,6 +74,8 @@ class TrainConfig:
                                 "pairing; use with --r2-gamma)", choices=("logistic", "hinge", "relativistic"))
     r1_gamma: float = opt(1.0, "R1 weight: gradient penalty on reals (0 disables)")
     r2_gamma: float = opt(0.0, "R2 weight: gradient penalty on generated images (R3GAN: the same as R1's)")
+    lecam_weight: float = opt(0.0, "LeCam regularization (Tseng et al. 2021): D's real (fake) logits pulled toward the "
+                                   "moving average of its fake (real) ones, with this weight (0 disables)")
     recon_weight: float = opt(1.0, "weight of D's reconstruction loss on reals (architectures whose D decodes: fastgan)")
     match_weight: float = opt(0.0, "pull G's fake nearest each of some reals toward it at thumbnail size, with this "
                                    "weight (Inclusive GAN's reconstruction; 0 disables)")

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from conftest import assert_user_error, free_port, native_bf16, run_cli, run_main
 from gan import losses
 from gan.config import ModelConfig
+from gan.errors import UserError
 from gan.models import REGISTRY, build_discriminator, build_generator
 from gan.models.fastgan import sle_pairs
 from gan.models.layers import power_iteration, spectral_norm
@@ -239,6 +240,53 @@ def test_relativistic_loss_pairs_reals_with_fakes():
     assert torch.isclose(losses.d_loss("relativistic", r + 5, f + 5), losses.d_loss("relativistic", r, f))
 
 
+def test_patch_scores_sit_beside_the_whole_images_score_with_half_the_loss():
+    """--d-patch N: D's logits are the whole image's score repeated once per cell, then each cell's
+    own score, so a loss's mean weighs the two halves alike; the whole image's score is the one the
+    same weights give without the patch head. Other architectures and sizes are refused."""
+    torch.manual_seed(0)
+    D = build_discriminator(tiny_cfg(d_patch=8)).eval()
+    plain = build_discriminator(tiny_cfg()).eval()
+    missing, unexpected = plain.load_state_dict(D.state_dict(), strict=False)
+    assert not missing and all(k.startswith("patch.") for k in unexpected) and unexpected
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        logits, whole = D(x), plain(x)
+    assert logits.shape == (3, 2 * 64)
+    assert torch.allclose(logits[:, :64], whole.expand(-1, 64), atol=1e-6)
+    assert not torch.allclose(logits[:, 64:], logits[:, 64:65].expand(-1, 64))  # each cell its own score
+    x.requires_grad_(True)  # a hinge loss reaches G's pixels through both halves
+    losses.g_loss("hinge", D(x)).backward()
+    assert x.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="scores whole images only"):
+        build_discriminator(ModelConfig(arch="dcgan", resolution=32, d_patch=8))
+    with pytest.raises(UserError, match="4, 8, 16"):
+        build_discriminator(tiny_cfg(d_patch=32))
+
+
+def test_lecam_regularizer_against_its_definition():
+    """LeCam (Tseng et al. 2021): the averages move 1% toward this step's mean logits, then
+    relu(real - avg fake)^2 + relu(avg real - fake)^2; a non-finite step leaves them alone."""
+    from types import SimpleNamespace
+
+    from gan.training.phases import Phases
+    from gan.training.state import Counters
+
+    trainer = SimpleNamespace(counters=Counters(), acc=SimpleNamespace(num_processes=1))
+    trainer.counters.lecam_real, trainer.counters.lecam_fake = 1.0, -1.0
+    real, fake = torch.tensor([[3.0], [-2.0]]), torch.tensor([[0.5], [-4.0]])
+    stats = {}
+    reg = Phases._lecam(trainer, real, fake, stats)
+    avg_r, avg_f = 1.0 + 0.01 * (0.5 - 1.0), -1.0 + 0.01 * (-1.75 + 1.0)
+    want = (max(3.0 - avg_f, 0) ** 2 + max(-2.0 - avg_f, 0) ** 2) / 2 + (max(avg_r - 0.5, 0) ** 2 + max(avg_r + 4.0, 0) ** 2) / 2
+    assert math.isclose(reg.item(), want, rel_tol=1e-5) and math.isclose(stats["loss_lecam"].item(), want, rel_tol=1e-5)
+    assert math.isclose(float(trainer.counters.lecam_real), avg_r, rel_tol=1e-6)
+    Phases._lecam(trainer, torch.tensor([[float("nan")]]), torch.tensor([[float("inf")]]), {})
+    assert math.isclose(float(trainer.counters.lecam_real), avg_r, rel_tol=1e-6)
+    assert math.isclose(float(trainer.counters.lecam_fake), avg_f, rel_tol=1e-6)
+    assert Counters().state_dict()["lecam_real"] == 0.0  # checkpoints without them resume from 0
+
+
 def test_registry_states_what_fastgan_cannot_do():
     arch = REGISTRY["fastgan"]
     assert arch.self_supervised and arch.noise_modes
@@ -258,14 +306,14 @@ def test_large_sizes_build_and_run(res):
 
 
 def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path, proc_store):
-    """fastgan with D's reconstruction, the relativistic loss and lazy R1 + R2, ADA, nearest-fake
-    matching (its bank of recent fakes is saved) and bf16: a run stopped and resumed ends exactly
+    """fastgan with D's reconstruction and patch scores, the relativistic loss and lazy R1 + R2, ADA,
+    nearest-fake matching (its bank of recent fakes is saved), LeCam (its averages are) and bf16: a run stopped and resumed ends exactly
     where an unbroken one does. (On a CPU that emulates bf16 this took 4 minutes: there it trains
     in float32, and bf16 training is covered by test_train's bf16 run.)"""
     prec = "bf16" if native_bf16() else "no"
     common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--aug", "ada", "--aug-p", 0.2, "--r1-interval", 2,
               "--loss", "relativistic", "--r1-gamma", 0.5, "--r2-gamma", 0.5, "--mixed-precision", prec,
-              "--match-weight", 1, "--match-bank", 16,
+              "--match-weight", 1, "--match-bank", 16, "--d-patch", 8, "--lecam-weight", 0.3,
               "--seed", 3, "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
     full = train(*common, "--kimg", 0.048, "--outdir", tmp_path / "a")
     train(*common, "--kimg", 0.024, "--outdir", tmp_path / "b")
@@ -279,7 +327,10 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     assert "G:" in full.stdout
     train_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]
     assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5 and train_cfg["match_weight"] == 1
+    assert json.loads((only_run(tmp_path / "a") / "config.json").read_text())["model"]["d_patch"] == 8
     assert (b / checkpoint.BANK).is_file()
+    lecam = [json.loads((ck / checkpoint.TRAINER).read_text())["counters"]["lecam_real"] for ck in (a, b)]
+    assert lecam[0] == lecam[1] != 0.0
 
 
 @pytest.mark.slow  # 20 s: CI's budget; make test-slow
@@ -434,12 +485,14 @@ def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_st
 def test_two_process_fastgan_stays_in_sync(tmp_path, proc_store):
     """DDP (gloo): D's decoders take part only on reals and R1 does not reach them, yet every
     process holds the same weights at each checkpoint (their gradients are all-reduced too). With
-    nearest-fake matching each process keeps its own bank, and the checkpoint keeps both."""
+    nearest-fake matching each process keeps its own bank, and the checkpoint keeps both; LeCam's
+    averages are of every process's logits, so one pair is saved."""
     runs = tmp_path / "runs"
     proc = run_cli("-m", "torch.distributed.run", "--nproc_per_node", 2, "--master_port", free_port(), "train.py",
                    "--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.048, "--outdir", runs,
                    "--r1-gamma", 0.1, "--r1-interval", 2, "--checkpoint-every", 0.024, "--snap", 100,
-                   "--match-weight", 1, "--match-bank", 8, env={"OMP_NUM_THREADS": "1"})
+                   "--match-weight", 1, "--match-bank", 8, "--lecam-weight", 0.3, "--d-patch", 8,
+                   env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(runs)
     from safetensors.torch import load_file
@@ -449,3 +502,4 @@ def test_two_process_fastgan_stays_in_sync(tmp_path, proc_store):
     assert not torch.equal(bank["z"][0], bank["z"][1])  # each process's own fakes
     sync = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines() if "ranks in sync" in l]
     assert len(sync) >= 2 and all(e["processes"] == 2 for e in sync)
+    assert json.loads((checkpoint.latest(run) / checkpoint.TRAINER).read_text())["counters"]["lecam_real"] != 0.0

@@ -209,9 +209,10 @@ class FastGANDiscriminator(nn.Module):
                                   nn.Conv2d(c4, 1, 4, 1, 0, bias=False))
         self.embed = nn.Embedding(cfg.c_dim, c4) if cfg.c_dim else None
         self.decode_full, self.decode_part = Decoder(ch(8)), Decoder(ch(16))
+        self.patch = nn.Conv2d(ch(cfg.d_patch), 1, 1, 1, 0, bias=False) if cfg.d_patch else None
         self.apply(_init)
         if cfg.d_spectral_norm:  # the decoders stay plain: they are not the critic
-            _spectral_norm((*self.blocks.modules(), *self.head.modules()))
+            _spectral_norm((*self.blocks.modules(), *self.head.modules(), *([self.patch] if self.patch else [])))
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
@@ -228,6 +229,9 @@ class FastGANDiscriminator(nn.Module):
         logits = self.head(x).flatten(1)
         if self.embed is not None:  # projection discriminator (Miyato & Koyama 2018)
             logits = logits + (self.embed(c).to(x.dtype) * x.mean(dim=(2, 3))).sum(1, keepdim=True)
+        if self.patch is not None:  # (B, 2P): the image's score P times beside the P cells' scores
+            cells = self.patch(feats[self.cfg.d_patch]).flatten(1)
+            logits = torch.cat([logits.expand(-1, cells.shape[1]), cells], 1)
         if not recon:
             return logits
         target = img.float()

@@ -165,6 +165,8 @@ class Phases:
                         real_logits, recon = D_fast(self._augment(real), c), None
                     fake_logits = D_fast(self._augment(fake.float()), c)
                     loss = losses.d_loss(cfg.loss, real_logits.float(), fake_logits.float())
+                    if cfg.lecam_weight > 0:
+                        loss = loss + self._lecam(real_logits.float(), fake_logits.float(), stats) * cfg.lecam_weight
                     if recon is not None:
                         loss = loss + recon.mean() * cfg.recon_weight
                         stats["loss_recon"] = recon.detach().mean()
@@ -183,6 +185,22 @@ class Phases:
         self._last_fake = fake
         self._last_real_logits = real_logits.detach().float()
         return self._apply(self.opt_D, self.D, bad)
+
+    def _lecam(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, stats: dict) -> torch.Tensor:
+        """LeCam's regularizer (Tseng et al., CVPR 2021): real logits above the moving average of the
+        fake ones, and fake logits below that of the real ones, squared. It keeps D's scores from
+        running apart on a small collection. The averages (decay 0.99) are of every process's logits
+        (one all-reduce), so every process holds, and a checkpoint saves, the same two numbers."""
+        means = torch.stack([real_logits.detach().mean(), fake_logits.detach().mean()])
+        if self.acc.num_processes > 1:
+            means = self.acc.reduce(means, "mean")
+        old = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=means.device)
+                           for v in (self.counters.lecam_real, self.counters.lecam_fake)])
+        new = torch.where(torch.isfinite(means), old.lerp(means, 0.01), old)
+        self.counters.lecam_real, self.counters.lecam_fake = new[0].detach(), new[1].detach()
+        reg = (torch.relu(real_logits - new[1]).square().mean() + torch.relu(new[0] - fake_logits).square().mean())
+        stats["loss_lecam"] = reg.detach()
+        return reg
 
     def _d_reg_phase(self, stats: dict) -> torch.Tensor:
         """Lazy R1 on reals and R2 on fakes (both: one backward, one step)."""

@@ -375,7 +375,7 @@ def _settle_new(plan: Plan) -> None:
         if not ok:
             raise UserError(f"{name} must be positive")
     for name, v in (("--r1-gamma", cfg.r1_gamma), ("--r2-gamma", cfg.r2_gamma), ("--recon-weight", cfg.recon_weight),
-                    ("--match-weight", cfg.match_weight),
+                    ("--match-weight", cfg.match_weight), ("--lecam-weight", cfg.lecam_weight),
                     ("--pl-weight", cfg.pl_weight), ("--lr-g", cfg.lr_g), ("--minutes", cfg.minutes),
                     ("--lr-d", cfg.lr_d), ("--ema-kimg", cfg.ema_kimg), ("--ema-rampup", cfg.ema_rampup),
                     ("--workers", cfg.workers)):

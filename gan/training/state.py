@@ -28,11 +28,14 @@ class Counters:
         self.data_pos = 0  # indices consumed from this process's sampler stream
         self.lr_scale = 1.0  # lowered after divergence
         self.pl_mean = 0.0
+        self.lecam_real = 0.0  # LeCam's moving averages of D's mean real and fake logits
+        self.lecam_fake = 0.0
         self.restores = 0
 
     def state_dict(self) -> dict:
         d = dict(vars(self))
-        d["pl_mean"] = float(d["pl_mean"])  # kept on the device while training (no per-step sync)
+        for k in ("pl_mean", "lecam_real", "lecam_fake"):  # kept on the device while training (no per-step sync)
+            d[k] = float(d[k])
         return d
 
     def load_state_dict(self, d: dict) -> None:
