@@ -44,7 +44,8 @@ class ModelConfig:
     d_spectral_norm: bool = True
     # FastGAN D: besides the whole image's score, a score for each cell of its d_patch x d_patch
     # feature map (0: none), each judged by the loss as the whole image is, half the loss each.
-    d_patch: int = opt(0, "fastgan D: also score each cell of its NxN feature map (4 up to half the resolution; 0: the whole image only)")
+    d_patch: int = opt(0, "fastgan D: also score each cell of its NxN feature map (4 up to half the resolution; "
+                          "0: the whole image only)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

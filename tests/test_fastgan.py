@@ -278,7 +278,8 @@ def test_lecam_regularizer_against_its_definition():
     stats = {}
     reg = Phases._lecam(trainer, real, fake, stats)
     avg_r, avg_f = 1.0 + 0.01 * (0.5 - 1.0), -1.0 + 0.01 * (-1.75 + 1.0)
-    want = (max(3.0 - avg_f, 0) ** 2 + max(-2.0 - avg_f, 0) ** 2) / 2 + (max(avg_r - 0.5, 0) ** 2 + max(avg_r + 4.0, 0) ** 2) / 2
+    want = ((max(3.0 - avg_f, 0) ** 2 + max(-2.0 - avg_f, 0) ** 2) / 2
+            + (max(avg_r - 0.5, 0) ** 2 + max(avg_r + 4.0, 0) ** 2) / 2)
     assert math.isclose(reg.item(), want, rel_tol=1e-5) and math.isclose(stats["loss_lecam"].item(), want, rel_tol=1e-5)
     assert math.isclose(float(trainer.counters.lecam_real), avg_r, rel_tol=1e-6)
     Phases._lecam(trainer, torch.tensor([[float("nan")]]), torch.tensor([[float("inf")]]), {})
@@ -307,9 +308,10 @@ def test_large_sizes_build_and_run(res):
 
 def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path, proc_store):
     """fastgan with D's reconstruction and patch scores, the relativistic loss and lazy R1 + R2, ADA,
-    nearest-fake matching (its bank of recent fakes is saved), LeCam (its averages are) and bf16: a run stopped and resumed ends exactly
-    where an unbroken one does. (On a CPU that emulates bf16 this took 4 minutes: there it trains
-    in float32, and bf16 training is covered by test_train's bf16 run.)"""
+    nearest-fake matching (its bank of recent fakes is saved), LeCam (its averages are) and bf16: a
+    run stopped and resumed ends exactly where an unbroken one does. (On a CPU that emulates bf16
+    this took 4 minutes: there it trains in float32, and bf16 training is covered by test_train's
+    bf16 run.)"""
     prec = "bf16" if native_bf16() else "no"
     common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--aug", "ada", "--aug-p", 0.2, "--r1-interval", 2,
               "--loss", "relativistic", "--r1-gamma", 0.5, "--r2-gamma", 0.5, "--mixed-precision", prec,

@@ -6,6 +6,7 @@ the entry instead of testing architecture names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch.nn as nn
 
@@ -30,7 +31,8 @@ class Arch:
     # G's phase draws new fakes (StyleGAN2's loop, which also keeps G's activations out of D's
     # phase, where GPU memory is tightest).
     shared_fakes: bool = False
-    patch_scores: bool = False  # D can also score each cell of a feature map (--d-patch)
+    # resolution -> the sizes of D's feature maps whose cells it can also score (--d-patch); None: none
+    patch_sizes: Callable[[int], list] | None = None
 
     def shares_fakes(self, grad_accum: int) -> bool:
         """Whether a training step runs G once (`shared_fakes`): not with gradient accumulation,
@@ -47,7 +49,7 @@ REGISTRY = {
     # D that also reconstructs its reals. z space (no mapping network, so no mixing or w walks).
     "fastgan": Arch(fastgan.FastGANGenerator, fastgan.FastGANDiscriminator, fastgan.RESOLUTIONS,
                     mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True,
-                    shared_fakes=True, patch_scores=True),
+                    shared_fakes=True, patch_sizes=fastgan.feature_sizes),
 }
 
 
@@ -70,10 +72,11 @@ def check_config(cfg: ModelConfig) -> None:
         raise UserError(f"--arch {cfg.arch} does not support {cfg.resolution}px; it supports "
                         f"{', '.join(map(str, supported))} (prepare the store at one of those)")
     if cfg.d_patch:
-        if not arch_of(cfg).patch_scores:
-            raise UserError(f"--d-patch: --arch {cfg.arch}'s discriminator scores whole images only; use --arch fastgan "
-                            "or --d-patch 0")
-        sizes = [2 ** i for i in range(2, cfg.resolution.bit_length() - 1)]  # D's feature maps: 4 .. R/2
+        patch_sizes = arch_of(cfg).patch_sizes
+        if patch_sizes is None:
+            raise UserError(f"--d-patch: --arch {cfg.arch}'s discriminator scores whole images only; "
+                            "use --arch fastgan or --d-patch 0")
+        sizes = patch_sizes(cfg.resolution)
         if cfg.d_patch not in sizes:
             raise UserError(f"--d-patch {cfg.d_patch}: at {cfg.resolution}px D's feature maps are "
                             f"{', '.join(map(str, sizes))} cells across; use one of those, or 0")

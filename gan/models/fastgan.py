@@ -48,6 +48,12 @@ def sle_pairs(resolution: int) -> dict:
     return pairs
 
 
+def feature_sizes(resolution: int) -> list[int]:
+    """Sizes of D's feature maps at `resolution`, its blocks' outputs: 4 up to half of it. What
+    --d-patch may name."""
+    return [2 ** i for i in range(2, int(math.log2(resolution)))]
+
+
 def _init(m: nn.Module) -> None:
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(m.weight, 0.0, 0.02)

@@ -164,9 +164,10 @@ class Phases:
                     else:
                         real_logits, recon = D_fast(self._augment(real), c), None
                     fake_logits = D_fast(self._augment(fake.float()), c)
-                    loss = losses.d_loss(cfg.loss, real_logits.float(), fake_logits.float())
+                    real32, fake32 = real_logits.float(), fake_logits.float()
+                    loss = losses.d_loss(cfg.loss, real32, fake32)
                     if cfg.lecam_weight > 0:
-                        loss = loss + self._lecam(real_logits.float(), fake_logits.float(), stats) * cfg.lecam_weight
+                        loss = loss + self._lecam(real32, fake32, stats) * cfg.lecam_weight
                     if recon is not None:
                         loss = loss + recon.mean() * cfg.recon_weight
                         stats["loss_recon"] = recon.detach().mean()
