@@ -39,7 +39,7 @@ from gan.export import load_generator  # noqa: E402
 from gan.metrics import spread, swd  # noqa: E402
 from gan.sampling import Sampler, latents_for_seeds, save_grid  # noqa: E402
 from gan.precision import bf16_fast  # noqa: E402
-from gan.training import checkpoint  # noqa: E402
+from gan import layout  # noqa: E402
 
 CLIPART = "/usr/share/openclipart/png"
 # Training and sampling in bf16 where the CPU has it (the setting); float32 where it would
@@ -117,7 +117,7 @@ def sample(model: Path, n: int) -> torch.Tensor:
 
 
 def newest_export(run: Path) -> Path:
-    ck = checkpoint.newest_good(run)
+    ck = layout.newest_good(run)
     if ck is None:
         raise SystemExit(f"{run} has no complete checkpoint")
     return ck / "export"

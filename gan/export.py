@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from .config import CONFIG_VERSION, ModelConfig
 from .errors import UserError
 from .integrity import verify, write_manifest
+from .layout import STATE, latest, newest_good, run_dir_of
 from .models import build_generator
 
 WEIGHTS = "model.safetensors"
@@ -67,11 +68,9 @@ def load_generator(folder: str | os.PathLike, device: str | torch.device = "cpu"
 
 def _good_alternative(folder: Path) -> str:
     """Name a checkpoint of the same run that verifies, when the folder is a checkpoint's export."""
-    from .training import checkpoint
-
     ckpt = folder.parent
-    if (ckpt / checkpoint.STATE).exists() and ckpt.parent.name == "checkpoints":
-        good = checkpoint.newest_good(ckpt.parent.parent, exclude=ckpt)
+    if (ckpt / STATE).exists() and ckpt.parent.name == "checkpoints":
+        good = newest_good(ckpt.parent.parent, exclude=ckpt)
         if good is not None:
             return f"use --model {good} (the newest checkpoint that verifies)"
         return "no other checkpoint of this run verifies"
@@ -80,17 +79,15 @@ def _good_alternative(folder: Path) -> str:
 
 def resolve_model(spec: str, flag: str = "--model") -> Path:
     """A run dir (newest checkpoint's G_ema), a checkpoint dir, an exported folder, or a Hub id."""
-    from .training import checkpoint
-
     p = Path(spec)
     if p.exists():
         if (p / WEIGHTS).exists() and (p / CONFIG).exists():
             return p
-        if (p / checkpoint.STATE).exists():
+        if (p / STATE).exists():
             return p / "export"
-        p = checkpoint.run_dir_of(p)
+        p = run_dir_of(p)
         if (p / "checkpoints").is_dir() or (p / CONFIG).exists():
-            ck = checkpoint.latest(p)
+            ck = latest(p)
             if ck is None:
                 raise UserError(f"{flag} {spec}: the run has no complete checkpoint yet")
             return ck / "export"

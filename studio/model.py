@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gan import layout
 from gan.errors import UserError
 
 
@@ -22,9 +23,7 @@ class Loaded:
 
 def is_run(spec: str) -> bool:
     """A run dir, or its checkpoints/ folder: a model that grows while it trains."""
-    from gan.training import checkpoint
-
-    p = checkpoint.run_dir_of(Path(spec))
+    p = layout.run_dir_of(Path(spec))
     return (p / "checkpoints").is_dir() and not (p / "model.safetensors").exists()
 
 
@@ -66,9 +65,7 @@ class ModelSource:
         except UserError as e:
             if not self.run:
                 raise
-            from gan.training import checkpoint
-
-            good = checkpoint.newest_good(checkpoint.run_dir_of(Path(self.spec)), exclude=path.parent)
+            good = layout.newest_good(layout.run_dir_of(Path(self.spec)), exclude=path.parent)
             if good is None or (self._loaded is not None and good / "export" == self._loaded.path):
                 raise UserError(f"the newest checkpoint cannot be loaded ({e})"
                                 + (f"; still showing {self._loaded.label}" if self._loaded else "")) from None

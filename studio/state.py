@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import Request
 
+from gan import layout
 from gan.errors import UserError
 
 from . import work
@@ -101,11 +102,9 @@ class Studio:
 
     def run_logs(self) -> dict:
         """Losses, metrics and events of the run being trained (read only)."""
-        from gan.training import checkpoint
-
         if not self.source.run:
             return {"run": False}
-        run = checkpoint.run_dir_of(Path(self.source.spec))
+        run = layout.run_dir_of(Path(self.source.spec))
         stats = _jsonl(run / "stats.jsonl")
         losses = [{"kimg": r["kimg"], **{k[5:]: v for k, v in r.items() if k.startswith("Loss/")}} for r in stats]
         return {"run": True, "losses": _thin(_latest_pass(losses), 400),

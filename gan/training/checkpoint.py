@@ -15,20 +15,15 @@ import shutil
 from pathlib import Path
 
 from ..errors import disk_full, no_space_left
-from ..integrity import verify, write_manifest
+from ..integrity import write_manifest
+# The layout (names, which checkpoints are complete) lives in gan.layout, below both training and
+# the readers of a run; its names stay importable from here.
+from ..layout import (PREFIX, STATE, broken_checkpoints, complete_checkpoints, latest, name_for,  # noqa: F401
+                      newest_good, read_state, run_dir_of)
 
-STATE = "state.json"
 G_EMA = "g_ema.safetensors"  # G_ema's weights and buffers (as trained, before BN re-calibration)
 BANK = "match_bank.safetensors"  # --match-weight: each process's bank of recent fakes (gan.training.matching)
 TRAINER = "trainer_state.json"  # counters and ADA state: JSON, never a pickle
-PREFIX = "kimg"
-
-
-def name_for(nimg: int) -> str:
-    """kimg000120 for a whole kimg, kimg000120.064 otherwise: a function of the image count
-    alone, so an interrupted and resumed run names its checkpoints as an unbroken one does."""
-    whole, frac = divmod(int(nimg), 1000)
-    return f"{PREFIX}{whole:06d}" + (f".{frac:03d}" if frac else "")
 
 
 def _fsync_tree(root: Path) -> None:
@@ -101,38 +96,6 @@ def clean_partial(run_dir: Path) -> list[Path]:
     return stale
 
 
-def read_state(ckpt: Path) -> dict | None:
-    try:
-        st = json.loads((Path(ckpt) / STATE).read_text())
-    except (OSError, ValueError):  # ValueError: not JSON, not even text
-        return None
-    return st if isinstance(st, dict) and isinstance(st.get("cur_nimg"), int) else None
-
-
-def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
-    """(nimg, path) of complete checkpoints, oldest first; partial (.tmp-) ones ignored."""
-    root = Path(run_dir) / "checkpoints"
-    out = []
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.is_dir() and p.name.startswith(PREFIX):
-                st = read_state(p)
-                if st is not None and (p / "export").is_dir():
-                    out.append((int(st["cur_nimg"]), p))
-    return sorted(out)
-
-
-def run_dir_of(path: Path) -> Path:
-    """`path`, or the run itself when `path` is a run's checkpoints/ folder (where users point)."""
-    path = Path(path)
-    return path.parent if path.name == "checkpoints" and (path.parent / "config.json").exists() else path
-
-
-def latest(run_dir: Path) -> Path | None:
-    ck = complete_checkpoints(run_dir)
-    return ck[-1][1] if ck else None
-
-
 def trainer_state_problem(ckpt: Path) -> str | None:
     """Why `ckpt` cannot be resumed without unpickling, or None. artgan writes its trainer state
     as JSON + safetensors; a custom-object pickle (Accelerate loads those with weights_only=False)
@@ -197,31 +160,6 @@ def _unreadable(ckpt: Path, rank: int) -> str | None:
 
 def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"
-
-
-def broken_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint dirs (not .tmp-) without a readable state.json or export: damaged after the save."""
-    root = Path(run_dir) / "checkpoints"
-    complete = {p for _, p in complete_checkpoints(run_dir)}
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p not in complete) \
-        if root.is_dir() else []
-
-
-def newest_good(run_dir: Path, exclude: Path | None = None, warn=None) -> Path | None:
-    """The newest complete checkpoint whose files match its checksum manifest; each damaged one
-    passed over is reported through `warn` with the file that failed."""
-    if warn is not None:
-        for path in broken_checkpoints(run_dir):
-            warn(f"warning: skipping checkpoint {path}: {STATE} is unreadable or export/ is missing")
-    for _, path in reversed(complete_checkpoints(run_dir)):
-        if exclude is not None and Path(path).resolve() == Path(exclude).resolve():
-            continue
-        problem = verify(path)
-        if problem is None:
-            return path
-        if warn is not None:
-            warn(f"warning: skipping checkpoint {path}: {problem}")
-    return None
 
 
 def rotate(run_dir: Path, keep: int) -> list[Path]:
