@@ -25,6 +25,16 @@ def test_the_layout_is_a_leaf_and_readers_do_not_reach_into_training():
         assert not [m for m in mods if m.startswith("gan.training") or m == "accelerate"], reader
 
 
+def test_design_import_rules_hold():
+    """DESIGN.md's arrows: the model, loss, style and metric modules never import accelerate,
+    datasets or the CLIs; data_prep never imports gan."""
+    mods = loaded_after("import gan.models, gan.losses, gan.style, gan.metrics.fid, gan.metrics.swd, "
+                        "gan.metrics.spread, gan.metrics.style")
+    assert not [m for m in mods if m.split(".")[0] in ("accelerate", "datasets", "train", "generate", "studio")]
+    mods = loaded_after("import data_prep.__main__, data_prep.pipeline, data_prep.sources, data_prep.store")
+    assert not [m for m in mods if m.split(".")[0] == "gan"]
+
+
 def make_checkpoint(run, nimg, export=True, state=True):
     ck = run / "checkpoints" / layout.name_for(nimg)
     ck.mkdir(parents=True)
