@@ -35,11 +35,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from data_prep.store import PreparedDataset  # noqa: E402
+from gan import layout  # noqa: E402
 from gan.export import load_generator  # noqa: E402
 from gan.metrics import spread, swd  # noqa: E402
 from gan.sampling import Sampler, latents_for_seeds, save_grid  # noqa: E402
 from gan.precision import bf16_fast  # noqa: E402
-from gan import layout  # noqa: E402
 
 CLIPART = "/usr/share/openclipart/png"
 # Training and sampling in bf16 where the CPU has it (the setting); float32 where it would
