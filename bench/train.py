@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train as train_cli  # noqa: E402
 from gan.config import TrainConfig  # noqa: E402
+from gan.precision import matmul_flops  # noqa: E402
 from gan.training.flops import run_summary  # noqa: E402
 from gan.training.loop import launch  # noqa: E402
 from gan.training.setup import resolve  # noqa: E402
@@ -43,22 +43,6 @@ BATCH = {"stylegan128": 16, "stylegan256": 8, "fewshot256": 8, "sg2ada256": 8}
 RES = {"demo": 32, "dcgan64": 64, "fastgan64": 64, "stylegan128": 128, "stylegan256": 256, "fewshot256": 256, "sg2ada256": 256}
 # Bench configurations that are a preset plus flags.
 CONFIGS = {"sg2ada256": ("stylegan256", ["--batch", "16", "--map", "2", "--r1-gamma", "0.8192"])}
-
-
-def matmul_peak(dtype, device: str, seconds=1.5) -> float:
-    n = 8192 if device == "cuda" else 2048
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    a @ b
-    sync()
-    k, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        a @ b
-        k += 1
-        if k % 10 == 0:
-            sync()
-    sync()
-    return 2 * n ** 3 * k / (time.perf_counter() - t)
 
 
 def mfu(row: dict, peaks: dict) -> float:
@@ -132,7 +116,7 @@ def main() -> None:
     dtypes = {"no": torch.float32, "bf16": torch.bfloat16, **({"fp16": torch.float16} if device == "cuda" else {})}
 
     def measure_peaks() -> dict:
-        return {k: matmul_peak(dt, device, args.peak_seconds) for k, dt in dtypes.items()}
+        return {k: matmul_flops(dt, device, args.peak_seconds) for k, dt in dtypes.items()}
 
     # Measured before the rows and again after them, the higher kept: on a shared machine a
     # neighbour's burst only ever lowers a measurement, and a low peak would flatter the MFU.

@@ -36,6 +36,26 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
     return None
 
 
+def matmul_flops(dtype: torch.dtype = torch.float32, device: str = "cpu", seconds: float = 0.3,
+                 n: int | None = None) -> float:
+    """FLOP/s of an n x n matmul in `dtype` on `device`, with this process's threads: what this
+    machine can do at best. bench/train.py's MFU is against it (over 1.5 s), and `--preset auto`
+    sizes a CPU half hour from it (over `seconds`, after one untimed product; two at least)."""
+    n = n or (8192 if torch.device(device).type == "cuda" else 2048)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    k, t = 0, time.perf_counter()
+    while k < 2 or time.perf_counter() - t < seconds:
+        a @ b
+        k += 1
+        if k % 10 == 0:
+            sync()
+    sync()
+    return 2 * n ** 3 * k / (time.perf_counter() - t)
+
+
 def measure_bf16_ratio(n: int = 256, seconds: float = 0.05) -> float:
     """bf16 matmul throughput over float32's on this CPU (about 0.2 s)."""
     rates = []

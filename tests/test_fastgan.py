@@ -387,6 +387,32 @@ def test_auto_preset_small_collection_on_a_cpu():
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
 
 
+def test_auto_sizes_a_cpu_half_hour_from_the_matmul_rate_measured_here():
+    """CPUs differ twice over: with a measured matmul rate the length follows it (times the share
+    fastgan reaches), not a constant from another CPU."""
+    store, f = auto.StoreFacts(281, 64), _flops({"arch": "fastgan", "resolution": 64, "g_channels": 16, "d_channels": 16})
+    slow = auto.DeviceFacts("cpu", cpus=2, bf16=False, matmul={"no": 100e9})
+    fast = auto.DeviceFacts("cpu", cpus=2, bf16=False, matmul={"no": 200e9})
+    a, b = auto.choose(store, slow, _flops), auto.choose(store, fast, _flops)
+    assert a.train["mixed_precision"] == "no" and b.train["kimg"] / a.train["kimg"] == pytest.approx(2, rel=0.05)
+    secs = auto.estimate_seconds(f, a.train["kimg"], slow, "no")
+    assert secs == pytest.approx(a.train["kimg"] * 1000 * f / (100e9 * auto.CPU_EFFICIENCY["no"]))
+    assert 25 * 60 < secs < 35 * 60, secs
+    assert "from a matmul measured here at 100 GFLOP/s" in a.reasons[1]
+    # Two processes of one thread each, each measured its own: twice one's rate.
+    two = auto.DeviceFacts("cpu", count=2, cpus=2, bf16=False, matmul={"no": 100e9})
+    assert auto.estimate_seconds(f, 10, two, "no") == pytest.approx(auto.estimate_seconds(f, 10, slow, "no") / 2)
+    # The measurement of the precision the run trains in decides; bf16 on a CPU without it (an
+    # explicit --mixed-precision bf16) is emulated: its constant, whatever was measured.
+    both = auto.DeviceFacts("cpu", cpus=2, bf16=True, matmul={"no": 100e9, "bf16": 300e9})
+    assert auto.estimate_seconds(f, 10, both, "bf16") == pytest.approx(10e3 * f / (300e9 * auto.CPU_EFFICIENCY["bf16"]))
+    emulated = auto.DeviceFacts("cpu", cpus=2, bf16=False, matmul={"no": 100e9, "bf16": 300e9})
+    assert auto.estimate_seconds(f, 10, emulated, "bf16") == pytest.approx(
+        10e3 * f / auto.CPU_FLOPS_2_CORES["bf16-emulated"])
+    # Nothing measured: the constants, as before.
+    assert "measured here" not in auto.choose(store, auto.DeviceFacts("cpu", cpus=2), _flops).reasons[1]
+
+
 def test_auto_preset_length_follows_a_longer_minutes_budget():
     """--minutes above auto's half hour: a run that long; below it, the half-hour length (the
     budget ends it). A DCGAN's estimate uses its measured speed against fastgan's."""

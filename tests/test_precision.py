@@ -1,8 +1,10 @@
 """bf16 follows the device: a preset's bf16 becomes float32 on a CPU without bf16 instructions,
 where oneDNN emulates it many times slower; an explicit one stays, with a note."""
 import json
+import math
 
 import pytest
+import torch
 
 from conftest import run_main
 from gan import precision
@@ -31,6 +33,8 @@ def test_verdict_from_flags_or_from_a_measurement():
     assert slow == (False, "bf16 matmul measured at 0.017x float32's speed on this CPU")
     assert precision.bf16_verdict(None, ratio=lambda: 2.4)[0]
     assert precision.measure_bf16_ratio(n=64, seconds=0.01) > 0
+    rate = precision.matmul_flops(torch.float32, n=64, seconds=0.01)
+    assert math.isfinite(rate) and rate > 0
 
 
 def test_choose_keeps_an_explicit_bf16_and_replaces_a_default_one():

@@ -7,7 +7,7 @@ The recipe numbers come from runs on real clip art (bench/quality.py --evaluate;
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import PRESETS
 
@@ -29,6 +29,12 @@ CPU_CORE_EXPONENT = 0.63
 # 54.7 at 2.80 before the spectral-norm change (1.6x); after it dcgan64 109.8, against fastgan64's
 # 50.6 in that run (1.8x) and 58.0 in an earlier one (1.5x).
 CPU_ARCH_SPEED = {"dcgan": 1.6}
+# Where this process has measured its matmul rate (gan.precision.matmul_flops, the peak bench/train.py
+# reports MFU against), a CPU run's rate is that times the share of it fastgan64 reaches at batch 16
+# (bench/train.py's MFU on 2 cores): float32 0.56 on a 2-core AVX2-only EPYC (35.3 img/s, a faster
+# one than the 58 GFLOP/s above: a constant planned its half hour as 18 minutes there), bf16 0.37-0.40
+# on the AVX512-BF16 EPYC. CPUs differ twice over in speed; the measurement follows the one in use.
+CPU_EFFICIENCY = {"no": 0.56, "bf16": 0.38}
 GPU_FLOPS = 40e12
 CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
 
@@ -46,6 +52,9 @@ class DeviceFacts:
     count: int = 1  # processes (GPUs) the run will use
     cpus: int = 1  # cores available to this process (CPU training)
     bf16: bool = True  # bf16 runs fast here (a CPU without bf16 instructions emulates it: gan.precision)
+    # Matmul FLOP/s this process measured per --mixed-precision value ("no", "bf16"; CPU only): the
+    # estimate scales it by CPU_EFFICIENCY. Empty: the constants above.
+    matmul: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -117,8 +126,10 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
         # (512 G forwards, 8 s of one core at 64px), so more would eat into a CPU's half hour.
         train.update(kimg=float(kimg), snap=max(1.0, round(kimg / 10)), checkpoint_every=max(5.0, round(kimg / 4)))
         how = "bf16" if precision == "bf16" else "float32 (this CPU has no bf16 instructions)"
+        peak = device.matmul.get(precision, 0.0) if per_kimg else 0.0
+        speed = f", from a matmul measured here at {peak / 1e9:.0f} GFLOP/s" if peak > 0 else ""
         reasons.append(f"batch {train['batch']}, {kimg:g} kimg: about {budget:g} minutes on {device.cpus} CPU "
-                       f"core(s) in {how} (--kimg or --minutes to change)")
+                       f"core(s) in {how}{speed} (--kimg or --minutes to change)")
     if store.classes >= 2:
         reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
     return AutoChoice(model, train, reasons)
@@ -131,8 +142,12 @@ def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, preci
         rate = GPU_FLOPS * device.count
     else:
         key = "bf16-emulated" if precision == "bf16" and not device.bf16 else precision
-        rate = (CPU_FLOPS_2_CORES.get(key, CPU_FLOPS_2_CORES["no"]) * (max(1, device.cpus) / 2) ** CPU_CORE_EXPONENT
-                * CPU_ARCH_SPEED.get(arch, 1.0))
+        measured = device.matmul.get(key, 0.0) if key in CPU_EFFICIENCY else 0.0
+        if measured > 0:  # every process measured its own threads' rate
+            rate = measured * CPU_EFFICIENCY[key] * max(1, device.count)
+        else:
+            rate = CPU_FLOPS_2_CORES.get(key, CPU_FLOPS_2_CORES["no"]) * (max(1, device.cpus) / 2) ** CPU_CORE_EXPONENT
+        rate *= CPU_ARCH_SPEED.get(arch, 1.0)
     return kimg * 1000 * train_flops / rate
 
 

@@ -5,6 +5,7 @@ dataclasses (gan.config.cli_fields); presets and store checks live here, not in 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -213,8 +214,20 @@ def device_facts():
     if torch.cuda.is_available():
         return DeviceFacts("cuda", count=world, cpus=os.cpu_count() or 1)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return DeviceFacts("cpu", count=world, cpus=max(1, min(cpus, torch.get_num_threads()) * world),
-                       bf16=bf16_fast("cpu")[0])
+    fast = bf16_fast("cpu")[0]
+    return DeviceFacts("cpu", count=world, cpus=max(1, min(cpus, torch.get_num_threads()) * world), bf16=fast,
+                       matmul=_cpu_matmul(fast))
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_matmul(bf16: bool) -> dict:
+    """This CPU's own matmul rate (0.3 s each, once a process), in the precisions a run here trains
+    in fast: a constant from one CPU is off by 2x on another, and auto's half hour is sized from it."""
+    import torch
+
+    from ..precision import matmul_flops
+
+    return {"no": matmul_flops(torch.float32), **({"bf16": matmul_flops(torch.bfloat16)} if bf16 else {})}
 
 
 def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
