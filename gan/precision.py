@@ -40,20 +40,30 @@ def matmul_flops(dtype: torch.dtype = torch.float32, device: str = "cpu", second
                  n: int | None = None) -> float:
     """FLOP/s of an n x n matmul in `dtype` on `device`, with this process's threads: what this
     machine can do at best. bench/train.py's MFU is against it (over 1.5 s), and `--preset auto`
-    sizes a CPU half hour from it (over `seconds`, after one untimed product; two at least)."""
-    n = n or (8192 if torch.device(device).type == "cuda" else 2048)
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    a @ b
-    sync()
-    k, t = 0, time.perf_counter()
-    while k < 2 or time.perf_counter() - t < seconds:
+    sizes a CPU half hour from it (over `seconds`, after one untimed product; two at least). On a
+    CPU the size is 2048 unless a 512 probe says one such product would take over half of
+    `seconds` (an emulated bf16 one takes 15 s): then the probe's size."""
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def rate(size: int, least: int, budget: float) -> float:
+        a, b = torch.randn(size, size, dtype=dtype, device=device), torch.randn(size, size, dtype=dtype, device=device)
         a @ b
-        k += 1
-        if k % 10 == 0:
-            sync()
-    sync()
-    return 2 * n ** 3 * k / (time.perf_counter() - t)
+        sync()
+        k, t = 0, time.perf_counter()
+        while k < least or time.perf_counter() - t < budget:
+            a @ b
+            k += 1
+            if k % 10 == 0:
+                sync()
+        sync()
+        return 2 * size ** 3 * k / (time.perf_counter() - t)
+
+    if n is None and not cuda:
+        probe = rate(512, 1, 0.0)
+        if 2 * 2048 ** 3 / probe > seconds / 2:
+            return rate(512, 2, seconds)
+    return rate(n or (8192 if cuda else 2048), 2, seconds)
 
 
 def measure_bf16_ratio(n: int = 256, seconds: float = 0.05) -> float:
