@@ -68,16 +68,7 @@ def matmul_flops(dtype: torch.dtype = torch.float32, device: str = "cpu", second
 
 def measure_bf16_ratio(n: int = 256, seconds: float = 0.05) -> float:
     """bf16 matmul throughput over float32's on this CPU (about 0.2 s)."""
-    rates = []
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        a @ b
-        k, t = 0, time.perf_counter()
-        while k < 2 or time.perf_counter() - t < seconds:
-            a @ b
-            k += 1
-        rates.append(k / (time.perf_counter() - t))
-    return rates[1] / rates[0]
+    return matmul_flops(torch.bfloat16, "cpu", seconds, n) / matmul_flops(torch.float32, "cpu", seconds, n)
 
 
 def bf16_verdict(flags: set[str] | None, ratio=None) -> tuple[bool, str]:
