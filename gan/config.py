@@ -47,6 +47,11 @@ class ModelConfig:
     d_patch: int = opt(0, "fastgan D: also score each cell of its NxN feature map (4 up to half the resolution; "
                           "0: the whole image only)")
 
+    # FastGAN D: besides its scores, one for the image shrunk to d_layout px, through a short path
+    # of its own (FastGAN's D also judges a small copy of the image); 0: none.
+    d_layout: int = opt(0, "fastgan D: also score the image shrunk to NxN px (8 up to half the resolution) "
+                           "through a short path of its own; 0: none")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

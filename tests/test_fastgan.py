@@ -264,6 +264,36 @@ def test_patch_scores_sit_beside_the_whole_images_score_with_half_the_loss():
         build_discriminator(tiny_cfg(d_patch=32))
 
 
+def test_layout_score_judges_a_small_copy_beside_the_full_size_scores():
+    """--d-layout N: D's logits gain one column, the score its own short path gives the image
+    shrunk to N px (area-averaged); the columns before it are the ones the same weights give
+    without it, and a loss reaches the pixels through it. Other architectures and sizes are
+    refused; a config saved before the field existed has no layout path."""
+    torch.manual_seed(0)
+    D = build_discriminator(tiny_cfg(resolution=64, d_patch=8, d_layout=16)).eval()
+    plain = build_discriminator(tiny_cfg(resolution=64, d_patch=8)).eval()
+    missing, unexpected = plain.load_state_dict(D.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith("layout.") for k in unexpected)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        logits, full = D(x), plain(x)
+        small = D.layout(F.interpolate(x, size=(16, 16), mode="area")).flatten(1)
+    assert logits.shape == (3, full.shape[1] + 1)
+    assert torch.allclose(logits[:, :-1], full, atol=1e-6) and torch.allclose(logits[:, -1:], small, atol=1e-6)
+    x.requires_grad_(True)
+    D.layout[-1].register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0].abs().sum()))
+    seen = []
+    losses.g_loss("hinge", D(x)).backward()
+    assert seen and seen[0] > 0 and x.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="full-size image only"):
+        build_discriminator(ModelConfig(arch="dcgan", resolution=32, d_layout=8))
+    with pytest.raises(UserError, match="8, 16, 32"):
+        build_discriminator(tiny_cfg(resolution=64, d_layout=4))
+    saved = {k: v for k, v in tiny_cfg().to_dict().items() if k != "d_layout"}
+    assert ModelConfig.from_dict(saved).d_layout == 0
+    assert build_discriminator(ModelConfig.from_dict(saved)).layout is None
+
+
 def test_lecam_regularizer_against_its_definition():
     """LeCam (Tseng et al. 2021): the averages move 1% toward this step's mean logits, then
     relu(real - avg fake)^2 + relu(avg real - fake)^2; a non-finite step leaves them alone."""
@@ -315,7 +345,7 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     prec = "bf16" if native_bf16() else "no"
     common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--aug", "ada", "--aug-p", 0.2, "--r1-interval", 2,
               "--loss", "relativistic", "--r1-gamma", 0.5, "--r2-gamma", 0.5, "--mixed-precision", prec,
-              "--match-weight", 1, "--match-bank", 16, "--d-patch", 8, "--lecam-weight", 0.3,
+              "--match-weight", 1, "--match-bank", 16, "--d-patch", 8, "--d-layout", 8, "--lecam-weight", 0.3,
               "--seed", 3, "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
     full = train(*common, "--kimg", 0.048, "--outdir", tmp_path / "a")
     train(*common, "--kimg", 0.024, "--outdir", tmp_path / "b")
@@ -329,7 +359,8 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     assert "G:" in full.stdout
     train_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]
     assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5 and train_cfg["match_weight"] == 1
-    assert json.loads((only_run(tmp_path / "a") / "config.json").read_text())["model"]["d_patch"] == 8
+    model_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["model"]
+    assert model_cfg["d_patch"] == 8 and model_cfg["d_layout"] == 8
     assert (b / checkpoint.BANK).is_file()
     lecam = [json.loads((ck / checkpoint.TRAINER).read_text())["counters"]["lecam_real"] for ck in (a, b)]
     assert lecam[0] == lecam[1] != 0.0

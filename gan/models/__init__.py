@@ -33,6 +33,8 @@ class Arch:
     shared_fakes: bool = False
     # resolution -> the sizes of D's feature maps whose cells it can also score (--d-patch); None: none
     patch_sizes: Callable[[int], list] | None = None
+    # resolution -> the sizes of a small copy of the image D can also score (--d-layout); None: none
+    layout_sizes: Callable[[int], list] | None = None
 
     def shares_fakes(self, grad_accum: int) -> bool:
         """Whether a training step runs G once (`shared_fakes`): not with gradient accumulation,
@@ -49,7 +51,8 @@ REGISTRY = {
     # D that also reconstructs its reals. z space (no mapping network, so no mixing or w walks).
     "fastgan": Arch(fastgan.FastGANGenerator, fastgan.FastGANDiscriminator, fastgan.RESOLUTIONS,
                     mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True,
-                    shared_fakes=True, patch_sizes=fastgan.feature_sizes),
+                    shared_fakes=True, patch_sizes=fastgan.feature_sizes,
+                    layout_sizes=fastgan.layout_sizes),
 }
 
 
@@ -80,6 +83,15 @@ def check_config(cfg: ModelConfig) -> None:
         if cfg.d_patch not in sizes:
             raise UserError(f"--d-patch {cfg.d_patch}: at {cfg.resolution}px D's feature maps are "
                             f"{', '.join(map(str, sizes))} cells across; use one of those, or 0")
+    if cfg.d_layout:
+        layout_sizes = arch_of(cfg).layout_sizes
+        if layout_sizes is None:
+            raise UserError(f"--d-layout: --arch {cfg.arch}'s discriminator scores the full-size image only; "
+                            "use --arch fastgan or --d-layout 0")
+        sizes = layout_sizes(cfg.resolution)
+        if cfg.d_layout not in sizes:
+            raise UserError(f"--d-layout {cfg.d_layout}: at {cfg.resolution}px it can be "
+                            f"{', '.join(map(str, sizes))}; use one of those, or 0")
     if cfg.up_conv not in UP_CONVS:  # only ever read from a saved config.json
         raise UserError(f"the model config's up_conv is {cfg.up_conv!r}; it must be one of {', '.join(UP_CONVS)}")
 

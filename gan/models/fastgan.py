@@ -54,6 +54,12 @@ def feature_sizes(resolution: int) -> list[int]:
     return [2 ** i for i in range(2, int(math.log2(resolution)))]
 
 
+def layout_sizes(resolution: int) -> list[int]:
+    """Sizes of the small copy of the image D's layout path can score: 8 up to half of it. What
+    --d-layout may name."""
+    return [r for r in feature_sizes(resolution) if r >= 8]
+
+
 def _init(m: nn.Module) -> None:
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(m.weight, 0.0, 0.02)
@@ -216,9 +222,18 @@ class FastGANDiscriminator(nn.Module):
         self.embed = nn.Embedding(cfg.c_dim, c4) if cfg.c_dim else None
         self.decode_full, self.decode_part = Decoder(ch(8)), Decoder(ch(16))
         self.patch = nn.Conv2d(ch(cfg.d_patch), 1, 1, 1, 0, bias=False) if cfg.d_patch else None
+        # The layout critic: the image at d_layout px through its own blocks down to 4x4, and a
+        # score (FastGAN's D also judges a small copy of the image).
+        self.layout = None
+        if cfg.d_layout:
+            small = [2 ** i for i in range(int(math.log2(cfg.d_layout)), 2, -1)]  # input sizes: N ... 8
+            self.layout = nn.Sequential(*(DownBlock(3 if i == 0 else ch(r * 2), ch(r), first=i == 0)
+                                          for i, r in enumerate(small)),
+                                        nn.Conv2d(ch(8), 1, 4, 1, 0, bias=False))
         self.apply(_init)
         if cfg.d_spectral_norm:  # the decoders stay plain: they are not the critic
-            _spectral_norm((*self.blocks.modules(), *self.head.modules(), *([self.patch] if self.patch else [])))
+            _spectral_norm((*self.blocks.modules(), *self.head.modules(), *([self.patch] if self.patch else []),
+                            *(self.layout.modules() if self.layout is not None else [])))
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
@@ -238,6 +253,8 @@ class FastGANDiscriminator(nn.Module):
         if self.patch is not None:  # (B, 2P): the image's score P times beside the P cells' scores
             cells = self.patch(feats[self.cfg.d_patch]).flatten(1)
             logits = torch.cat([logits.expand(-1, cells.shape[1]), cells], 1)
+        if self.layout is not None:  # (B, K + 1): beside the scores above, the small copy's
+            logits = torch.cat([logits, self.layout(_resize(img, self.cfg.d_layout)).flatten(1)], 1)
         if not recon:
             return logits
         target = img.float()
