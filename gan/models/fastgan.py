@@ -15,7 +15,8 @@ reconstructs, through two small decoders, the whole image from its 8x8 features 
 quarter of it from the matching part of its 16x16 features (self-supervision: D must keep what
 describes the image, not just what separates it from today's fakes, which is what keeps a
 small-data D from overfitting). The reconstruction loss is L1 on 32px pixels, cheap on a CPU
-(FastGAN's LPIPS-VGG is not).
+(FastGAN's LPIPS-VGG is not). Options: --d-patch (a score per cell of one feature map) and
+--d-layout (a score for the image shrunk to N px, through a short path of its own).
 
 Widths: channels(r) = g_channels * 64 / r (d_channels for D), between 16 and channel_max.
 """
