@@ -69,29 +69,29 @@ def nearest_sizes(res: int, supported: tuple) -> str:
     return " or ".join(str(r) for r in ([below[-1]] if below else []) + ([above[0]] if above else []))
 
 
+def _check_d_option(cfg: ModelConfig, flag: str, value: int, sizes_of, without: str, listing: str) -> None:
+    """A size-valued D option (0: off): refused where the architecture has no such sizes
+    (`sizes_of` None; `without` says what its D does instead), or at a size not among
+    `sizes_of(resolution)` (`listing` names them, with a {sizes} field)."""
+    if not value:
+        return
+    if sizes_of is None:
+        raise UserError(f"{flag}: --arch {cfg.arch}'s discriminator {without}; use --arch fastgan or {flag} 0")
+    sizes = sizes_of(cfg.resolution)
+    if value not in sizes:
+        raise UserError(f"{flag} {value}: at {cfg.resolution}px {listing.format(sizes=', '.join(map(str, sizes)))}; "
+                        "use one of those, or 0")
+
+
 def check_config(cfg: ModelConfig) -> None:
     supported = arch_of(cfg).resolutions
     if cfg.resolution not in supported:
         raise UserError(f"--arch {cfg.arch} does not support {cfg.resolution}px; it supports "
                         f"{', '.join(map(str, supported))} (prepare the store at one of those)")
-    if cfg.d_patch:
-        patch_sizes = arch_of(cfg).patch_sizes
-        if patch_sizes is None:
-            raise UserError(f"--d-patch: --arch {cfg.arch}'s discriminator scores whole images only; "
-                            "use --arch fastgan or --d-patch 0")
-        sizes = patch_sizes(cfg.resolution)
-        if cfg.d_patch not in sizes:
-            raise UserError(f"--d-patch {cfg.d_patch}: at {cfg.resolution}px D's feature maps are "
-                            f"{', '.join(map(str, sizes))} cells across; use one of those, or 0")
-    if cfg.d_layout:
-        layout_sizes = arch_of(cfg).layout_sizes
-        if layout_sizes is None:
-            raise UserError(f"--d-layout: --arch {cfg.arch}'s discriminator scores the full-size image only; "
-                            "use --arch fastgan or --d-layout 0")
-        sizes = layout_sizes(cfg.resolution)
-        if cfg.d_layout not in sizes:
-            raise UserError(f"--d-layout {cfg.d_layout}: at {cfg.resolution}px it can be "
-                            f"{', '.join(map(str, sizes))}; use one of those, or 0")
+    _check_d_option(cfg, "--d-patch", cfg.d_patch, arch_of(cfg).patch_sizes, "scores whole images only",
+                    "D's feature maps are {sizes} cells across")
+    _check_d_option(cfg, "--d-layout", cfg.d_layout, arch_of(cfg).layout_sizes, "scores the full-size image only",
+                    "it can be {sizes}")
     if cfg.up_conv not in UP_CONVS:  # only ever read from a saved config.json
         raise UserError(f"the model config's up_conv is {cfg.up_conv!r}; it must be one of {', '.join(UP_CONVS)}")
 
