@@ -418,6 +418,34 @@ def test_auto_preset_small_collection_on_a_cpu():
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
 
 
+def test_auto_gives_a_small_collection_on_a_cpu_the_layout_score_and_lecam():
+    """Under auto.FEW images on a CPU: D's 16 px layout score and LeCam (they won on real art at
+    the half hour), counted in the sizing; more images, or a GPU, keep the plain recipe; the
+    user's own values win and the reason line says so."""
+    dev = auto.DeviceFacts("cpu", cpus=2)
+    few = auto.choose(auto.StoreFacts(281, 64), dev, _flops)
+    assert few.model["d_layout"] == 16 and few.train["lecam_weight"] == 0.3
+    assert any("--d-layout 16" in r and "under 1,000 images" in r and "--d-layout 0 --lecam-weight 0" in r
+               for r in few.reasons)
+    plain = auto.choose(auto.StoreFacts(2000, 64), dev, _flops)
+    assert plain.model.get("d_layout", 0) == 0 and plain.train.get("lecam_weight", 0.0) == 0.0
+    assert not any("LeCam" in r for r in plain.reasons)
+    # The extra path costs FLOPs, so the same half hour is fewer kimg.
+    assert few.train["kimg"] < plain.train["kimg"]
+    gpu = auto.choose(auto.StoreFacts(281, 64), auto.DeviceFacts("cuda"))
+    assert gpu.model.get("d_layout", 0) == 0 and gpu.train.get("lecam_weight", 0.0) == 0.0
+    off = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"d_layout": 0, "lecam_weight": 0.0})
+    assert off.model["d_layout"] == 0 and off.train["lecam_weight"] == 0.0 and off.train["kimg"] == plain.train["kimg"]
+    assert any(r.startswith("D's layout score and LeCam off (--d-layout 0 and --lecam-weight 0 as you set)")
+               for r in off.reasons)
+    mixed = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"lecam_weight": 0.1})
+    assert mixed.model["d_layout"] == 16 and mixed.train["lecam_weight"] == 0.1
+    assert any("LeCam at 0.1" in r and "(--lecam-weight 0.1 as you set)" in r for r in mixed.reasons)
+    # A user's values on a large collection are used and named too.
+    big = auto.choose(auto.StoreFacts(2000, 64), dev, _flops, user={"d_layout": 8})
+    assert big.model["d_layout"] == 8 and any("--d-layout 8 as you set" in r for r in big.reasons)
+
+
 def test_auto_sizes_a_cpu_half_hour_from_the_matmul_rate_measured_here():
     """CPUs differ twice over: with a measured matmul rate the length follows it (times the share
     fastgan reaches), not a constant from another CPU."""
@@ -491,6 +519,14 @@ def test_auto_is_the_default_and_dry_run_prints_the_choice_and_an_estimate(tmp_p
     assert json.loads(proc.stdout[:proc.stdout.index("\nG:")])["train"]["batch"] == 8
     proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--arch", "dcgan", "--outdir", tmp_path)
     assert "preset auto" not in proc.stderr
+    # A small store: D's layout score and LeCam, which the flags turn off.
+    assert cfg["model"]["d_layout"] == 16 and cfg["train"]["lecam_weight"] == 0.3
+    proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--d-layout", 0, "--lecam-weight", 0,
+                    "--outdir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plain = json.loads(proc.stdout[:proc.stdout.index("\nG:")])
+    assert plain["model"]["d_layout"] == 0 and plain["train"]["lecam_weight"] == 0.0
+    assert "LeCam off (--d-layout 0 and --lecam-weight 0 as you set)" in proc.stderr
 
 
 def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_store):

@@ -247,7 +247,8 @@ def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
         return run_summary(mcfg, run)["train_flops"]
 
     widths = {k[6:]: v for k, v in explicit.items() if k in ("model.g_channels", "model.d_channels")}
-    choice = choose(store, device, train_flops, widths, minutes=explicit.get("minutes", 0.0))
+    user = {k.removeprefix("model."): v for k, v in explicit.items() if k in ("model.d_layout", "lecam_weight")}
+    choice = choose(store, device, train_flops, widths, minutes=explicit.get("minutes", 0.0), user=user)
     notes = [f"preset auto: {line}" for line in choice.reasons]
     return {"model": choice.model, "train": choice.train}, notes
 
