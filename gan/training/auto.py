@@ -149,8 +149,12 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
                        f"core(s) in {how}{speed} (--kimg or --minutes to change)")
     if few or user:
         layout, lecam = model.get("d_layout", 0), train.get("lecam_weight", 0.0)
-        what = ", ".join([f"D also scores a {layout} px copy of each image (--d-layout {layout})"] * bool(layout) +
-                         [f"LeCam at {lecam:g} (--lecam-weight)"] * bool(lecam)) or "D's layout score and LeCam off"
+        parts = []
+        if layout:
+            parts.append(f"D also scores a {layout} px copy of each image (--d-layout {layout})")
+        if lecam:
+            parts.append(f"LeCam at {lecam:g} (--lecam-weight)")
+        what = ", ".join(parts) or "D's layout score and LeCam off"
         given = " and ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in sorted(user.items()))
         because = (f" ({given} as you set)" if user else
                    f": under {FEW:,} images these drew larger figures and scored better on real art "
