@@ -15,9 +15,10 @@ SMALL = 5000  # up to this many images: the small-collection model (FastGAN-styl
 # Below this many images a CPU run's D also scores a 16 px copy of each image (--d-layout 16) and
 # is held back by LeCam at 0.3 (--lecam-weight): at auto's half hour (30 kimg, float32, seeds 3 and
 # 4) they won on three of four real-art runs and tied the fourth: 281 clip-art animals, SWD avg
-# 28.7 / 33.1 against 36.4 / 47.7; 381 clip-art people, 47.9 / 44.4 against 57.5 / 43.2. They lost
-# on the 2,000-image procedural set (88.0 against 68.9), so larger collections keep the plain
-# recipe. Not measured on a GPU's longer runs, so a GPU keeps the plain recipe too.
+# 28.7 / 33.1 against 36.4 / 47.7; 381 clip-art people, 47.9 / 44.4 against 57.5 / 43.2. Above it
+# they tied on 1,761 clip-art icons (34.6 / 32.2 against 36.6 / 32.0) and lost on the 2,000-image
+# procedural set (88.0 against 68.9): what they add shrinks as a collection grows, so larger
+# collections keep the plain recipe. Not measured on a GPU's longer runs, so a GPU keeps it too.
 FEW = 1000
 FEW_LAYOUT, FEW_LECAM = 16, 0.3
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
