@@ -72,8 +72,18 @@ def fetch_openclipart(cache: Path, category: str) -> Path:
     return folder
 
 
+def label(coll: str, args) -> str:
+    """The collection's name in rows and grid files: an openclipart store names its category."""
+    if coll == "openclipart":
+        return f"openclipart-{args.category}"
+    return Path(coll).name if os.path.sep in coll else coll
+
+
 def prepare(name: str, args, work: Path) -> Path:
-    store = work / "stores" / f"{name}{args.resolution}"
+    """The prepared store, reused from `work` when one was prepared with the same source, category,
+    size and resolution (never another category's or count's store under the same name)."""
+    key = f"{label(name, args)}-{args.procedural}" if name == "procedural" else label(name, args)
+    store = work / "stores" / f"{key}-{args.resolution}px"
     if (store / "manifest.json").exists():
         return store
     common = ["--out", store, "--resolution", args.resolution, "--no-progress"]
@@ -160,7 +170,7 @@ def main() -> None:
     (work / "grids").mkdir(parents=True, exist_ok=True)
     out = []
     for coll in args.collections.split(","):
-        name = Path(coll).name if os.path.sep in coll else coll
+        name = label(coll, args)
         store = prepare(coll, args, work)
         a, b = halves(store)
         b_desc = swd.descriptors(b, seed=0)
@@ -191,7 +201,7 @@ def main() -> None:
         for run in args.evaluate or []:
             evaluate(f"{name}: {Path(run).name}", None, Path(run), f"{name}-{Path(run).name}.png")
         for preset in ([] if args.evaluate else args.presets.split(",")):
-            runs = work / "runs" / name
+            runs = work / "runs" / store.name  # a run resumes only on the store it trained on
             if args.fresh and runs.exists():
                 for old in runs.glob(f"*-{preset}"):
                     shutil.rmtree(old)
