@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -79,11 +80,19 @@ def label(coll: str, args) -> str:
     return Path(coll).name if os.path.sep in coll else coll
 
 
+def store_name(name: str, args) -> str:
+    """The store's folder name under `work/stores`: one per source, category or count, and
+    resolution (a folder's carries a hash of its full path: two folders named alike are two stores)."""
+    key = f"{label(name, args)}-{args.procedural}" if name == "procedural" else label(name, args)
+    if name not in ("procedural", "openclipart"):
+        key += "-" + hashlib.sha256(str(Path(name).resolve()).encode()).hexdigest()[:8]
+    return f"{key}-{args.resolution}px"
+
+
 def prepare(name: str, args, work: Path) -> Path:
     """The prepared store, reused from `work` when one was prepared with the same source, category,
-    size and resolution (never another category's or count's store under the same name)."""
-    key = f"{label(name, args)}-{args.procedural}" if name == "procedural" else label(name, args)
-    store = work / "stores" / f"{key}-{args.resolution}px"
+    size and resolution (never another category's, count's or folder's store under the same name)."""
+    store = work / "stores" / store_name(name, args)
     if (store / "manifest.json").exists():
         return store
     common = ["--out", store, "--resolution", args.resolution, "--no-progress"]

@@ -81,3 +81,24 @@ def test_bench_quality_references_and_a_timed_run(tmp_path):
     assert all(r["swd32"] > 0 and r["swd16"] > 0 for r in rows)
     assert rows[3]["kimg"] > rows[2]["kimg"] > 0 and 0 < rows[3]["spread"] and 0 < rows[3]["novelty"]
     assert (tmp_path / "grids" / "procedural-demo-0.1min.png").exists()
+
+
+def test_bench_quality_names_one_store_per_source(tmp_path):
+    """bench/quality.py reuses a prepared store by name, so the name tells apart every source it
+    could have come from: a category, a procedural count, and folders that share a basename."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("bench_quality", "bench/quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    args = SimpleNamespace(category="animals", procedural=2000, resolution=64)
+    a, b = tmp_path / "one" / "art", tmp_path / "two" / "art"
+    names = {quality.store_name("openclipart", args), quality.store_name("procedural", args),
+             quality.store_name(str(a), args), quality.store_name(str(b), args),
+             quality.store_name("openclipart", SimpleNamespace(**{**vars(args), "category": "people"})),
+             quality.store_name("procedural", SimpleNamespace(**{**vars(args), "procedural": 500})),
+             quality.store_name("procedural", SimpleNamespace(**{**vars(args), "resolution": 32}))}
+    assert len(names) == 7
+    assert quality.store_name(str(a), args) == quality.store_name(str(a / ".." / "art"), args)
+    assert quality.store_name(str(a), args).startswith("art-") and quality.label(str(a), args) == "art"
