@@ -51,6 +51,9 @@ class ModelConfig:
     # of its own (FastGAN's D also judges a small copy of the image); 0: none.
     d_layout: int = opt(0, "fastgan D: also score the image shrunk to NxN px (8 up to half the resolution) "
                            "through a short path of its own; 0: none")
+    # FastGAN: self-attention (SAGAN) in G and D at attn x attn px: each position of that feature
+    # map also sees every other, so a figure's far parts can agree; 0: none.
+    attn: int = opt(0, "fastgan: self-attention in G and D at NxN px (8 up to half the resolution); 0: none")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

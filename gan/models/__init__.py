@@ -35,6 +35,8 @@ class Arch:
     patch_sizes: Callable[[int], list] | None = None
     # resolution -> the sizes of a small copy of the image D can also score (--d-layout); None: none
     layout_sizes: Callable[[int], list] | None = None
+    # resolution -> the feature-map sizes self-attention may run at in G and D (--attn); None: none
+    attn_sizes: Callable[[int], list] | None = None
 
     def shares_fakes(self, grad_accum: int) -> bool:
         """Whether a training step runs G once (`shared_fakes`): not with gradient accumulation,
@@ -52,7 +54,7 @@ REGISTRY = {
     "fastgan": Arch(fastgan.FastGANGenerator, fastgan.FastGANDiscriminator, fastgan.RESOLUTIONS,
                     mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True,
                     shared_fakes=True, patch_sizes=fastgan.feature_sizes,
-                    layout_sizes=fastgan.layout_sizes),
+                    layout_sizes=fastgan.layout_sizes, attn_sizes=fastgan.layout_sizes),
 }
 
 
@@ -92,6 +94,13 @@ def check_config(cfg: ModelConfig) -> None:
                     "D's feature maps are {sizes} cells across")
     _check_d_option(cfg, "--d-layout", cfg.d_layout, arch_of(cfg).layout_sizes, "scores the full-size image only",
                     "it can be {sizes}")
+    if cfg.attn:
+        sizes_of = arch_of(cfg).attn_sizes
+        if sizes_of is None:
+            raise UserError(f"--attn: --arch {cfg.arch} has no self-attention blocks; use --arch fastgan or --attn 0")
+        if cfg.attn not in sizes_of(cfg.resolution):
+            raise UserError(f"--attn {cfg.attn}: at {cfg.resolution}px self-attention can run at "
+                            f"{', '.join(map(str, sizes_of(cfg.resolution)))} px; use one of those, or 0")
     if cfg.up_conv not in UP_CONVS:  # only ever read from a saved config.json
         raise UserError(f"the model config's up_conv is {cfg.up_conv!r}; it must be one of {', '.join(UP_CONVS)}")
 

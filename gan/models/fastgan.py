@@ -15,8 +15,9 @@ reconstructs, through two small decoders, the whole image from its 8x8 features 
 quarter of it from the matching part of its 16x16 features (self-supervision: D must keep what
 describes the image, not just what separates it from today's fakes, which is what keeps a
 small-data D from overfitting). The reconstruction loss is L1 on 32px pixels, cheap on a CPU
-(FastGAN's LPIPS-VGG is not). Options: --d-patch (a score per cell of one feature map) and
---d-layout (a score for the image shrunk to N px, through a short path of its own).
+(FastGAN's LPIPS-VGG is not). Options: --d-patch (a score per cell of one feature map),
+--d-layout (a score for the image shrunk to N px, through a short path of its own) and --attn
+(a self-attention block after G's and D's N px feature maps).
 
 Widths: channels(r) = g_channels * 64 / r (d_channels for D), between 16 and channel_max.
 """
@@ -126,6 +127,28 @@ class SLE(nn.Module):
         return dst * self.net(src)
 
 
+class SelfAttention(nn.Module):
+    """Self-attention over a feature map (SAGAN, Zhang et al. 2019): queries at every position,
+    keys and values from a 2x2 max-pooled copy (a quarter of the pairs, as SAGAN's), added back
+    through a 1x1 conv times a learned gain that starts at 0 (the block starts as the identity)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.qk = max(4, ch // 8)
+        self.q = nn.Conv2d(ch, self.qk, 1, 1, 0, bias=False)
+        self.kv = nn.Conv2d(ch, self.qk + ch // 2, 1, 1, 0, bias=False)
+        self.out = nn.Conv2d(ch // 2, ch, 1, 1, 0, bias=False)
+        self.gain = nn.Parameter(torch.zeros([]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, ch, h, w = x.shape
+        q = self.q(x).flatten(2).transpose(1, 2)[:, None]  # (B, 1, HW, qk)
+        kv = F.max_pool2d(self.kv(x), 2).flatten(2).transpose(1, 2)[:, None]  # (B, 1, HW/4, qk + C/2)
+        o = F.scaled_dot_product_attention(q, kv[..., :self.qk], kv[..., self.qk:])  # (B, 1, HW, C/2)
+        o = o[:, 0].transpose(1, 2).reshape(b, ch // 2, h, w)
+        return x + self.out(o) * self.gain.to(x.dtype)
+
+
 class FastGANGenerator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -142,6 +165,7 @@ class FastGANGenerator(nn.Module):
         self.pairs = sle_pairs(cfg.resolution)  # {target: source resolution}
         self.sle = nn.ModuleDict({str(t): SLE(ch(s), ch(t)) for t, s in self.pairs.items()})
         self.to_rgb = nn.Conv2d(ch(cfg.resolution), 3, 3, 1, 1, bias=True)
+        self.attn = SelfAttention(ch(cfg.attn)) if cfg.attn else None
         self.apply(_init)
         if cfg.g_spectral_norm:  # every conv (the loop's power_iteration advances the estimates)
             _spectral_norm(self.modules())
@@ -156,6 +180,8 @@ class FastGANGenerator(nn.Module):
             x = self.blocks[str(r)](x, c, noise)
             if r in self.pairs:
                 x = self.sle[str(r)](feats[self.pairs[r]], x)
+            if r == self.cfg.attn:
+                x = self.attn(x)
             feats[r] = x
         return torch.tanh(self.to_rgb(x))
 
@@ -221,6 +247,7 @@ class FastGANDiscriminator(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(c4, c4, 1, 1, 0, bias=False), nn.BatchNorm2d(c4), nn.LeakyReLU(0.2),
                                   nn.Conv2d(c4, 1, 4, 1, 0, bias=False))
         self.embed = nn.Embedding(cfg.c_dim, c4) if cfg.c_dim else None
+        self.attn = SelfAttention(ch(cfg.attn)) if cfg.attn else None
         self.decode_full, self.decode_part = Decoder(ch(8)), Decoder(ch(16))
         self.patch = nn.Conv2d(ch(cfg.d_patch), 1, 1, 1, 0, bias=False) if cfg.d_patch else None
         # The layout critic: the image at d_layout px through its own blocks down to 4x4, and a
@@ -233,7 +260,8 @@ class FastGANDiscriminator(nn.Module):
                                         nn.Conv2d(ch(8), 1, 4, 1, 0, bias=False))
         self.apply(_init)
         if cfg.d_spectral_norm:  # the decoders stay plain: they are not the critic
-            _spectral_norm((*self.blocks.modules(), *self.head.modules(), *([self.patch] if self.patch else []),
+            _spectral_norm((*self.blocks.modules(), *self.head.modules(),
+                            *(self.attn.modules() if self.attn is not None else []), *([self.patch] if self.patch else []),
                             *(self.layout.modules() if self.layout is not None else [])))
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
@@ -247,6 +275,8 @@ class FastGANDiscriminator(nn.Module):
         x, feats = img, {}
         for block in self.blocks:
             x = block(x)
+            if x.shape[-1] == self.cfg.attn:
+                x = self.attn(x)
             feats[x.shape[-1]] = x
         logits = self.head(x).flatten(1)
         if self.embed is not None:  # projection discriminator (Miyato & Koyama 2018)
