@@ -71,14 +71,14 @@ def nearest_sizes(res: int, supported: tuple) -> str:
     return " or ".join(str(r) for r in ([below[-1]] if below else []) + ([above[0]] if above else []))
 
 
-def _check_d_option(cfg: ModelConfig, flag: str, value: int, sizes_of, without: str, listing: str) -> None:
-    """A size-valued D option (0: off): refused where the architecture has no such sizes
-    (`sizes_of` None; `without` says what its D does instead), or at a size not among
-    `sizes_of(resolution)` (`listing` names them, with a {sizes} field)."""
+def _check_size_option(cfg: ModelConfig, flag: str, value: int, sizes_of, lacks: str, listing: str) -> None:
+    """A size-valued model option (0: off): refused where the architecture has no such sizes
+    (`sizes_of` None; `lacks` follows "--arch NAME" to say what it has instead), or at a size not
+    among `sizes_of(resolution)` (`listing` names them, with a {sizes} field)."""
     if not value:
         return
     if sizes_of is None:
-        raise UserError(f"{flag}: --arch {cfg.arch}'s discriminator {without}; use --arch fastgan or {flag} 0")
+        raise UserError(f"{flag}: --arch {cfg.arch}{lacks}; use --arch fastgan or {flag} 0")
     sizes = sizes_of(cfg.resolution)
     if value not in sizes:
         raise UserError(f"{flag} {value}: at {cfg.resolution}px {listing.format(sizes=', '.join(map(str, sizes)))}; "
@@ -90,17 +90,13 @@ def check_config(cfg: ModelConfig) -> None:
     if cfg.resolution not in supported:
         raise UserError(f"--arch {cfg.arch} does not support {cfg.resolution}px; it supports "
                         f"{', '.join(map(str, supported))} (prepare the store at one of those)")
-    _check_d_option(cfg, "--d-patch", cfg.d_patch, arch_of(cfg).patch_sizes, "scores whole images only",
-                    "D's feature maps are {sizes} cells across")
-    _check_d_option(cfg, "--d-layout", cfg.d_layout, arch_of(cfg).layout_sizes, "scores the full-size image only",
-                    "it can be {sizes}")
-    if cfg.attn:
-        sizes_of = arch_of(cfg).attn_sizes
-        if sizes_of is None:
-            raise UserError(f"--attn: --arch {cfg.arch} has no self-attention blocks; use --arch fastgan or --attn 0")
-        if cfg.attn not in sizes_of(cfg.resolution):
-            raise UserError(f"--attn {cfg.attn}: at {cfg.resolution}px self-attention can run at "
-                            f"{', '.join(map(str, sizes_of(cfg.resolution)))} px; use one of those, or 0")
+    arch = arch_of(cfg)
+    _check_size_option(cfg, "--d-patch", cfg.d_patch, arch.patch_sizes, "'s discriminator scores whole images only",
+                       "D's feature maps are {sizes} cells across")
+    _check_size_option(cfg, "--d-layout", cfg.d_layout, arch.layout_sizes,
+                       "'s discriminator scores the full-size image only", "it can be {sizes}")
+    _check_size_option(cfg, "--attn", cfg.attn, arch.attn_sizes, " has no self-attention blocks",
+                       "self-attention can run at {sizes} px")
     if cfg.up_conv not in UP_CONVS:  # only ever read from a saved config.json
         raise UserError(f"the model config's up_conv is {cfg.up_conv!r}; it must be one of {', '.join(UP_CONVS)}")
 
