@@ -413,9 +413,10 @@ def test_auto_preset_small_collection_on_a_cpu():
     c1 = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=1), _flops)
     assert c1.train["kimg"] / c.train["kimg"] == pytest.approx(0.5 ** auto.CPU_CORE_EXPONENT, rel=0.02)
     # A width from the flags is the one the reason names and the length is sized for.
-    wide = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=2), _flops, {"g_channels": 32})
+    wide = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=2), _flops, user={"g_channels": 32})
     assert "G/D width 32/16 (as your flags set)" in wide.reasons[0] and "width 16/16:" in c.reasons[0]
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
+    assert "under 1,000 images" in wide.reasons[2]  # a width of the user's leaves the small-collection pair auto's
 
 
 def test_auto_gives_a_small_collection_on_a_cpu_the_layout_score_and_lecam():

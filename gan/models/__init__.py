@@ -54,7 +54,7 @@ REGISTRY = {
     "fastgan": Arch(fastgan.FastGANGenerator, fastgan.FastGANDiscriminator, fastgan.RESOLUTIONS,
                     mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True,
                     shared_fakes=True, patch_sizes=fastgan.feature_sizes,
-                    layout_sizes=fastgan.layout_sizes, attn_sizes=fastgan.layout_sizes),
+                    layout_sizes=fastgan.inner_sizes, attn_sizes=fastgan.inner_sizes),
 }
 
 

@@ -56,9 +56,9 @@ def feature_sizes(resolution: int) -> list[int]:
     return [2 ** i for i in range(2, int(math.log2(resolution)))]
 
 
-def layout_sizes(resolution: int) -> list[int]:
-    """Sizes of the small copy of the image D's layout path can score: 8 up to half of it. What
-    --d-layout may name."""
+def inner_sizes(resolution: int) -> list[int]:
+    """8 up to half of `resolution`: the inner feature-map sizes where self-attention can sit
+    (--attn), and the sizes of the small copy of the image D's layout path can score (--d-layout)."""
     return [r for r in feature_sizes(resolution) if r >= 8]
 
 

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import PRESETS
+from ..models import REGISTRY
 
 SMALL = 5000  # up to this many images: the small-collection model (FastGAN-style)
 # Below this many images a CPU run's D also scores a 16 px copy of each image (--d-layout 16) and
@@ -21,6 +22,9 @@ SMALL = 5000  # up to this many images: the small-collection model (FastGAN-styl
 # collections keep the plain recipe. Not measured on a GPU's longer runs, so a GPU keeps it too.
 FEW = 1000
 FEW_LAYOUT, FEW_LECAM = 16, 0.3
+# The user's flags `choose` lets win over its choice: the widths, and the small-collection pair.
+WIDTH_KEYS, FEW_KEYS = {"g_channels", "d_channels"}, {"d_layout", "lecam_weight"}
+USER_KEYS = WIDTH_KEYS | FEW_KEYS
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures), in FLOPs as gan.training.flops counts a step
 # (D's decoders included), on 2 CPU cores: in bf16 measured with bench/train.py on a 2-core EPYC with
@@ -81,13 +85,13 @@ def fastgan_widths(res: int, gpu: bool) -> tuple[int, int]:
     return (64, 64) if res <= 256 else (32, 32)
 
 
-def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dict | None = None,
-           minutes: float = 0.0, user: dict | None = None) -> AutoChoice:
+def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: float = 0.0,
+           user: dict | None = None) -> AutoChoice:
     """The preset for `store` on `device`. `train_flops(model_dict) -> FLOPs per real image`
     (gan.training.flops) sizes a CPU run to CPU_MINUTES (or a longer `minutes`, the user's --minutes);
-    without it the length is by images. `widths`: the user's `g_channels` / `d_channels`, which win
-    over the choice (and are what the reason line and the length are for). `user`: the user's
-    `d_layout` / `lecam_weight` where given, which win over the small-collection choice of them."""
+    without it the length is by images. `user`: the user's own flags among USER_KEYS, which win over
+    the choice: `g_channels` / `d_channels` (what the reason line and the length are then for),
+    `d_layout` / `lecam_weight` (over the small-collection choice of them)."""
     gpu = device.kind == "cuda"
     n, res = store.images, store.resolution
     reasons = []
@@ -102,8 +106,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
                        "(mapping network, style mixing, truncation)")
         return AutoChoice(model, train, reasons)
     g, d = fastgan_widths(res, gpu)
-    widths = widths or {}
-    g, d = widths.get("g_channels", g), widths.get("d_channels", d)
+    user = user or {}
+    g, d = user.get("g_channels", g), user.get("d_channels", d)
     # The recipe is fastgan64's (bench/quality.py sweeps, README): FastGAN's Adam (lr 2e-4, betas
     # 0.5/0.999; 4e-4 won at 10 minutes but lost at 30, the length auto picks on a CPU), hinge
     # (logistic scored alike, relativistic with R1+R2 worse), a small batch (more updates per image
@@ -116,19 +120,19 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
     del model["resolution"]  # the store's
     why = (f"{n:,} images, a small collection (up to {SMALL:,})" if n <= SMALL else
            f"{n:,} images on a CPU, where a StyleGAN at {res}px would take days")
-    mine = " (as your flags set)" if widths else ""
+    mine = " (as your flags set)" if WIDTH_KEYS & user.keys() else ""
     reasons.append(f"fastgan (the small-collection model), G/D width {g}/{d}{mine}: {why}")
     train = dict(recipe["train"])
     if n > SMALL:
         train["aug"] = "none" if n >= 20000 else "ada"
-    user = user or {}
-    few = not gpu and n < FEW and res >= 2 * FEW_LAYOUT
+    few = not gpu and n < FEW and FEW_LAYOUT in REGISTRY["fastgan"].layout_sizes(res)
     if few:
         model["d_layout"], train["lecam_weight"] = FEW_LAYOUT, FEW_LECAM
-    if "d_layout" in user:
-        model["d_layout"] = user["d_layout"]
-    if "lecam_weight" in user:
-        train["lecam_weight"] = user["lecam_weight"]
+    held = {k: v for k, v in user.items() if k in FEW_KEYS}
+    if "d_layout" in held:
+        model["d_layout"] = held["d_layout"]
+    if "lecam_weight" in held:
+        train["lecam_weight"] = held["lecam_weight"]
     if gpu:
         train.update(batch=32, ema_kimg=10.0, kimg=2000 if n > 1000 else 1000, snap=20.0, checkpoint_every=100.0)
         reasons.append(f"batch 32, {train['kimg']:g} kimg on {device.count} GPU(s)")
@@ -148,7 +152,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
         speed = f", from a matmul measured here at {peak / 1e9:.0f} GFLOP/s" if peak > 0 else ""
         reasons.append(f"batch {train['batch']}, {kimg:g} kimg: about {budget:g} minutes on {device.cpus} CPU "
                        f"core(s) in {how}{speed} (--kimg or --minutes to change)")
-    if few or user:
+    if few or held:
         layout, lecam = model.get("d_layout", 0), train.get("lecam_weight", 0.0)
         parts = []
         if layout:
@@ -156,8 +160,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, widths: dic
         if lecam:
             parts.append(f"LeCam at {lecam:g} (--lecam-weight)")
         what = ", ".join(parts) or "D's layout score and LeCam off"
-        given = " and ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in sorted(user.items()))
-        because = (f" ({given} as you set)" if user else
+        given = " and ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in sorted(held.items()))
+        because = (f" ({given} as you set)" if held else
                    f": under {FEW:,} images these drew larger figures and scored better on real art "
                    "(--d-layout 0 --lecam-weight 0 to leave them out)")
         reasons.append(what + because)

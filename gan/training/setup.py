@@ -232,7 +232,7 @@ def _cpu_matmul(bf16: bool) -> dict:
 
 def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
     """`--preset auto` for this store on this machine: the preset and one line per choice."""
-    from .auto import StoreFacts, choose
+    from .auto import USER_KEYS, StoreFacts, choose
     from .flops import run_summary
 
     store = StoreFacts(len(dataset), dataset.resolution, dataset.num_classes)
@@ -246,9 +246,8 @@ def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
                               "resolution": dataset.resolution})
         return run_summary(mcfg, run)["train_flops"]
 
-    widths = {k[6:]: v for k, v in explicit.items() if k in ("model.g_channels", "model.d_channels")}
-    user = {k.removeprefix("model."): v for k, v in explicit.items() if k in ("model.d_layout", "lecam_weight")}
-    choice = choose(store, device, train_flops, widths, minutes=explicit.get("minutes", 0.0), user=user)
+    user = {k.removeprefix("model."): v for k, v in explicit.items() if k.removeprefix("model.") in USER_KEYS}
+    choice = choose(store, device, train_flops, minutes=explicit.get("minutes", 0.0), user=user)
     notes = [f"preset auto: {line}" for line in choice.reasons]
     return {"model": choice.model, "train": choice.train}, notes
 
