@@ -482,6 +482,18 @@ def test_auto_preset_length_follows_a_longer_minutes_budget():
     assert long.model["arch"] == "fastgan" and 1.8 < long.train["kimg"] / half.train["kimg"] < 2.2
     assert "about 60 minutes" in long.reasons[1]
     assert auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=10).train["kimg"] == half.train["kimg"]
+    # The user's --kimg and --batch: the line names them and the time that length takes here, and
+    # a shorter --minutes that ends it first; nothing is left claiming auto's own half hour.
+    mine = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"kimg": half.train["kimg"] * 3, "batch": 8})
+    hours = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"kimg": half.train["kimg"] * 6})
+    assert "kimg (as you set): about 3.0 hours on 2 CPU" in hours.reasons[1]
+    assert mine.train["kimg"] == half.train["kimg"] * 3 and mine.train["batch"] == 8
+    assert f"batch 8 (as you set), {half.train['kimg'] * 3:g} kimg (as you set): about 1.5 hours" in mine.reasons[1]
+    assert "--kimg or --minutes to change" not in mine.reasons[1]
+    cut = auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=20, user={"kimg": half.train["kimg"] * 3})
+    assert "about 1.5 hours on 2 CPU" in cut.reasons[1] and "--minutes 20 ends it sooner" in cut.reasons[1] and cut.train["batch"] == 16
+    gpu = auto.choose(auto.StoreFacts(281, 64), auto.DeviceFacts("cuda"), user={"kimg": 50.0})
+    assert gpu.train["kimg"] == 50.0 and "batch 32, 50 kimg (as you set) on 1 GPU(s)" in gpu.reasons[1]
     f = _flops(dict(arch="dcgan", resolution=64, g_channels=48, d_channels=48, z_dim=64))
     ratio = auto.estimate_seconds(f, 10, dev, "bf16", "fastgan") / auto.estimate_seconds(f, 10, dev, "bf16", "dcgan")
     assert ratio == pytest.approx(auto.CPU_ARCH_SPEED["dcgan"])

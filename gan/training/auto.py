@@ -22,9 +22,10 @@ SMALL = 5000  # up to this many images: the small-collection model (FastGAN-styl
 # collections keep the plain recipe. Not measured on a GPU's longer runs, so a GPU keeps it too.
 FEW = 1000
 FEW_LAYOUT, FEW_LECAM = 16, 0.3
-# The user's flags `choose` lets win over its choice: the widths, and the small-collection pair.
-WIDTH_KEYS, FEW_KEYS = {"g_channels", "d_channels"}, {"d_layout", "lecam_weight"}
-USER_KEYS = WIDTH_KEYS | FEW_KEYS
+# The user's flags `choose` lets win over its choice: the widths, the small-collection pair, and the
+# run's batch and length (so that the reason line and the time it names are for the run that trains).
+WIDTH_KEYS, FEW_KEYS, LENGTH_KEYS = {"g_channels", "d_channels"}, {"d_layout", "lecam_weight"}, {"batch", "kimg"}
+USER_KEYS = WIDTH_KEYS | FEW_KEYS | LENGTH_KEYS
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures), in FLOPs as gan.training.flops counts a step
 # (D's decoders included), on 2 CPU cores: in bf16 measured with bench/train.py on a 2-core EPYC with
@@ -91,7 +92,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     (gan.training.flops) sizes a CPU run to CPU_MINUTES (or a longer `minutes`, the user's --minutes);
     without it the length is by images. `user`: the user's own flags among USER_KEYS, which win over
     the choice: `g_channels` / `d_channels` (what the reason line and the length are then for),
-    `d_layout` / `lecam_weight` (over the small-collection choice of them)."""
+    `d_layout` / `lecam_weight` (over the small-collection choice of them), `batch` / `kimg` (the
+    reason line names them, and on a CPU the time they take)."""
     gpu = device.kind == "cuda"
     n, res = store.images, store.resolution
     reasons = []
@@ -133,9 +135,11 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         model["d_layout"] = held["d_layout"]
     if "lecam_weight" in held:
         train["lecam_weight"] = held["lecam_weight"]
+    set_kimg, set_batch = user.get("kimg"), user.get("batch")
     if gpu:
-        train.update(batch=32, ema_kimg=10.0, kimg=2000 if n > 1000 else 1000, snap=20.0, checkpoint_every=100.0)
-        reasons.append(f"batch 32, {train['kimg']:g} kimg on {device.count} GPU(s)")
+        train.update(batch=set_batch or 32, ema_kimg=10.0, kimg=set_kimg or (2000 if n > 1000 else 1000), snap=20.0,
+                     checkpoint_every=100.0)
+        reasons.append(f"{_length(train, user)} on {device.count} GPU(s)")
     else:
         if not device.bf16:
             train["mixed_precision"] = "no"  # emulated bf16 is many times slower than float32
@@ -144,14 +148,22 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
                     if train_flops is not None else None)
         budget = max(minutes, CPU_MINUTES)  # a longer --minutes: a run that long (a shorter one ends it)
         kimg = max(10.0, round(budget * 60 / per_kimg)) if per_kimg else 100.0
+        if set_batch:
+            train["batch"] = set_batch
+        if set_kimg:  # the user's length: the time it takes, and where --minutes ends it first
+            kimg = set_kimg
+            budget = round(kimg * per_kimg / 60) if per_kimg else 0
         # About ten progress grids and four checkpoints a run: each recalibrates G_ema's batch norm
         # (512 G forwards, 8 s of one core at 64px), so more would eat into a CPU's half hour.
         train.update(kimg=float(kimg), snap=max(1.0, round(kimg / 10)), checkpoint_every=max(5.0, round(kimg / 4)))
         how = "bf16" if precision == "bf16" else "float32 (this CPU has no bf16 instructions)"
         peak = device.matmul.get(precision, 0.0) if per_kimg else 0.0
         speed = f", from a matmul measured here at {peak / 1e9:.0f} GFLOP/s" if peak > 0 else ""
-        reasons.append(f"batch {train['batch']}, {kimg:g} kimg: about {budget:g} minutes on {device.cpus} CPU "
-                       f"core(s) in {how}{speed} (--kimg or --minutes to change)")
+        when = f"about {duration(budget * 60) if set_kimg else f'{budget:g} minutes'}" if budget else "time unknown"
+        change = " (--kimg or --minutes to change)"
+        if set_kimg:
+            change = f"; --minutes {minutes:g} ends it sooner" if minutes and minutes < budget else ""
+        reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")
     if few or held:
         layout, lecam = model.get("d_layout", 0), train.get("lecam_weight", 0.0)
         parts = []
@@ -168,6 +180,12 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     if store.classes >= 2:
         reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
     return AutoChoice(model, train, reasons)
+
+
+def _length(train: dict, user: dict) -> str:
+    """'batch B, K kimg', each followed by '(as you set)' where the user's flag gave it."""
+    mine = lambda key: " (as you set)" if key in user else ""  # noqa: E731
+    return f"batch {train['batch']}{mine('batch')}, {train['kimg']:g} kimg{mine('kimg')}"
 
 
 def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, precision: str,
