@@ -136,10 +136,21 @@ def sample(model: Path, n: int) -> torch.Tensor:
 
 
 def newest_export(run: Path) -> Path:
+    """A run dir's newest complete checkpoint's export, or a checkpoint dir's own (to score a run
+    along the way: its checkpoint at 30 kimg, then at 60 ...)."""
+    if (run / "export" / "config.json").exists():
+        return run / "export"
     ck = layout.newest_good(run)
     if ck is None:
-        raise SystemExit(f"{run} has no complete checkpoint")
+        raise SystemExit(f"{run} is neither a run dir with a complete checkpoint nor a checkpoint dir")
     return ck / "export"
+
+
+def run_label(path: Path) -> str:
+    """A run dir's name, or RUN@CHECKPOINT for a checkpoint dir (RUN/checkpoints/CHECKPOINT)."""
+    if (path / "export" / "config.json").exists() and path.parent.name == "checkpoints":
+        return f"{path.parent.parent.name}@{path.name}"
+    return path.name
 
 
 def row(label: str, minutes, kimg, lv: dict, extra: dict) -> dict:
@@ -173,7 +184,8 @@ def main() -> None:
     ap.add_argument("--train-args", default="", help="extra train.py flags for every run")
     ap.add_argument("--fresh", action="store_true", help="train again even if a run with the name exists")
     ap.add_argument("--evaluate", nargs="+", metavar="RUN", default=None,
-                    help="instead of training: evaluate these run dirs (newest checkpoint) on the one collection")
+                    help="instead of training: evaluate these run dirs (newest checkpoint) or checkpoint dirs on the "
+                         "one collection")
     args = ap.parse_args()
     work = Path(args.workdir).resolve()
     (work / "grids").mkdir(parents=True, exist_ok=True)
@@ -208,7 +220,8 @@ def main() -> None:
             print(json.dumps(r), flush=True)
 
         for run in args.evaluate or []:
-            evaluate(f"{name}: {Path(run).name}", None, Path(run), f"{name}-{Path(run).name}.png")
+            tag = run_label(Path(run).resolve())
+            evaluate(f"{name}: {tag}", None, Path(run), f"{name}-{tag}.png")
         for preset in ([] if args.evaluate else args.presets.split(",")):
             runs = work / "runs" / store.name  # a run resumes only on the store it trained on
             if args.fresh and runs.exists():

@@ -81,6 +81,16 @@ def test_bench_quality_references_and_a_timed_run(tmp_path):
     assert all(r["swd32"] > 0 and r["swd16"] > 0 for r in rows)
     assert rows[3]["kimg"] > rows[2]["kimg"] > 0 and 0 < rows[3]["spread"] and 0 < rows[3]["novelty"]
     assert (tmp_path / "grids" / "procedural-demo-0.1min.png").exists()
+    # A checkpoint dir along the way is scored as it was then, not as the run's newest.
+    run = next((tmp_path / "runs").glob("*/*-demo"))
+    first = sorted((run / "checkpoints").glob("kimg*"))[-2]  # the one before the newest
+    res = bench("bench/quality.py", "--collections", "procedural", "--procedural", 64, "--resolution", 32,
+                "--workdir", tmp_path, "--evaluate", first, run)
+    mid, newest = res["rows"][2:]
+    assert mid["row"] == f"procedural: {run.name}@{first.name}" and newest["row"] == f"procedural: {run.name}"
+    assert mid["kimg"] == pytest.approx(float(first.name.removeprefix("kimg")))
+    assert mid["kimg"] < newest["kimg"] == rows[3]["kimg"]
+    assert (tmp_path / "grids" / f"procedural-{run.name}@{first.name}.png").exists()
 
 
 def test_bench_quality_names_one_store_per_source(tmp_path):
