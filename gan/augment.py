@@ -63,8 +63,10 @@ def apply_augment(x: torch.Tensor, r: torch.Tensor, p: float | torch.Tensor) -> 
 class AdaptiveP:
     """Adaptive augmentation probability (ADA). State is checkpointed via state_dict."""
 
-    def __init__(self, p: float, target: float, batch: int, interval: int, kimg: float, adaptive: bool):
+    def __init__(self, p: float, target: float, batch: int, interval: int, kimg: float, adaptive: bool,
+                 p_max: float = 1.0):
         self.p = float(p)  # current probability
+        self.p_max = p_max  # the most the controller raises p to
         self.target = target  # desired E[sign(D(real))]
         self.adaptive = adaptive  # False: p stays fixed
         self.step_size = batch * interval / (kimg * 1000)  # p can traverse 0..1 in `kimg`
@@ -88,7 +90,7 @@ class AdaptiveP:
         if stats[1] <= 0:
             return
         self.last_rt = float(stats[0] / stats[1])
-        self.p = min(max(self.p + self.step_size * (1 if self.last_rt > self.target else -1), 0.0), 1.0)
+        self.p = min(max(self.p + self.step_size * (1 if self.last_rt > self.target else -1), 0.0), max(self.p_max, 0.0))
 
     def pending(self) -> tuple:
         """This process's statistics gathered since the last update (sum of signs, count)."""

@@ -148,6 +148,16 @@ def test_adaptive_p_moves_toward_target():
         ada.accumulate(-torch.ones(16))
         ada.update()
     assert ada.p == 0.0  # clamped
+    for p_max, top in ((1.0, 1.0), (0.7, 0.7)):  # an overfitting D pushes p to --ada-p-max, no further
+        capped = AdaptiveP(0.65, target=0.6, batch=16, interval=4, kimg=1.0, adaptive=True, p_max=p_max)
+        for _ in range(100):
+            capped.accumulate(torch.ones(16))
+            capped.update()
+        assert capped.p == top
+    resumed = AdaptiveP(0.73, 0.6, 16, 4, 1.0, adaptive=True, p_max=0.7)  # a cap lower than a resumed p
+    resumed.accumulate(torch.ones(16))
+    resumed.update()
+    assert resumed.p == 0.7
     fixed = AdaptiveP(0.3, 0.6, 16, 4, 1.0, adaptive=False)
     fixed.accumulate(torch.ones(16))
     fixed.update()

@@ -92,7 +92,7 @@ class Trainer(Phases, TrainerState):
             print("torch.compile on: the first steps compile G, D and the augmentation (a minute or so); --compile off skips it")
         adaptive = cfg.aug == "ada"
         self.aug = AdaptiveP(cfg.aug_p if cfg.aug in ("ada", "fixed") else 0.0, cfg.ada_target, cfg.batch,
-                             cfg.ada_interval, cfg.ada_kimg, adaptive)
+                             cfg.ada_interval, cfg.ada_kimg, adaptive, cfg.ada_p_max)
         self.style = None  # style-guided training: Gram targets of the style images
         if style_images:
             from ..style import StyleTarget, VGGFeatures, style_size

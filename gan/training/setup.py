@@ -407,7 +407,8 @@ def _settle_new(plan: Plan) -> None:
         parse_metrics(cfg.metrics)
         if cfg.metrics_num < 2:
             raise UserError("--metrics-num must be at least 2")
-    for name, v in (("--aug-p", cfg.aug_p), ("--style-mixing", cfg.style_mixing), ("--match-frac", cfg.match_frac)):
+    for name, v in (("--aug-p", cfg.aug_p), ("--ada-p-max", cfg.ada_p_max), ("--style-mixing", cfg.style_mixing),
+                    ("--match-frac", cfg.match_frac)):
         if not 0 <= v <= 1:
             raise UserError(f"{name} must be between 0 and 1")
 
