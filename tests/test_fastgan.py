@@ -402,6 +402,7 @@ def test_auto_preset_small_collection_on_a_cpu():
     c = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=2), _flops)
     assert c.model["arch"] == "fastgan" and c.train["batch"] == 16 and c.train["mixed_precision"] == "bf16"
     assert c.train["match_weight"] == 5.0  # fastgan64's recipe, nearest-fake matching included
+    assert c.train["ada_p_max"] == 0.7  # and ADA's p held below where its colour and shifts leak
     # Sized for about half an hour at the speed constant: the estimate agrees with the length.
     secs = auto.estimate_seconds(_flops({**c.model, "resolution": 64}), c.train["kimg"], auto.DeviceFacts("cpu", cpus=2),
                                  "bf16")

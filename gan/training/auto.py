@@ -113,7 +113,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     # The recipe is fastgan64's (bench/quality.py sweeps, README): FastGAN's Adam (lr 2e-4, betas
     # 0.5/0.999; 4e-4 won at 10 minutes but lost at 30, the length auto picks on a CPU), hinge
     # (logistic scored alike, relativistic with R1+R2 worse), a small batch (more updates per image
-    # seen), ADA from p 0.2 that adapts quickly (always-on augmentation leaked stripes into samples),
+    # seen), ADA from p 0.2 that adapts quickly (always-on augmentation leaked stripes into samples)
+    # and stops at 0.7 (past it, on the procedural set, its colours and shifts leaked into longer runs),
     # and the model's default spectral norm in G and D (clean fills and outlines, then larger
     # figures, where plain models gave speckled blobs; width 32 at the same minutes was muddier:
     # fewer images seen), and nearest-fake matching at weight 5 (gan.training.matching).
