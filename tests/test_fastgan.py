@@ -390,6 +390,11 @@ def test_minutes_stops_with_a_checkpoint_and_resume_carries_on(tmp_path, proc_st
     train(*common, "--minutes", 0.05, "--resume", "auto")
     assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] > n1
     assert_user_error(run_main(__import__("train").main, *common, "--minutes", -1), "--minutes")
+    # The numbers given to carry a run on are checked as a new run's are, before anything is written.
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    for flag, value in (("--ada-p-max", 2), ("--kimg", -5), ("--lr-g", -1)):
+        assert_user_error(run_main(__import__("train").main, *common, "--resume", "auto", flag, value), flag)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
 def _flops(model: dict) -> float:

@@ -163,6 +163,8 @@ def _resolve(args) -> Plan:
         if args.data:
             cfg.data = args.data
         plan = Plan(mcfg, cfg, dataset or open_store(cfg.data), run_dir, ckpt)
+        if any(not k.startswith("model.") for k in explicit):  # the numbers given to carry it on
+            check_ranges(plan)
         _launcher_precision(plan, "mixed_precision" in explicit, resuming=True)
         _device_precision(plan, "mixed_precision" in explicit)
         _check_resume(plan)
@@ -373,11 +375,18 @@ def _finalize_new(plan: Plan, explicit_resolution: int | None, cond: bool, prese
 def _settle_new(plan: Plan) -> None:
     """What every new run (from scratch or --from) decides last: augmentation for the store's
     size, FreezeD's range, every number's range."""
-    from .finetune import discriminator_depth
-
     cfg, ds = plan.cfg, plan.dataset
     if cfg.aug == "auto":
         cfg.aug = "ada" if len(ds) < 10000 else "none"
+    check_ranges(plan)
+
+
+def check_ranges(plan: Plan) -> None:
+    """Every training number within its range: a new run's, and a resumed run's after the flags
+    given to carry it on."""
+    from .finetune import discriminator_depth
+
+    cfg = plan.cfg
     depth = discriminator_depth(plan.mcfg)
     if not 0 <= cfg.freeze_d <= depth:
         raise UserError(f"--freeze-d {cfg.freeze_d}: this discriminator has {depth} blocks; use 0..{depth}")
