@@ -138,7 +138,7 @@ def sample(model: Path, n: int) -> torch.Tensor:
 def newest_export(run: Path) -> Path:
     """A run dir's newest complete checkpoint's export, or a checkpoint dir's own (to score a run
     along the way: its checkpoint at 30 kimg, then at 60 ...)."""
-    if (run / "export" / "config.json").exists():
+    if layout.is_complete(run):
         return run / "export"
     ck = layout.newest_good(run)
     if ck is None:
@@ -148,7 +148,7 @@ def newest_export(run: Path) -> Path:
 
 def run_label(path: Path) -> str:
     """A run dir's name, or RUN@CHECKPOINT for a checkpoint dir (RUN/checkpoints/CHECKPOINT)."""
-    if (path / "export" / "config.json").exists() and path.parent.name == "checkpoints":
+    if layout.is_complete(path) and path.parent.name == "checkpoints":
         return f"{path.parent.parent.name}@{path.name}"
     return path.name
 

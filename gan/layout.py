@@ -33,6 +33,17 @@ def read_state(ckpt: Path) -> dict | None:
     return st if isinstance(st, dict) and isinstance(st.get("cur_nimg"), int) else None
 
 
+def _complete_state(ckpt: Path) -> dict | None:
+    """The state of a complete checkpoint dir (its state.json reads and its export/ exists), else None."""
+    st = read_state(ckpt)
+    return st if st is not None and (Path(ckpt) / "export").is_dir() else None
+
+
+def is_complete(ckpt: Path) -> bool:
+    """`ckpt` is a complete checkpoint dir (a reader may point at one instead of at its run)."""
+    return _complete_state(ckpt) is not None
+
+
 def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """(nimg, path) of complete checkpoints, oldest first; partial (.tmp-) ones ignored."""
     root = Path(run_dir) / "checkpoints"
@@ -40,8 +51,8 @@ def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     if root.is_dir():
         for p in root.iterdir():
             if p.is_dir() and p.name.startswith(PREFIX):
-                st = read_state(p)
-                if st is not None and (p / "export").is_dir():
+                st = _complete_state(p)
+                if st is not None:
                     out.append((int(st["cur_nimg"]), p))
     return sorted(out)
 

@@ -160,7 +160,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         how = "bf16" if precision == "bf16" else "float32 (this CPU has no bf16 instructions)"
         peak = device.matmul.get(precision, 0.0) if per_kimg else 0.0
         speed = f", from a matmul measured here at {peak / 1e9:.0f} GFLOP/s" if peak > 0 else ""
-        when = f"about {duration(budget * 60) if set_kimg else f'{budget:g} minutes'}" if budget else "time unknown"
+        span = duration(budget * 60) if set_kimg else f"{budget:g} minutes"  # auto's own: its half hour as such
+        when = f"about {span}" if budget else "time unknown"
         change = " (--kimg or --minutes to change)"
         if set_kimg:
             change = f"; --minutes {minutes:g} ends it sooner" if minutes and minutes < budget else ""
