@@ -5,8 +5,8 @@ same run on the same images.
     python bench/quality.py --minutes 30 [--presets auto,dcgan64] [--collections openclipart,procedural]
 
 Collections: `procedural` (the built-in art), `openclipart` (Debian's openclipart-png clip art,
-one category, fetched with apt-get download and prepared here; not committed), or a folder of
-images. Each collection is split into halves A and B (by index). Per pyramid level of the
+one category), `emoji` (EmojiOne's 1,794 emoji from Debian's ruby-gemojione), or a folder of
+images. The Debian ones are fetched with apt-get download and prepared here, never committed. Each collection is split into halves A and B (by index). Per pyramid level of the
 multi-scale SWD (x1e3, lower is better; the coarsest level is the layout):
   - `real A vs B`: the floor, what real images of the collection score against each other;
   - `blurred A vs B`: A blurred by a 1px Gaussian, sharp texture missing;
@@ -43,6 +43,7 @@ from gan.sampling import Sampler, latents_for_seeds, save_grid  # noqa: E402
 from gan.precision import bf16_fast  # noqa: E402
 
 CLIPART = "/usr/share/openclipart/png"
+BUILT_IN = ("procedural", "openclipart", "emoji")  # collections by name; anything else is a folder
 # Training and sampling in bf16 where the CPU has it (the issue's setting); float32 where it would
 # only emulate it, some 60x slower (gan.precision).
 PRECISION = "bf16" if bf16_fast("cpu")[0] else "no"
@@ -55,22 +56,38 @@ def sh(*args, quiet=True) -> str:
     return proc.stdout
 
 
+def unpack_deb(cache: Path, package: str) -> Path:
+    """Debian's `package`, downloaded with apt-get and unpacked (not installed) under `cache`."""
+    root = cache / package
+    if not root.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        if not glob.glob(str(cache / f"{package}_*.deb")):
+            subprocess.run(["apt-get", "download", package], cwd=cache, check=True)
+        deb = sorted(glob.glob(str(cache / f"{package}_*.deb")))[-1]
+        tmp = cache / f".{package}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["dpkg-deb", "-x", deb, str(tmp)], check=True)
+        tmp.rename(root)  # a cut-off unpack is never taken for a whole one
+    return root
+
+
 def fetch_openclipart(cache: Path, category: str) -> Path:
-    """Debian's openclipart-png, unpacked (not installed) under `cache`; the category's folder."""
-    src = cache / "openclipart" / "usr/share/openclipart/png"
-    if not src.exists():
-        if Path(CLIPART).exists():
-            src = Path(CLIPART)
-        else:
-            cache.mkdir(parents=True, exist_ok=True)
-            if not glob.glob(str(cache / "openclipart-png_*.deb")):
-                subprocess.run(["apt-get", "download", "openclipart-png"], cwd=cache, check=True)
-            deb = sorted(glob.glob(str(cache / "openclipart-png_*.deb")))[-1]
-            subprocess.run(["dpkg-deb", "-x", deb, str(cache / "openclipart")], check=True)
+    """Debian's openclipart-png (installed, or unpacked under `cache`); the category's folder."""
+    src = Path(CLIPART) if Path(CLIPART).exists() else unpack_deb(cache, "openclipart-png") / CLIPART.lstrip("/")
     folder = src / category
     if not folder.is_dir():
         raise SystemExit(f"openclipart has no category {category!r}; it has: {', '.join(sorted(os.listdir(src)))}")
     return folder
+
+
+def fetch_emoji(cache: Path) -> Path:
+    """EmojiOne 3's emoji (1,794 PNGs at 64 px, CC-BY-SA-4.0, Ranks.com Inc.), from Debian's
+    ruby-gemojione, unpacked under `cache`: faces, hands, animals, objects and flags on transparency."""
+    found = sorted(glob.glob(str(unpack_deb(cache, "ruby-gemojione") / "usr/share/rubygems-integration/all/gems"
+                                 / "gemojione-*" / "assets" / "png")))
+    if not found:
+        raise SystemExit("ruby-gemojione holds no assets/png folder: has the package changed its layout?")
+    return Path(found[-1])
 
 
 def label(coll: str, args) -> str:
@@ -84,7 +101,7 @@ def store_name(name: str, args) -> str:
     """The store's folder name under `work/stores`: one per source, category or count, and
     resolution (a folder's carries a hash of its full path: two folders named alike are two stores)."""
     key = f"{label(name, args)}-{args.procedural}" if name == "procedural" else label(name, args)
-    if name not in ("procedural", "openclipart"):
+    if name not in BUILT_IN:
         key += "-" + hashlib.sha256(str(Path(name).resolve()).encode()).hexdigest()[:8]
     return f"{key}-{args.resolution}px"
 
@@ -101,6 +118,8 @@ def prepare(name: str, args, work: Path) -> Path:
     elif name == "openclipart":
         # Clip art is drawn on transparency: padded onto white, never cropped through.
         sh("-m", "data_prep", fetch_openclipart(work / "cache", args.category), "--crop", "pad", *common)
+    elif name == "emoji":
+        sh("-m", "data_prep", fetch_emoji(work / "cache"), "--crop", "pad", *common)
     else:
         sh("-m", "data_prep", name, "--crop", "pad", *common)
     return store
@@ -176,7 +195,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30, help="training minutes per preset and collection")
     ap.add_argument("--evals", type=int, default=3, help="evaluations along the way (equal slices of --minutes)")
     ap.add_argument("--presets", default="auto,dcgan64")
-    ap.add_argument("--collections", default="openclipart,procedural", help="procedural, openclipart or a folder")
+    ap.add_argument("--collections", default="openclipart,procedural", help="procedural, openclipart, emoji or a folder")
     ap.add_argument("--category", default="animals", help="openclipart category (a folder of the package)")
     ap.add_argument("--procedural", type=int, default=2000, help="images of the procedural collection")
     ap.add_argument("--resolution", type=int, default=64)

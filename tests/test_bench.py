@@ -105,10 +105,10 @@ def test_bench_quality_names_one_store_per_source(tmp_path):
     args = SimpleNamespace(category="animals", procedural=2000, resolution=64)
     a, b = tmp_path / "one" / "art", tmp_path / "two" / "art"
     names = {quality.store_name("openclipart", args), quality.store_name("procedural", args),
-             quality.store_name(str(a), args), quality.store_name(str(b), args),
+             quality.store_name("emoji", args), quality.store_name(str(a), args), quality.store_name(str(b), args),
              quality.store_name("openclipart", SimpleNamespace(**{**vars(args), "category": "people"})),
              quality.store_name("procedural", SimpleNamespace(**{**vars(args), "procedural": 500})),
              quality.store_name("procedural", SimpleNamespace(**{**vars(args), "resolution": 32}))}
-    assert len(names) == 7
+    assert len(names) == 8
     assert quality.store_name(str(a), args) == quality.store_name(str(a / ".." / "art"), args)
     assert quality.store_name(str(a), args).startswith("art-") and quality.label(str(a), args) == "art"
