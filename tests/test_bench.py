@@ -112,3 +112,35 @@ def test_bench_quality_names_one_store_per_source(tmp_path):
     assert len(names) == 8
     assert quality.store_name(str(a), args) == quality.store_name(str(a / ".." / "art"), args)
     assert quality.store_name(str(a), args).startswith("art-") and quality.label(str(a), args) == "art"
+
+
+def test_bench_quality_halves_are_a_fixed_random_split(tmp_path):
+    """The floor's halves are random, not the store's first and second halves: a store keeps its
+    source's order (files by name), which index halves measure instead of the collection. Here the
+    first 12 files are black and the last 12 white (a mark each): each half must hold both, all 24 once, alike
+    on every call."""
+    import importlib.util
+
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(24):  # each its own picture (data_prep drops duplicates): a grey mark in its own place
+        im = Image.new("RGB", (32, 32), (0, 0, 0) if i < 12 else (255, 255, 255))
+        im.paste((128, 128, 128), (i, i % 8 * 4, i + 4, i % 8 * 4 + 4))
+        im.save(src / f"{i:02d}.png")
+    store = tmp_path / "store"
+    run_cli("-m", "data_prep", src, "--out", store, "--resolution", 32, "--no-progress", check=0)
+    spec = importlib.util.spec_from_file_location("bench_quality", "bench/quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    a, b = quality.halves(store)
+    assert a.shape == b.shape == (12, 3, 32, 32)
+    white = lambda x: int((x.float().mean(dim=(1, 2, 3)) > 127).sum())  # noqa: E731
+    assert 0 < white(a) < 12 and 0 < white(b) < 12 and white(a) + white(b) == 12
+    a2, b2 = quality.halves(store)
+    assert torch_equal(a, a2) and torch_equal(b, b2)
+
+
+def torch_equal(x, y) -> bool:
+    return bool((x == y).all())
