@@ -422,35 +422,33 @@ def test_auto_preset_small_collection_on_a_cpu():
     wide = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=2), _flops, user={"g_channels": 32})
     assert "G/D width 32/16 (as your flags set)" in wide.reasons[0] and "width 16/16:" in c.reasons[0]
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
-    assert "under 1,000 images" in wide.reasons[2]  # a width of the user's leaves the small-collection pair auto's
 
 
-def test_auto_gives_a_small_collection_on_a_cpu_the_layout_score_and_lecam():
-    """Under auto.FEW images on a CPU: D's 16 px layout score and LeCam (they won on real art at
-    the half hour), counted in the sizing; more images, or a GPU, keep the plain recipe; the
-    user's own values win and the reason line says so."""
+def test_auto_leaves_the_layout_score_and_lecam_to_the_user():
+    """Auto trains without D's layout score and LeCam at every size and on every device (against
+    random halves they lost on real art); the user's values are used, counted in the sizing, and
+    named in one line."""
     dev = auto.DeviceFacts("cpu", cpus=2)
-    few = auto.choose(auto.StoreFacts(281, 64), dev, _flops)
-    assert few.model["d_layout"] == 16 and few.train["lecam_weight"] == 0.3
-    assert any("--d-layout 16" in r and "under 1,000 images" in r and "--d-layout 0 --lecam-weight 0" in r
-               for r in few.reasons)
-    plain = auto.choose(auto.StoreFacts(2000, 64), dev, _flops)
-    assert plain.model.get("d_layout", 0) == 0 and plain.train.get("lecam_weight", 0.0) == 0.0
-    assert not any("LeCam" in r for r in plain.reasons)
-    # The extra path costs FLOPs, so the same half hour is fewer kimg.
-    assert few.train["kimg"] < plain.train["kimg"]
+    for n in (100, 281, 999, 2000):
+        c = auto.choose(auto.StoreFacts(n, 64), dev, _flops)
+        assert c.model.get("d_layout", 0) == 0 and c.train.get("lecam_weight", 0.0) == 0.0, n
+        assert not any("LeCam" in r or "--d-layout" in r for r in c.reasons), (n, c.reasons)
     gpu = auto.choose(auto.StoreFacts(281, 64), auto.DeviceFacts("cuda"))
     assert gpu.model.get("d_layout", 0) == 0 and gpu.train.get("lecam_weight", 0.0) == 0.0
+    plain = auto.choose(auto.StoreFacts(281, 64), dev, _flops)
+    pair = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"d_layout": 16, "lecam_weight": 0.3})
+    assert pair.model["d_layout"] == 16 and pair.train["lecam_weight"] == 0.3
+    assert any(r.startswith("D also scores a 16 px copy of each image (--d-layout 16), LeCam at 0.3 (--lecam-weight) "
+                            "(--d-layout 16 and --lecam-weight 0.3 as you set)") for r in pair.reasons), pair.reasons
+    # The extra path costs FLOPs, so the same half hour is fewer kimg.
+    assert pair.train["kimg"] < plain.train["kimg"]
     off = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"d_layout": 0, "lecam_weight": 0.0})
-    assert off.model["d_layout"] == 0 and off.train["lecam_weight"] == 0.0 and off.train["kimg"] == plain.train["kimg"]
+    assert off.train["kimg"] == plain.train["kimg"]
     assert any(r.startswith("D's layout score and LeCam off (--d-layout 0 and --lecam-weight 0 as you set)")
                for r in off.reasons)
     mixed = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"lecam_weight": 0.1})
-    assert mixed.model["d_layout"] == 16 and mixed.train["lecam_weight"] == 0.1
-    assert any("LeCam at 0.1" in r and "(--lecam-weight 0.1 as you set)" in r for r in mixed.reasons)
-    # A user's values on a large collection are used and named too.
-    big = auto.choose(auto.StoreFacts(2000, 64), dev, _flops, user={"d_layout": 8})
-    assert big.model["d_layout"] == 8 and any("--d-layout 8 as you set" in r for r in big.reasons)
+    assert mixed.model.get("d_layout", 0) == 0 and mixed.train["lecam_weight"] == 0.1
+    assert any(r == "LeCam at 0.1 (--lecam-weight) (--lecam-weight 0.1 as you set)" for r in mixed.reasons)
 
 
 def test_auto_sizes_a_cpu_half_hour_from_the_matmul_rate_measured_here():
@@ -543,14 +541,14 @@ def test_auto_is_the_default_and_dry_run_prints_the_choice_and_an_estimate(tmp_p
     assert json.loads(proc.stdout[:proc.stdout.index("\nG:")])["train"]["batch"] == 8
     proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--arch", "dcgan", "--outdir", tmp_path)
     assert "preset auto" not in proc.stderr
-    # A small store: D's layout score and LeCam, which the flags turn off.
-    assert cfg["model"]["d_layout"] == 16 and cfg["train"]["lecam_weight"] == 0.3
-    proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--d-layout", 0, "--lecam-weight", 0,
+    # A small store: no layout score and no LeCam unless the flags ask for them, and then named.
+    assert cfg["model"]["d_layout"] == 0 and cfg["train"]["lecam_weight"] == 0.0
+    proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--d-layout", 16, "--lecam-weight", 0.3,
                     "--outdir", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    plain = json.loads(proc.stdout[:proc.stdout.index("\nG:")])
-    assert plain["model"]["d_layout"] == 0 and plain["train"]["lecam_weight"] == 0.0
-    assert "LeCam off (--d-layout 0 and --lecam-weight 0 as you set)" in proc.stderr
+    pair = json.loads(proc.stdout[:proc.stdout.index("\nG:")])
+    assert pair["model"]["d_layout"] == 16 and pair["train"]["lecam_weight"] == 0.3
+    assert "(--d-layout 16 and --lecam-weight 0.3 as you set)" in proc.stderr
 
 
 def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_store):
