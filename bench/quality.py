@@ -131,7 +131,7 @@ def halves(store: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Two disjoint random halves A and B of the store (uint8 NCHW), the same on every run.
 
     Random, not by index: a store keeps its source's order (files by name, emoji by code point,
-    clip art by subject), so the first and second halves differ in content, and SWD between them
+    clip art by subfolder), so the first and second halves differ in content, and SWD between them
     measured that difference, not the collection's own spread. Index halves of Debian's clip-art
     animals scored 71.7 / 73.8 / 82.6 where random halves score 17.5 / 23.1 / 38.8."""
     x = torch.from_numpy(np.array(PreparedDataset(store).images))  # a writable copy

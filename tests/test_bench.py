@@ -117,10 +117,11 @@ def test_bench_quality_names_one_store_per_source(tmp_path):
 def test_bench_quality_halves_are_a_fixed_random_split(tmp_path):
     """The floor's halves are random, not the store's first and second halves: a store keeps its
     source's order (files by name), which index halves measure instead of the collection. Here the
-    first 12 files are black and the last 12 white (a mark each): each half must hold both, all 24 once, alike
-    on every call."""
+    first 12 files are black and the last 12 white (a mark each): each half must hold both, all 24
+    once, alike on every call."""
     import importlib.util
 
+    import torch
     from PIL import Image
 
     src = tmp_path / "src"
@@ -139,8 +140,4 @@ def test_bench_quality_halves_are_a_fixed_random_split(tmp_path):
     white = lambda x: int((x.float().mean(dim=(1, 2, 3)) > 127).sum())  # noqa: E731
     assert 0 < white(a) < 12 and 0 < white(b) < 12 and white(a) + white(b) == 12
     a2, b2 = quality.halves(store)
-    assert torch_equal(a, a2) and torch_equal(b, b2)
-
-
-def torch_equal(x, y) -> bool:
-    return bool((x == y).all())
+    assert torch.equal(a, a2) and torch.equal(b, b2)

@@ -426,8 +426,8 @@ def test_auto_preset_small_collection_on_a_cpu():
 
 def test_auto_leaves_the_layout_score_and_lecam_to_the_user():
     """Auto trains without D's layout score and LeCam at every size and on every device (against
-    random halves they lost on real art); the user's values are used, counted in the sizing, and
-    named in one line."""
+    random halves they won on one real-art collection and lost on another); the user's values are
+    used, counted in the sizing, and named in one line."""
     dev = auto.DeviceFacts("cpu", cpus=2)
     for n in (100, 281, 999, 2000):
         c = auto.choose(auto.StoreFacts(n, 64), dev, _flops)
