@@ -163,12 +163,12 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         layout, lecam = model.get("d_layout", 0), train.get("lecam_weight", 0.0)
         parts = []
         if layout:
-            parts.append(f"D also scores a {layout} px copy of each image (--d-layout {layout})")
+            parts.append(f"D also scores a {layout} px copy of each image")
         if lecam:
-            parts.append(f"LeCam at {lecam:g} (--lecam-weight)")
+            parts.append(f"LeCam at {lecam:g}")
         what = ", ".join(parts) or "D's layout score and LeCam off"
         given = " and ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in sorted(held.items()))
-        reasons.append(f"{what} ({given} as you set)")
+        reasons.append(f"{what} ({given}, as you set)")
     if store.classes >= 2:
         reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
     return AutoChoice(model, train, reasons)
