@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from conftest import assert_user_error, free_port, native_bf16, run_cli, run_main
 from gan import losses
-from gan.config import ModelConfig
+from gan.config import PRESETS, ModelConfig
 from gan.errors import UserError
 from gan.models import REGISTRY, build_discriminator, build_generator
 from gan.models.fastgan import sle_pairs
@@ -449,6 +449,24 @@ def test_auto_leaves_the_layout_score_and_lecam_to_the_user():
     mixed = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"lecam_weight": 0.1})
     assert mixed.model.get("d_layout", 0) == 0 and mixed.train["lecam_weight"] == 0.1
     assert any(r == "LeCam at 0.1 (--lecam-weight 0.1, as you set)" for r in mixed.reasons)
+
+
+def test_auto_trains_faster_from_a_thousand_images_on_a_cpu():
+    """On a CPU, from FAST_LR_FROM images G and D learn at FAST_LR (named in a line); below it, on
+    a GPU, or where the user set a learning rate, fastgan64's rate and no line."""
+    dev = auto.DeviceFacts("cpu", cpus=2)
+    base = PRESETS["fastgan64"]["train"]["lr_g"]
+    for n, lr in ((281, base), (auto.FAST_LR_FROM - 1, base), (auto.FAST_LR_FROM, auto.FAST_LR), (4000, auto.FAST_LR)):
+        c = auto.choose(auto.StoreFacts(n, 64), dev, _flops)
+        assert c.train["lr_g"] == c.train["lr_d"] == lr, n
+        assert any(r.startswith("learning rate 0.0004 for G and D") for r in c.reasons) == (lr != base), c.reasons
+    assert auto.FAST_LR == 2 * base
+    gpu = auto.choose(auto.StoreFacts(1789, 64), auto.DeviceFacts("cuda"))
+    assert gpu.train["lr_g"] == base and not any("learning rate" in r for r in gpu.reasons)
+    mine = auto.choose(auto.StoreFacts(1789, 64), dev, _flops, user={"lr_d": 1e-4})
+    assert mine.train["lr_g"] == base and not any("learning rate" in r for r in mine.reasons)
+    # The length line stays second: the rate's line comes after it.
+    assert "kimg" in auto.choose(auto.StoreFacts(1789, 64), dev, _flops).reasons[1]
 
 
 def test_auto_sizes_a_cpu_half_hour_from_the_matmul_rate_measured_here():
