@@ -18,15 +18,16 @@ SMALL = 5000  # up to this many images: the small-collection model (FastGAN-styl
 # hour on 281 clip-art animals scored SWD 46.3 without the pair and 50.5 with it (16 px: 41.8
 # against 51.6); on 381 clip-art people 47.2 without and 40.5 with. One fair win and one loss is a
 # tie, no reason for 4% more FLOPs a step, so auto leaves it out; the flags stay.
-# The user's flags `choose` names in its reasons: the widths, D's layout score and LeCam, and the
-# run's batch and length (so that the reason lines and the time they name are for the run that trains).
 # From this many images a CPU half hour trains fastgan at twice fastgan64's learning rate (4e-4 for G
 # and D). Against random halves (seed 3, 30 kimg, float32, one core each) it won on the real art of
 # at least 1,000 images, every level: EmojiOne's 1,789 emoji SWD 29.8 against 49.5, clip-art icons'
 # 1,761 37.8 against 48.1, the emoji's seed 4 35.7 against 48.7; it lost on the procedural set's
-# 2,000 (83.5 against 69.0), an exception real art outvotes. Below, D
-# memorizes sooner: 281 clip-art animals 56.9 against 46.3, 381 people 48.6 against 47.2.
+# 2,000 (83.5 against 69.0), an exception real art outvotes. Below, it lost or tied (D likely
+# memorizes sooner): 281 clip-art animals 56.9 against 46.3, 381 people 48.6 against 47.2.
 FAST_LR_FROM, FAST_LR = 1000, 4e-4
+# The user's flags `choose` names in its reasons or leaves alone: the widths, D's layout score and
+# LeCam, the run's batch and length (so that the reason lines and the time they name are for the run
+# that trains), and the learning rates (auto's faster rate then stays off).
 WIDTH_KEYS, LAYOUT_KEYS, LENGTH_KEYS = {"g_channels", "d_channels"}, {"d_layout", "lecam_weight"}, {"batch", "kimg"}
 LR_KEYS = {"lr_g", "lr_d"}
 USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS
@@ -173,7 +174,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")
     if fast_lr:
         reasons.append(f"learning rate {FAST_LR:g} for G and D ({recipe['train']['lr_g']:g} below {FAST_LR_FROM:,} "
-                       "images, where D memorizes a collection sooner at the faster rate)")
+                       "images, where it lost)")
     if held:  # auto leaves them out (above); the user's own values, named
         layout, lecam = model.get("d_layout", 0), train.get("lecam_weight", 0.0)
         parts = []
