@@ -134,9 +134,6 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     train = dict(recipe["train"])
     if n > SMALL:
         train["aug"] = "none" if n >= 20000 else "ada"
-    fast_lr = not gpu and n >= FAST_LR_FROM and not LR_KEYS & user.keys()  # the user's --lr-g/--lr-d win
-    if fast_lr:
-        train.update(lr_g=FAST_LR, lr_d=FAST_LR)
     held = {k: v for k, v in user.items() if k in LAYOUT_KEYS}
     if "d_layout" in held:
         model["d_layout"] = held["d_layout"]
@@ -172,9 +169,10 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         if set_kimg:
             change = f"; --minutes {minutes:g} ends it sooner" if minutes and minutes < budget else ""
         reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")
-    if fast_lr:
-        reasons.append(f"learning rate {FAST_LR:g} for G and D ({recipe['train']['lr_g']:g} below {FAST_LR_FROM:,} "
-                       "images, where it lost)")
+        if n >= FAST_LR_FROM and not LR_KEYS & user.keys():  # the user's --lr-g / --lr-d win
+            train.update(lr_g=FAST_LR, lr_d=FAST_LR)
+            reasons.append(f"learning rate {FAST_LR:g} for G and D ({recipe['train']['lr_g']:g} below "
+                           f"{FAST_LR_FROM:,} images, where it lost)")
     if held:  # auto leaves them out (above); the user's own values, named
         layout, lecam = model.get("d_layout", 0), train.get("lecam_weight", 0.0)
         parts = []
