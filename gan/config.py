@@ -117,6 +117,9 @@ class TrainConfig:
     workers: int = opt(0, "DataLoader worker processes")
     data_on_device: str = opt("auto", "hold the whole store in GPU memory and gather batches there: auto (when it "
                                       "takes at most a quarter of the free memory) | on | off", choices=("auto", "on", "off"))
+    deterministic: str = opt("off", "on: the same run repeated or resumed gives the same weights on a GPU too "
+                                    "(deterministic kernels, no cuDNN autotuning; slower there). A CPU run is "
+                                    "reproducible either way", choices=("off", "on"))
     log_every: int = opt(20, "steps between scalar logs (TensorBoard, progress bar)")
     nan_patience: int = 4  # consecutive non-finite steps before restoring a checkpoint
     xflip: bool = True  # random horizontal flips of reals

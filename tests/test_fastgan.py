@@ -521,6 +521,21 @@ def test_auto_preset_length_follows_a_longer_minutes_budget():
     assert ratio == pytest.approx(auto.CPU_ARCH_SPEED["dcgan"])
 
 
+def test_gpu_estimate_is_bounded_by_steps_a_second():
+    """On a GPU a small model waits on kernel launches: fastgan64 (2.8 GFLOP an image) is estimated
+    at GPU_STEPS_PER_S steps a second, not at GPU_FLOPS (some 14,000 img/s); a StyleGAN at 256 px
+    stays bounded by its FLOPs. Two GPUs double the FLOPs, not the steps of one global batch."""
+    gpu, two = auto.DeviceFacts("cuda"), auto.DeviceFacts("cuda", count=2)
+    small = _flops(dict(PRESETS["fastgan64"]["model"]))
+    secs = auto.estimate_seconds(small, 10, gpu, "bf16", batch=16)
+    assert secs == pytest.approx(10e3 / (auto.GPU_STEPS_PER_S * 16))
+    assert secs > 20 * auto.estimate_seconds(small, 10, gpu, "bf16")  # no batch: FLOPs alone, as before
+    big = _flops(dict(PRESETS["stylegan256"]["model"]))
+    assert auto.estimate_seconds(big, 10, gpu, "bf16", "stylegan", batch=16) == pytest.approx(10e3 * big / auto.GPU_FLOPS)
+    assert auto.estimate_seconds(big, 10, two, "bf16", "stylegan", batch=32) == pytest.approx(
+        auto.estimate_seconds(big, 10, gpu, "bf16", "stylegan", batch=32) / 2)
+
+
 def test_auto_preset_large_collection_on_a_gpu_is_a_stylegan():
     c = auto.choose(auto.StoreFacts(20000, 256), auto.DeviceFacts("cuda", count=1))
     assert c.model["arch"] == "stylegan" and c.model["mapping_layers"] == 8 and c.train["batch"] == 64

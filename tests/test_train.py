@@ -93,7 +93,9 @@ def test_resume_is_bit_identical(tmp_path, proc_store, arch):
     # Dynamo logs every recompile: the compiled half is checked for them below.
     traced = dict(env={**faults("compile_eager"), "TORCH_LOGS": "recompiles"}) if arch == "stylegan" else {}
     train(*common, "--kimg", 0.064, "--outdir", tmp_path / "a", "--snap", 0.032)
-    half = train(*common, "--kimg", 0.032, "--outdir", tmp_path / "b", *(on_device if arch == "dcgan" else []))
+    # DCGAN's interrupted run also asks for deterministic kernels: on a CPU the same computation.
+    half = train(*common, "--kimg", 0.032, "--outdir", tmp_path / "b",
+                 *(on_device + ["--deterministic", "on"] if arch == "dcgan" else []))
     assert "Warning" not in half.stderr, half.stderr[-2000:]  # e.g. torch's about the store's read-only memmap
     resumed = train(*common, "--kimg", 0.064, "--outdir", tmp_path / "b", "--resume", "auto",
                     *(on_device + ["--compile", "on"] if arch == "stylegan" else []), **traced)
@@ -114,6 +116,27 @@ def test_resume_is_bit_identical(tmp_path, proc_store, arch):
     assert checkpoint.read_state(a)["aug_p"] == checkpoint.read_state(b)["aug_p"]
     if arch == "stylegan":
         check_truncation_centre(a / "export", tmp_path)
+
+
+def test_deterministic_kernels_are_chosen_only_when_asked(monkeypatch):
+    """--deterministic on: PyTorch's deterministic kernels, fixed cuDNN algorithms and cuBLAS's
+    fixed workspace; off on a GPU: cuDNN autotuning. The switches are process-wide: restored after."""
+    from gan.training.runtime import set_kernel_choice
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        set_kernel_choice(False, torch.device("cuda"))
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        set_kernel_choice(True, torch.device("cuda"))
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
 
 @pytest.mark.slow  # CI time: test_failed_compile_is_one_note runs the compile path in make test

@@ -54,7 +54,13 @@ CPU_ARCH_SPEED = {"dcgan": 1.6}
 # one than the 58 GFLOP/s above: a constant planned its half hour as 18 minutes there), bf16 0.37-0.40
 # on the AVX512-BF16 EPYC. CPUs differ twice over in speed; the measurement follows the one in use.
 CPU_EFFICIENCY = {"no": 0.56, "bf16": 0.38}
+# A GPU's training rate from FLOPs: one H200 (torch 2.11, bf16, eager) trained StyleGAN2-ADA's 256 px
+# config (bench/train.py sg2ada256, 369 GFLOP an image) at 40.5 TFLOP/s. A small model is paid in
+# kernel launches, not arithmetic: fastgan64 (2.8 GFLOP) ran 17.4 steps a second at batch 16 there
+# (278 img/s in bf16, 267 in float32, 0.8 TFLOP/s), so a step takes at least 1/GPU_STEPS_PER_S seconds.
+# Eager figures: torch.compile (a GPU's default) launches fewer kernels a step, so this errs long.
 GPU_FLOPS = 40e12
+GPU_STEPS_PER_S = 17.0
 CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
 
 
@@ -195,10 +201,13 @@ def _length(train: dict, user: dict) -> str:
 
 
 def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, precision: str,
-                     arch: str = "fastgan") -> float:
-    """Wall seconds for `kimg` at `train_flops` per image, before any step has been measured."""
+                     arch: str = "fastgan", batch: int = 0) -> float:
+    """Wall seconds for `kimg` at `train_flops` per image, before any step has been measured.
+    `batch` (the whole step's, all GPUs together) bounds a GPU's rate by its steps a second."""
     if device.kind == "cuda":
         rate = GPU_FLOPS * device.count
+        if batch:
+            rate = min(rate, GPU_STEPS_PER_S * batch * train_flops)
     else:
         key = "bf16-emulated" if precision == "bf16" and not device.bf16 else precision
         measured = device.matmul.get(key, 0.0) if key in CPU_EFFICIENCY else 0.0

@@ -79,8 +79,6 @@ class Trainer(Phases, TrainerState):
         if "old_ddp" in self.faults:  # test hook: DDP before torch 2.12 on CI's newer torch
             _bump_versions_like_old_ddp(self.acc.process_index, self.G, self.D)
         self.G_ema.to(self.acc.device)
-        if self.acc.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # every phase's shapes are fixed: tune once per shape
         compiling = cfg.compile == "on" or (cfg.compile == "auto" and self.acc.device.type == "cuda")
         self.compiled = Compiler(compiling, self._log, compile_backend(self.faults), cfg.compile_mode)
         self._p_device = None  # (aug p, that p as a device tensor) for the compiled augmentation
@@ -461,7 +459,7 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
     """The Accelerator, the run dir (new, or the resumed one with its config refreshed) and a
     Trainer ready to `train()`, from a `setup.resolve` plan."""
     from . import rundir
-    from .runtime import make_accelerator, share_run_dir
+    from .runtime import make_accelerator, set_kernel_choice, share_run_dir
 
     cfg = plan.cfg
     if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank under torchrun / accelerate launch
@@ -470,6 +468,7 @@ def launch(plan, command: list | None = None, faults: dict | None = None) -> Tra
         # The launcher killed (even with -9): every rank gets SIGTERM, checkpoints together and exits.
         die_with_parent(os.getppid(), signal.SIGTERM)
     acc = make_accelerator(cfg.mixed_precision, cfg.outdir)
+    set_kernel_choice(cfg.deterministic == "on", acc.device)  # before any model touches the GPU
     extra = {"data_manifest_hash": plan.dataset.manifest_hash, "command": list(command or [])}
     # What every process must agree on (checked by share_run_dir when there are several).
     facts = {"store": plan.dataset.manifest_hash, "resume": plan.ckpt.name if plan.ckpt is not None else None}

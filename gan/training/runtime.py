@@ -45,6 +45,24 @@ def make_accelerator(mixed_precision: str, outdir: str) -> Accelerator:
         raise UserError(f"--mixed-precision {mixed_precision}: {str(e).splitlines()[0]}") from None
 
 
+def set_kernel_choice(deterministic: bool, device: torch.device) -> None:
+    """How a GPU picks its kernels. By default cuDNN times each convolution's algorithms once per
+    shape and keeps the fastest (every phase's shapes are fixed), but those can differ between two
+    processes and some add in a varying order: two runs from one seed drift apart, and Adam turns a
+    last-bit difference into a learning-rate-sized one within a few steps. `deterministic` trades that
+    speed for the same weights every time: fixed algorithms, PyTorch's deterministic kernels (an op
+    without one warns, naming itself), and cuBLAS's fixed workspace. A CPU run is reproducible
+    either way."""
+    if deterministic:
+        # cuBLAS reads it when its first handle is made: before the first matmul on the GPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def training_device() -> str:
     """The kind of device Accelerate will train on here: "cuda", "mps", "xpu" or "cpu"."""
     xpu = getattr(torch, "xpu", None)
