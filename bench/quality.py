@@ -231,9 +231,10 @@ def main() -> None:
         save_grid(a[:64].float() / 127.5 - 1, work / "grids" / f"{name}-real.png")
         whole = torch.cat([a, b])
 
-        def evaluate(label: str, minutes, run: Path, grid: str, since: float | None = None) -> None:
+        def evaluate(label: str, minutes, run: Path, grid, since: float | None = None) -> None:
             """The newest checkpoint of `run`: a row against B (with `since`: the wall seconds from
-            then to the row, training and sampling), and its 64-seed grid."""
+            then to the row, training and sampling), and its 64-seed grid, named `grid` (or
+            `grid(kimg)`)."""
             model = newest_export(run)
             kimg = json.loads((model / "config.json").read_text()).get("kimg")
             images = sample(model, max(len(a), 64))  # seeds 0.. : the first 64 are the grid
@@ -242,13 +243,16 @@ def main() -> None:
                     spread.collapse_and_copying(fakes, whole))
             if since is not None:
                 r["wall_s"] = round(time.perf_counter() - since, 1)
-            save_grid(images[:64], work / "grids" / grid)
+            save_grid(images[:64], work / "grids" / (grid if isinstance(grid, str) else grid(kimg)))
             rows.append(r)
             print(json.dumps(r), flush=True)
 
         for run in args.evaluate or []:
             tag = run_label(Path(run).resolve())
-            evaluate(f"{name}: {tag}", None, Path(run), f"{name}-{tag}.png")
+            # A run dir's grid is named by its kimg too, so scoring it again after it carried on
+            # keeps the earlier grid; a checkpoint dir's tag (RUN@kimgN) names it already.
+            grid = f"{name}-{tag}.png" if "@" in tag else (lambda kimg, tag=tag: f"{name}-{tag}-{kimg:g}kimg.png")
+            evaluate(f"{name}: {tag}", None, Path(run), grid)
         for preset in ([] if args.evaluate else args.presets.split(",")):
             runs = work / "runs" / store.name  # a run resumes only on the store it trained on
             if args.fresh and runs.exists():

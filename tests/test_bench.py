@@ -91,6 +91,7 @@ def test_bench_quality_references_and_a_timed_run(tmp_path):
     assert mid["kimg"] == pytest.approx(float(first.name.removeprefix("kimg")))
     assert mid["kimg"] < newest["kimg"] == rows[3]["kimg"]
     assert (tmp_path / "grids" / f"procedural-{run.name}@{first.name}.png").exists()
+    assert (tmp_path / "grids" / f"procedural-{run.name}-{newest['kimg']:g}kimg.png").exists()
 
 
 def test_bench_quality_names_one_store_per_source(tmp_path):
