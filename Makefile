@@ -48,9 +48,12 @@ test: $(STAMP) browser
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-# On a CUDA machine: every precision, resume, sampling, refine and metrics on the GPU.
+# On a CUDA machine: every precision, resume, sampling, refine and metrics on the GPU. The tests
+# share the GPU, several at a time: most of a test is inductor compiling on the host (one H200
+# machine, 16 cores: 191 s with 12 workers; one at a time its training tests alone take some 20 minutes).
+GPU_TEST_WORKERS ?= auto
 test-gpu: $(STAMP)
-	$(PY) -m pytest -q -m gpu tests/gpu
+	$(PY) -m pytest -q -m gpu tests/gpu -n $(GPU_TEST_WORKERS) --dist worksteal
 
 # Every fault-injection trial (kill -9, signals, full disks, damaged and hostile files, a killed
 # rank, a killed data_prep), then the table: fault, trials, survived, data lost, code executed.
