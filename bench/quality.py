@@ -233,8 +233,7 @@ def main() -> None:
 
         def evaluate(label: str, minutes, run: Path, grid, since: float | None = None) -> None:
             """The newest checkpoint of `run`: a row against B (with `since`: the wall seconds from
-            then to the row, training and sampling), and its 64-seed grid, named `grid` (or
-            `grid(kimg)`)."""
+            then to the row, training and sampling), and its 64-seed grid, named `grid(kimg)`."""
             model = newest_export(run)
             kimg = json.loads((model / "config.json").read_text()).get("kimg")
             images = sample(model, max(len(a), 64))  # seeds 0.. : the first 64 are the grid
@@ -243,7 +242,7 @@ def main() -> None:
                     spread.collapse_and_copying(fakes, whole))
             if since is not None:
                 r["wall_s"] = round(time.perf_counter() - since, 1)
-            save_grid(images[:64], work / "grids" / (grid if isinstance(grid, str) else grid(kimg)))
+            save_grid(images[:64], work / "grids" / grid(kimg))
             rows.append(r)
             print(json.dumps(r), flush=True)
 
@@ -251,8 +250,8 @@ def main() -> None:
             tag = run_label(Path(run).resolve())
             # A run dir's grid is named by its kimg too, so scoring it again after it carried on
             # keeps the earlier grid; a checkpoint dir's tag (RUN@kimgN) names it already.
-            grid = f"{name}-{tag}.png" if "@" in tag else (lambda kimg, tag=tag: f"{name}-{tag}-{kimg:g}kimg.png")
-            evaluate(f"{name}: {tag}", None, Path(run), grid)
+            evaluate(f"{name}: {tag}", None, Path(run),
+                     lambda kimg: f"{name}-{tag}.png" if "@" in tag else f"{name}-{tag}-{kimg:g}kimg.png")
         for preset in ([] if args.evaluate else args.presets.split(",")):
             runs = work / "runs" / store.name  # a run resumes only on the store it trained on
             if args.fresh and runs.exists():
@@ -267,7 +266,8 @@ def main() -> None:
                    "--minutes", minutes - spent, "--mixed-precision", PRECISION, *args.train_args.split())
                 spent = minutes
                 run = sorted(runs.glob(f"*-{preset}"))[-1]
-                evaluate(f"{name}: {preset}", round(minutes, 1), run, f"{name}-{preset}-{minutes:g}min.png", since=t)
+                evaluate(f"{name}: {preset}", round(minutes, 1), run,
+                         lambda _kimg: f"{name}-{preset}-{minutes:g}min.png", since=t)
         print_table(rows, ref)
         out.extend(rows)
     print(json.dumps({"bench": "quality", "rows": out}))
