@@ -13,9 +13,23 @@ from dataclasses import dataclass, field
 CONFIG_VERSION = 2
 
 
-def opt(default, help: str, flag: str | None = None, choices: tuple | None = None):
-    """A config field that train.py exposes as `--flag` (default: --field-name)."""
-    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+def opt(default, help: str, flag: str | None = None, choices: tuple | None = None, parse=None):
+    """A config field that train.py exposes as `--flag` (default: --field-name). `parse`: the
+    flag's argparse type (default: the default's type)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices, "parse": parse})
+
+
+def adam_betas(text: str) -> tuple:
+    """'B1,B2' -> (B1, B2), each in [0, 1): the --betas flag's type (argparse reports its error)."""
+    import argparse
+
+    try:
+        b = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        b = ()
+    if len(b) != 2 or not all(0.0 <= x < 1.0 for x in b):
+        raise argparse.ArgumentTypeError(f"{text!r}: give two numbers in [0, 1) separated by a comma, like 0.5,0.999")
+    return b
 
 
 @dataclass
@@ -78,7 +92,8 @@ class TrainConfig:
     grad_accum: int = opt(1, "gradient accumulation steps")
     lr_g: float = opt(0.0025, "generator learning rate")
     lr_d: float = opt(0.0025, "discriminator learning rate")
-    betas: tuple = (0.0, 0.99)
+    betas: tuple = opt((0.0, 0.99), "Adam's beta1,beta2 for G and D (StyleGAN2: 0,0.99; FastGAN and DCGAN: "
+                                    "0.5,0.999)", parse=adam_betas)
     loss: str = opt("logistic", "adversarial loss: logistic (non-saturating) | hinge | relativistic (R3GAN's "
                                 "pairing; use with --r2-gamma)", choices=("logistic", "hinge", "relativistic"))
     r1_gamma: float = opt(1.0, "R1 weight: gradient penalty on reals (0 disables)")
@@ -162,7 +177,8 @@ def cli_fields() -> list[tuple[str, str, type, str, tuple | None]]:
         for f in dataclasses.fields(cls):
             if "help" in f.metadata:
                 flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
-                out.append((flag, prefix + f.name, type(f.default), f.metadata["help"], f.metadata["choices"]))
+                out.append((flag, prefix + f.name, f.metadata["parse"] or type(f.default), f.metadata["help"],
+                            f.metadata["choices"]))
     return out
 
 

@@ -286,6 +286,31 @@ def test_compiled_training_on_cpu_survives_narrow_layers(tmp_path):
     assert checkpoint.read_state(checkpoint.latest(only_run(tmp_path / "runs")))["cur_nimg"] == 32
 
 
+def test_betas_flag_sets_adam_and_a_resume_trains_with_the_new_ones(tmp_path, proc_store):
+    """--betas reaches both Adams, and a resume with other --betas uses them, not the checkpoint's
+    (whose optimizer state carries the first run's). R1 off: no lazy-regularization scaling."""
+    import train as train_cli
+
+    bad = run_main(train_cli.main, "--data", proc_store, "--betas", "0.5", "--dry-run")
+    assert bad.returncode == 2 and "--betas" in bad.stderr and "two numbers" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    common = ["--data", proc_store, *TINY_DCGAN, "--batch", 8, "--r1-gamma", 0, "--snap", 100,
+              "--checkpoint-every", 100, "--name", "b", "--outdir", tmp_path]
+    train(*common, "--kimg", 0.016, "--betas", "0.2,0.9")
+    run = only_run(tmp_path)
+    assert json.loads((run / "config.json").read_text())["train"]["betas"] == [0.2, 0.9]
+
+    def saved_betas():
+        ckpt = checkpoint.latest(run)
+        groups = [torch.load(ckpt / name, weights_only=True)["param_groups"] for name in ("optimizer.bin", "optimizer_1.bin")]
+        return [tuple(g["betas"]) for gs in groups for g in gs]
+
+    assert saved_betas() == [(0.2, 0.9), (0.2, 0.9)]
+    train(*common, "--kimg", 0.032, "--betas", "0.1,0.95", "--resume", "auto")
+    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] == 32
+    assert saved_betas() == [(0.1, 0.95), (0.1, 0.95)]
+
+
 def test_user_errors(tmp_path, proc_store):
     import train as train_cli
 

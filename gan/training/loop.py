@@ -70,6 +70,9 @@ class Trainer(Phases, TrainerState):
         d_int = cfg.r1_interval if self._reg_on() else 0
         opt_G, opt_D = opt(G.parameters(), cfg.lr_g, g_int), opt(self._d_trainable, cfg.lr_d, d_int)
         self.base_lrs = [opt_G.param_groups[0]["lr"], opt_D.param_groups[0]["lr"]]
+        # Re-applied after a checkpoint loads (its optimizer state carries the old run's): a resume
+        # with --betas or --lr-g/--lr-d trains with the values given.
+        self.base_betas = [opt_G.param_groups[0]["betas"], opt_D.param_groups[0]["betas"]]
         # Test hooks, from the caller only: "scaler" gives a CPU run fp16's GradScaler logic.
         self.faults = {k: set(v) for k, v in (faults or {}).items()}
         if "scaler" in self.faults and self.acc.scaler is None:

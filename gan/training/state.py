@@ -151,9 +151,9 @@ class TrainerState:
         self._set_lr()
 
     def _set_lr(self) -> None:
-        for opt, base in zip((self.opt_G, self.opt_D), self.base_lrs):
+        for opt, base, betas in zip((self.opt_G, self.opt_D), self.base_lrs, self.base_betas):
             for g in opt.param_groups:
-                g["lr"] = base * self.counters.lr_scale
+                g["lr"], g["betas"] = base * self.counters.lr_scale, betas
 
     def _recover(self, why: str) -> None:
         """Back to the last checkpoint with halved learning rates; `why` (what went wrong) is
