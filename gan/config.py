@@ -6,8 +6,10 @@ choices live here, once (gan.training.setup builds the parser table from them).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 # 2: ModelConfig.up_conv (StyleGAN's transposed up-convs); older artgan would build the other convs.
 CONFIG_VERSION = 2
@@ -21,8 +23,6 @@ def opt(default, help: str, flag: str | None = None, choices: tuple | None = Non
 
 def adam_betas(text: str) -> tuple:
     """'B1,B2' -> (B1, B2), each in [0, 1): the --betas flag's type (argparse reports its error)."""
-    import argparse
-
     try:
         b = tuple(float(x) for x in text.split(","))
     except ValueError:
@@ -170,8 +170,9 @@ def _from_dict(cls, d: dict):
     return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def cli_fields() -> list[tuple[str, str, type, str, tuple | None]]:
-    """(flag, key, type, help, choices) for every `opt` field; key is 'model.<name>' or '<name>'."""
+def cli_fields() -> list[tuple[str, str, Callable, str, tuple | None]]:
+    """(flag, key, type, help, choices) for every `opt` field; key is 'model.<name>' or '<name>', type
+    the flag's argparse type (the field's `parse`, else its default's type)."""
     out = []
     for cls, prefix in ((ModelConfig, "model."), (TrainConfig, "")):
         for f in dataclasses.fields(cls):

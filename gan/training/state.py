@@ -148,9 +148,11 @@ class TrainerState:
         except (OSError, ValueError, KeyError, RuntimeError, TypeError, IndexError) as e:
             raise UserError(f"{ckpt}: cannot read the trainer state ({str(e).splitlines()[0][:160]})") from None
         self.last_ckpt = ckpt
-        self._set_lr()
+        self._set_optimizer_settings()
 
-    def _set_lr(self) -> None:
+    def _set_optimizer_settings(self) -> None:
+        """The run's learning rates (times the restores' scale) and betas on both optimizers: after a
+        checkpoint loads, whose optimizer state carries the values it was saved with."""
         for opt, base, betas in zip((self.opt_G, self.opt_D), self.base_lrs, self.base_betas):
             for g in opt.param_groups:
                 g["lr"], g["betas"] = base * self.counters.lr_scale, betas
@@ -164,7 +166,7 @@ class TrainerState:
         restores, scale = self.counters.restores + 1, self.counters.lr_scale * 0.5
         self._load(self.last_ckpt)
         self.counters.restores, self.counters.lr_scale = restores, scale
-        self._set_lr()
+        self._set_optimizer_settings()
         self._make_loader()
         self._log(f"{why}: restored {self.last_ckpt.name}, learning rates x{scale:g}")
 
