@@ -263,8 +263,8 @@ def main() -> None:
         semantic.reference(b)
         ref = row(f"{name}: real A vs B", None, None, levels(a, b_desc, args.resolution),
                   {**spread.collapse_and_copying(a, b), **semantic(a)})
-        blur = row(f"{name}: blurred A vs B", None, None, levels(blurred(a), b_desc, args.resolution),
-                   semantic(blurred(a)))
+        soft = blurred(a)
+        blur = row(f"{name}: blurred A vs B", None, None, levels(soft, b_desc, args.resolution), semantic(soft))
         rows = [ref, blur]
         for r in rows:
             print(json.dumps(r), flush=True)
