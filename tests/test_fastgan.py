@@ -424,6 +424,14 @@ def test_auto_preset_small_collection_on_a_cpu():
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
 
 
+def test_auto_suggests_cond_only_where_the_user_has_not_asked_for_it():
+    dev = auto.DeviceFacts("cpu", cpus=2)
+    hint = lambda c: [r for r in c.reasons if "add --cond" in r]  # noqa: E731
+    assert hint(auto.choose(auto.StoreFacts(281, 64, classes=4), dev, _flops))
+    assert not hint(auto.choose(auto.StoreFacts(281, 64, classes=4, cond=True), dev, _flops))
+    assert not hint(auto.choose(auto.StoreFacts(281, 64, classes=1), dev, _flops))
+
+
 def test_auto_leaves_the_layout_score_and_lecam_to_the_user():
     """Auto trains without D's layout score and LeCam at every size and on every device (against
     random halves they won on one real-art collection and lost on another); the user's values are

@@ -69,6 +69,7 @@ class StoreFacts:
     images: int
     resolution: int
     classes: int = 0
+    cond: bool = False  # the user asked for a class-conditional run (--cond)
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         what = ", ".join(parts) or "D's layout score and LeCam off"
         given = " and ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in sorted(held.items()))
         reasons.append(f"{what} ({given}, as you set)")
-    if store.classes >= 2:
+    if store.classes >= 2 and not store.cond:
         reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
     return AutoChoice(model, train, reasons)
 

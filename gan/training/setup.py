@@ -174,7 +174,7 @@ def _resolve(args) -> Plan:
         raise UserError("--data STORE is required (prepare one with python -m data_prep)")
     auto_notes = []
     if args.preset == "auto":
-        preset, auto_notes = auto_preset(dataset, explicit)
+        preset, auto_notes = auto_preset(dataset, explicit, cond=bool(getattr(args, "cond", False)))
     elif args.preset and args.preset not in PRESETS:
         raise UserError(f"unknown preset {args.preset!r}; choose from auto, {', '.join(PRESETS)}")
     else:
@@ -232,12 +232,12 @@ def _cpu_matmul(bf16: bool) -> dict:
     return {"no": matmul_flops(torch.float32), **({"bf16": matmul_flops(torch.bfloat16)} if bf16 else {})}
 
 
-def auto_preset(dataset, explicit: dict) -> tuple[dict, list]:
+def auto_preset(dataset, explicit: dict, cond: bool = False) -> tuple[dict, list]:
     """`--preset auto` for this store on this machine: the preset and one line per choice."""
     from .auto import USER_KEYS, StoreFacts, choose
     from .flops import run_summary
 
-    store = StoreFacts(len(dataset), dataset.resolution, dataset.num_classes)
+    store = StoreFacts(len(dataset), dataset.resolution, dataset.num_classes, cond)
     device = device_facts()
     # The run's own step, as far as the user's flags change its FLOPs (--recon-weight 0 drops D's
     # decoders, --grad-accum N draws fresh fakes for G), so the half hour is sized for that step.
