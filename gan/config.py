@@ -68,6 +68,10 @@ class ModelConfig:
     # FastGAN: self-attention (SAGAN) in G and D at attn x attn px: each position of that feature
     # map also sees every other, so a figure's far parts can agree; 0: none.
     attn: int = opt(0, "fastgan: self-attention in G and D at NxN px (8 up to half the resolution); 0: none")
+    # FastGAN: self-conditioning on the collection's own clusters (gan.clusters): G reads the
+    # cluster from its first latent coordinate, D scores each image against its cluster; 0: none.
+    clusters: int = opt(0, "fastgan: condition G and D on N clusters of the collection's thumbnails, read from the "
+                           "latent (self-conditioning; users still sample by seed alone); 0: none")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

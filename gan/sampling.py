@@ -187,12 +187,22 @@ class Sampler:
         with self._autocast():
             return self.G.synthesis(ws, noise="const").float()
 
+    def truncate_z(self, z: torch.Tensor, trunc: float) -> torch.Tensor:
+        """Truncation in z (models without a mapping network): z pulled toward 0, except a
+        self-conditioned model's first coordinate, which picks the cluster (gan.clusters) and
+        would otherwise draw the middle clusters only."""
+        if trunc == 1.0:
+            return z
+        if getattr(self.cfg, "clusters", 0):
+            return torch.cat([z[:, :1], z[:, 1:] * trunc], 1)
+        return z * trunc
+
     @torch.no_grad()
     def from_z(self, z: torch.Tensor, c: int | torch.Tensor | None, trunc: float = 1.0) -> torch.Tensor:
         if self.arch.mapping:
             return self.synth(self.ws(z, c, trunc))
         with self._autocast():
-            return self.G(z.to(self.device) * trunc, self._c(len(z), c)).float()
+            return self.G(self.truncate_z(z.to(self.device), trunc), self._c(len(z), c)).float()
 
     def render(self, latents: torch.Tensor, c=None) -> torch.Tensor:
         """Images of latents on this device: one w each for every layer (StyleGAN, the fixed noise
@@ -230,7 +240,7 @@ def interpolation_frames(sampler: Sampler, seeds: list[int], frames: int, loop: 
     """`frames` images walking through `seeds` (back to the first when `loop`):
     slerp in z for DCGAN, lerp in w for StyleGAN."""
     z = latents_for_seeds(seeds, sampler.cfg.z_dim)
-    keys = sampler.ws(z, c, trunc)[:, 0] if sampler.arch.mapping else z * trunc
+    keys = sampler.ws(z, c, trunc)[:, 0] if sampler.arch.mapping else sampler.truncate_z(z, trunc)
     return walk_frames(sampler, keys, frames, loop, c, batch)
 
 

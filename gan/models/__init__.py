@@ -15,6 +15,8 @@ from ..errors import UserError
 from . import dcgan, fastgan, stylegan
 from .layers import UP_CONVS
 
+MAX_CLUSTERS = 64  # --clusters: more, and a small collection's clusters hold a handful of images each
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -37,6 +39,8 @@ class Arch:
     layout_sizes: Callable[[int], list] | None = None
     # resolution -> the feature-map sizes self-attention may run at in G and D (--attn); None: none
     attn_sizes: Callable[[int], list] | None = None
+    # G reads a cluster of the collection from its latent and D scores against it (--clusters)
+    self_conditioning: bool = False
 
     def shares_fakes(self, grad_accum: int) -> bool:
         """Whether a training step runs G once (`shared_fakes`): not with gradient accumulation,
@@ -54,7 +58,7 @@ REGISTRY = {
     "fastgan": Arch(fastgan.FastGANGenerator, fastgan.FastGANDiscriminator, fastgan.RESOLUTIONS,
                     mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True,
                     shared_fakes=True, patch_sizes=fastgan.feature_sizes,
-                    layout_sizes=fastgan.inner_sizes, attn_sizes=fastgan.inner_sizes),
+                    layout_sizes=fastgan.inner_sizes, attn_sizes=fastgan.inner_sizes, self_conditioning=True),
 }
 
 
@@ -97,6 +101,14 @@ def check_config(cfg: ModelConfig) -> None:
                        "'s discriminator scores the full-size image only", "it can be {sizes}")
     _check_size_option(cfg, "--attn", cfg.attn, arch.attn_sizes, " has no self-attention blocks",
                        "self-attention can run at {sizes} px")
+    if cfg.clusters:
+        if not arch.self_conditioning:
+            raise UserError(f"--clusters: --arch {cfg.arch} cannot condition on clusters; use --arch fastgan or --clusters 0")
+        if cfg.c_dim:
+            raise UserError("--clusters is for unconditional models; a --cond model has the store's classes already "
+                            "(drop one of the two)")
+        if not 2 <= cfg.clusters <= MAX_CLUSTERS:
+            raise UserError(f"--clusters {cfg.clusters}: use 2 to {MAX_CLUSTERS}, or 0 for none")
     if cfg.up_conv not in UP_CONVS:  # only ever read from a saved config.json
         raise UserError(f"the model config's up_conv is {cfg.up_conv!r}; it must be one of {', '.join(UP_CONVS)}")
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import clusters as clustering
 from ..config import ModelConfig
 from .layers import ClassBatchNorm, ConvTranspose2d, spectral_norm
 
@@ -155,26 +156,34 @@ class FastGANGenerator(nn.Module):
         self.cfg = cfg
         self.z_dim, self.c_dim = cfg.z_dim, cfg.c_dim
         ch = lambda r: channels(cfg.g_channels, cfg.channel_max, r)  # noqa: E731
+        classes = cfg.c_dim or cfg.clusters  # the norms' classes: the store's, or its clusters
         self.init = ConvTranspose2d(cfg.z_dim, ch(4) * 2, 4, 1, 0, bias=False)
-        self.init_norm = ClassBatchNorm(ch(4) * 2, cfg.c_dim) if cfg.c_dim else nn.BatchNorm2d(ch(4) * 2)
+        self.init_norm = ClassBatchNorm(ch(4) * 2, classes) if classes else nn.BatchNorm2d(ch(4) * 2)
         self.res = [2 ** i for i in range(3, int(math.log2(cfg.resolution)) + 1)]
         # Two convs per block up to 16px, where the layout forms; one above (FastGAN's
         # split between its "comp" and plain blocks), where pixels are many and channels few.
-        self.blocks = nn.ModuleDict({str(r): UpBlock(ch(r // 2), ch(r), r, cfg.c_dim, 2 if r <= 16 else 1)
+        self.blocks = nn.ModuleDict({str(r): UpBlock(ch(r // 2), ch(r), r, classes, 2 if r <= 16 else 1)
                                      for r in self.res})
         self.pairs = sle_pairs(cfg.resolution)  # {target: source resolution}
         self.sle = nn.ModuleDict({str(t): SLE(ch(s), ch(t)) for t, s in self.pairs.items()})
         self.to_rgb = nn.Conv2d(ch(cfg.resolution), 3, 3, 1, 1, bias=True)
         self.attn = SelfAttention(ch(cfg.attn)) if cfg.attn else None
+        if cfg.clusters:  # set from the collection when a run starts (gan.clusters), saved with the weights
+            k = cfg.clusters
+            self.register_buffer("cluster_edges", torch.linspace(0, 1, k + 1))  # each cluster's interval of u
+            self.register_buffer("cluster_centroids", torch.zeros(k, 3 * clustering.THUMB ** 2))
         self.apply(_init)
         if cfg.g_spectral_norm:  # every conv (the loop's power_iteration advances the estimates)
             _spectral_norm(self.modules())
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, noise: str | None = None) -> torch.Tensor:
-        """`noise`: random | const | none; default random in train mode, const in eval mode."""
+        """`noise`: random | const | none; default random in train mode, const in eval mode. A
+        self-conditioned G reads its cluster from z[:, 0] (c is for the store's own classes)."""
         noise = noise or ("random" if self.training else "const")
+        if self.cfg.clusters:
+            c = clustering.code(z[:, 0], self.cluster_edges)
         x = self.init(z[:, :, None, None])
-        x = F.glu(self.init_norm(x, c) if self.c_dim else self.init_norm(x), dim=1)
+        x = F.glu(self.init_norm(x, c) if isinstance(self.init_norm, ClassBatchNorm) else self.init_norm(x), dim=1)
         feats = {4: x}
         for r in self.res:
             x = self.blocks[str(r)](x, c, noise)
@@ -246,7 +255,8 @@ class FastGANDiscriminator(nn.Module):
         c4 = ch(4)
         self.head = nn.Sequential(nn.Conv2d(c4, c4, 1, 1, 0, bias=False), nn.BatchNorm2d(c4), nn.LeakyReLU(0.2),
                                   nn.Conv2d(c4, 1, 4, 1, 0, bias=False))
-        self.embed = nn.Embedding(cfg.c_dim, c4) if cfg.c_dim else None
+        classes = cfg.c_dim or cfg.clusters  # the projection's classes: the store's, or its clusters
+        self.embed = nn.Embedding(classes, c4) if classes else None
         self.attn = SelfAttention(ch(cfg.attn)) if cfg.attn else None
         self.decode_full, self.decode_part = Decoder(ch(8)), Decoder(ch(16))
         self.patch = nn.Conv2d(ch(cfg.d_patch), 1, 1, 1, 0, bias=False) if cfg.d_patch else None

@@ -265,7 +265,12 @@ class ClassBatchNorm(nn.Module):
         nn.init.zeros_(self.bias.weight)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.bn(x) * self.gain(c)[:, :, None, None].to(x.dtype) + self.bias(c)[:, :, None, None].to(x.dtype)
+        """`c`: class indices (B,), or (B, classes) weights that blend the classes' gains and biases."""
+        if c.is_floating_point():
+            gain, bias = c.to(x.dtype) @ self.gain.weight.to(x.dtype), c.to(x.dtype) @ self.bias.weight.to(x.dtype)
+        else:
+            gain, bias = self.gain(c).to(x.dtype), self.bias(c).to(x.dtype)
+        return self.bn(x) * gain[:, :, None, None] + bias[:, :, None, None]
 
 
 class SpectralNorm(nn.Module):

@@ -45,7 +45,7 @@ def _count(cfg: ModelConfig, grad_accum: int, recon: bool) -> dict:
     device = "cpu" if small else "meta"
     G, D = G.to(device), D.to(device)
     z = torch.randn(N, cfg.z_dim, device=device)
-    c = torch.zeros(N, dtype=torch.long, device=device) if cfg.c_dim else None
+    c = torch.zeros(N, dtype=torch.long, device=device) if cfg.c_dim or cfg.clusters else None  # D's classes
     real = torch.randn(N, 3, cfg.resolution, cfg.resolution, device=device)
     decode = arch.self_supervised and recon
     shared = arch.shares_fakes(grad_accum)

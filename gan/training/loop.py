@@ -143,7 +143,36 @@ class Trainer(Phases, TrainerState):
             self._load(resume_from)
         elif base is None:  # a base model brings its own tracked mean w
             self._init_w_avg()
+        if model_cfg.clusters:
+            self._cluster(fresh=resume_from is None and base is None, refit=resume_from is None)
         self._make_loader()
+
+    def _cluster(self, fresh: bool, refit: bool) -> None:
+        """A self-conditioned run's clusters: the dataset's labels become each image's cluster. A new
+        run finds them (k-means on thumbnails) and keeps their centroids in G; a resumed one reads
+        them back from G; one started from a model (--from) puts the new store's images in the
+        base's clusters (`refit`: each cluster's share of the latent follows its share of this store)."""
+        from .. import clusters as clustering
+
+        G = self._unwrap(self.G)
+        images = self.dataset.images
+        if fresh:
+            centroids, labels = clustering.kmeans(clustering.thumbnails(images), self.mcfg.clusters, self.cfg.seed)
+        else:
+            centroids = G.cluster_centroids.detach().cpu()
+            labels = clustering.assign(images, centroids)
+        if fresh or refit:
+            edges = clustering.edges(torch.bincount(labels, minlength=self.mcfg.clusters).double())
+            for g in (G, self.G_ema):
+                g.cluster_centroids.copy_(centroids)
+                g.cluster_edges.copy_(edges.float())
+        self.dataset.labels = labels.numpy().astype(np.int64)
+        if self._device_data is not None:
+            self._device_data.labels = labels.to(self.acc.device)
+        if self.acc.is_main_process and fresh:
+            sizes = torch.bincount(labels, minlength=self.mcfg.clusters).tolist()
+            print(f"clusters: {self.mcfg.clusters} of {len(labels):,} images by layout and colour "
+                  f"(sizes {', '.join(map(str, sorted(sizes, reverse=True)))}); G reads one from each latent")
 
     # ------------------------------------------------------------------ data
     def _make_loader(self) -> None:
@@ -169,7 +198,8 @@ class Trainer(Phases, TrainerState):
         self.counters.data_pos += x.shape[0]
         if self.mcfg.c_dim and self.cfg.fixed_class >= 0:  # conditional base model, unlabelled store
             c = torch.full((x.shape[0],), self.cfg.fixed_class, dtype=torch.long, device=self.acc.device)
-        c = to_device_async(c, self.acc.device) if self.mcfg.c_dim else None
+        # The store's classes, or a self-conditioned run's clusters (the dataset's labels, set in _cluster)
+        c = to_device_async(c, self.acc.device) if self.mcfg.c_dim or self.mcfg.clusters else None
         return to_device_async(x, self.acc.device), c
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ import contextlib
 
 import torch
 
+from .. import clusters as clustering
 from .. import losses
 from ..augment import apply_augment, augment
 from ..models.layers import power_iteration
@@ -28,8 +29,12 @@ class Phases:
     def _unwrap(self, m):
         return self.acc.unwrap_model(m)
 
-    def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.mcfg.z_dim, device=self.acc.device)
+    def _z(self, n: int, c=None) -> torch.Tensor:
+        """`n` fresh latents; a self-conditioned G's inside the intervals of clusters `c` (gan.clusters)."""
+        z = torch.randn(n, self.mcfg.z_dim, device=self.acc.device)
+        if self.mcfg.clusters and c is not None:
+            z[:, 0] = clustering.z0_for(c[:n], self._unwrap(self.G).cluster_edges)
+        return z
 
     def _reg_on(self) -> bool:
         return self.cfg.r1_gamma > 0 or self.cfg.r2_gamma > 0
@@ -46,7 +51,7 @@ class Phases:
             kw["style_mixing"] = self.cfg.style_mixing
         if self.arch.mapping:
             kw["update_w_avg"] = update_w_avg
-        return G(z, c, **kw)
+        return G(z, c if self.mcfg.c_dim else None, **kw)  # a self-conditioned G reads its cluster from z
 
     def _augment(self, x: torch.Tensor, compiled: bool = True) -> torch.Tensor:
         """What D sees of `x`. The main phases run the augmentation compiled (with the models):
@@ -119,11 +124,11 @@ class Phases:
         if k:
             self._match = (self.bank.nearest(real[:k], c[:k] if c is not None else None),
                            thumbnails(real[:k], self.bank.thumb))
-        return self._latents(real.shape[0])
+        return self._latents(real.shape[0], c)
 
-    def _latents(self, n: int) -> torch.Tensor:
+    def _latents(self, n: int, c) -> torch.Tensor:
         """`n` fresh latents, the step's matched ones first (the D phase's and the G phase's fakes alike)."""
-        z = self._z(n)
+        z = self._z(n, c)
         if self._match is not None:
             z[:self._match[0].shape[0]] = self._match[0]
         return z
@@ -235,7 +240,7 @@ class Phases:
                 with acc.autocast(), self._sync_last(self.G, i):
                     fake, self._shared_fake = self._shared_fake, None
                     if fake is None:  # fresh fakes; the matched latents first, as in the D phase
-                        fake = self._gen(self.compiled(self.G), self._latents(self.micro), c)
+                        fake = self._gen(self.compiled(self.G), self._latents(self.micro, c), c)
                     logits = self.compiled(D)(self._augment(fake.float()), c)
                     loss = losses.g_loss(cfg.loss, logits.float(), self._last_real_logits)
                     loss = loss + self._match_loss(fake, stats)
@@ -253,7 +258,7 @@ class Phases:
         _, c = self._last_real
         n = min(self.cfg.style_batch, self.micro)
         with self.acc.autocast():
-            fake = self._gen(self.G, self._z(n), c[:n] if c is not None else None)
+            fake = self._gen(self.G, self._z(n, c), c[:n] if c is not None else None)
         dist = self.style.distance(fake)
         loss = dist.mean() * self.cfg.style_weight * self.cfg.style_every
         return self._backward_apply(loss, self.opt_G, self.G,

@@ -174,7 +174,9 @@ def _resolve(args) -> Plan:
         raise UserError("--data STORE is required (prepare one with python -m data_prep)")
     auto_notes = []
     if args.preset == "auto":
-        preset, auto_notes = auto_preset(dataset, explicit, cond=bool(getattr(args, "cond", False)))
+        # --cond, or --clusters: the run is conditioned already (no hint to add --cond)
+        cond = bool(getattr(args, "cond", False) or explicit.get("model.clusters"))
+        preset, auto_notes = auto_preset(dataset, explicit, cond=cond)
     elif args.preset and args.preset not in PRESETS:
         raise UserError(f"unknown preset {args.preset!r}; choose from auto, {', '.join(PRESETS)}")
     else:
