@@ -32,6 +32,22 @@ def adam_betas(text: str) -> tuple:
     return b
 
 
+AUTO_CLUSTERS = -1  # --clusters auto, until the store's size decides it (gan.training.setup)
+
+
+def cluster_arg(text: str) -> int:
+    """'auto' or a count >= 0: the --clusters flag's type."""
+    if text == "auto":
+        return AUTO_CLUSTERS
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of clusters (0: none) or auto")
+    return n
+
+
 @dataclass
 class ModelConfig:
     arch: str = opt("stylegan", "dcgan | stylegan | fastgan")  # registry name
@@ -71,7 +87,8 @@ class ModelConfig:
     # FastGAN: self-conditioning on the collection's own clusters (gan.clusters): G reads the
     # cluster from its first latent coordinate, D scores each image against its cluster; 0: none.
     clusters: int = opt(0, "fastgan: condition G and D on N clusters of the collection's thumbnails, read from the "
-                           "latent (self-conditioning; users still sample by seed alone); 0: none")
+                           "latent (self-conditioning; users still sample by seed alone); auto: about sqrt(images / 8); "
+                           "0: none", parse=cluster_arg)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

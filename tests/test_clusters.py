@@ -150,3 +150,23 @@ def test_clustered_fastgan_trains_samples_walks_and_fine_tunes_onto_its_clusters
     assert abs(float(width[k]) - 1) < 1e-6
     assert k == int(clusters.assign(np.stack([np.asarray(Image.open(folder / "0.png")).transpose(2, 0, 1)]),
                                     G.cluster_centroids)[0])
+
+
+def test_clusters_flag_auto_and_bad_values(tmp_path, proc_store):
+    """--clusters auto sizes the count from the store (the dry run says so and writes no run);
+    a bad value, too many clusters for the store, --cond beside it and a DCGAN are one-line errors."""
+    import train as train_cli
+    from conftest import assert_user_error, run_main
+
+    common = ["--data", proc_store, "--arch", "fastgan", "--kimg", 0.016, "--outdir", tmp_path / "runs"]
+    dry = run_main(train_cli.main, *common, "--clusters", "auto", "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert f"clusters: {clusters.cluster_count(256)} for 256 images" in dry.stdout + dry.stderr
+    assert not (tmp_path / "runs").exists()
+    bad = run_main(train_cli.main, *common, "--clusters", "many")
+    assert bad.returncode == 2 and "--clusters" in bad.stderr and "Traceback" not in bad.stderr
+    assert_user_error(run_main(train_cli.main, *common, "--clusters", 200), "--clusters 200", "256 images", "at most 128")
+    assert_user_error(run_main(train_cli.main, *common, "--clusters", 3, "--cond"), "--clusters", "--cond")
+    assert_user_error(run_main(train_cli.main, "--data", proc_store, "--preset", "dcgan64", "--clusters", 3,
+                               "--outdir", tmp_path / "runs"), "--arch dcgan")
+    assert not (tmp_path / "runs").exists()

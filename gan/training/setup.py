@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import PRESETS, ModelConfig, TrainConfig, cli_fields
+from ..config import AUTO_CLUSTERS, PRESETS, ModelConfig, TrainConfig, cli_fields
 from ..errors import UserError
 from ..integrity import verify
 from ..models import REGISTRY, arch_of, check_config, nearest_sizes
@@ -236,6 +236,7 @@ def _cpu_matmul(bf16: bool) -> dict:
 
 def auto_preset(dataset, explicit: dict, cond: bool = False) -> tuple[dict, list]:
     """`--preset auto` for this store on this machine: the preset and one line per choice."""
+    from ..clusters import cluster_count
     from .auto import USER_KEYS, StoreFacts, choose
     from .flops import run_summary
 
@@ -248,6 +249,8 @@ def auto_preset(dataset, explicit: dict, cond: bool = False) -> tuple[dict, list
     def train_flops(model: dict) -> float:
         mcfg = ModelConfig(**{**model, **{k[6:]: v for k, v in explicit.items() if k.startswith("model.")},
                               "resolution": dataset.resolution})
+        if mcfg.clusters == AUTO_CLUSTERS:  # decided from the store later; the count barely changes the FLOPs
+            mcfg.clusters = cluster_count(len(dataset))
         return run_summary(mcfg, run)["train_flops"]
 
     user = {k.removeprefix("model."): v for k, v in explicit.items() if k.removeprefix("model.") in USER_KEYS}
@@ -366,12 +369,20 @@ def _finalize_new(plan: Plan, explicit_resolution: int | None, cond: bool, prese
         plan.notes.append(f"note: preset {cfg.preset} is tuned for {preset_res}px but the store is {res}px: "
                           f"training a {res}px {mcfg.arch} with the preset's other settings (run name {cfg.name})")
     mcfg.resolution = res
-    check_config(mcfg)
+    if mcfg.clusters == AUTO_CLUSTERS:
+        from ..clusters import cluster_count
+
+        mcfg.clusters = cluster_count(len(ds))
+        plan.notes.append(f"clusters: {mcfg.clusters} for {len(ds):,} images (--clusters auto: about sqrt(images / 8))")
+    if mcfg.clusters > len(ds) // 2:
+        raise UserError(f"--clusters {mcfg.clusters}: the store {cfg.data} has {len(ds):,} images, too few for that many "
+                        f"clusters; use at most {max(2, len(ds) // 2)}, auto, or 0")
     if cond:
         if ds.num_classes < 2:
             raise UserError(f"--cond needs a store with at least 2 classes; {cfg.data} has {ds.num_classes} "
                             "(use --labels-from-folders or --label-column when preparing)")
         mcfg.c_dim, mcfg.class_names = ds.num_classes, list(ds.class_names)
+    check_config(mcfg)  # after the store's classes: --clusters and --cond exclude each other
 
 
 def _settle_new(plan: Plan) -> None:
