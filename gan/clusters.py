@@ -14,7 +14,7 @@ works as for an unconditional one. Across each inner bound the cluster code is b
 over EDGE of u, so a walk through z crosses from one cluster into the next without a jump. Each
 fake in training has its z0 drawn in its real image's interval, edges included: G learns on the
 latents sampling will draw.
-torch only.
+torch and numpy only.
 """
 from __future__ import annotations
 
@@ -58,10 +58,11 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, restarts: int = 4, iters: int
             labels = dist.argmin(1)
             new = torch.zeros_like(cen).index_add_(0, labels, x)
             count = torch.bincount(labels, minlength=k)
+            nearest = dist.min(1).values
             for j in torch.nonzero(count == 0).flatten().tolist():
-                far = dist.min(1).values.argmax()
+                far = nearest.argmax()
                 new[j], count[j] = x[far], 1
-                labels[far] = j
+                labels[far], nearest[far] = j, -1.0  # each emptied cluster takes a different point
             new = new / count[:, None]
             if torch.equal(new, cen):
                 break

@@ -193,7 +193,7 @@ class Sampler:
         would otherwise draw the middle clusters only."""
         if trunc == 1.0:
             return z
-        if getattr(self.cfg, "clusters", 0):
+        if self.cfg.clusters:
             return torch.cat([z[:, :1], z[:, 1:] * trunc], 1)
         return z * trunc
 

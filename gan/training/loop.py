@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm import tqdm
 
+from .. import clusters as clustering
 from ..augment import AdaptiveP
 from ..config import ModelConfig, TrainConfig
 from ..errors import DiskFull, UserError, disk_full, no_space_left
@@ -152,8 +153,6 @@ class Trainer(Phases, TrainerState):
         run finds them (k-means on thumbnails) and keeps their centroids in G; a resumed one reads
         them back from G; one started from a model (--from) puts the new store's images in the
         base's clusters (`refit`: each cluster's share of the latent follows its share of this store)."""
-        from .. import clusters as clustering
-
         G = self._unwrap(self.G)
         images = self.dataset.images
         if fresh:
@@ -161,8 +160,9 @@ class Trainer(Phases, TrainerState):
         else:
             centroids = G.cluster_centroids.detach().cpu()
             labels = clustering.assign(images, centroids)
-        if fresh or refit:
-            edges = clustering.edges(torch.bincount(labels, minlength=self.mcfg.clusters).double())
+        sizes = torch.bincount(labels, minlength=self.mcfg.clusters)
+        if refit:  # a new run (fresh) or --from: the intervals follow this store's shares
+            edges = clustering.edges(sizes.double())
             for g in (G, self.G_ema):
                 g.cluster_centroids.copy_(centroids)
                 g.cluster_edges.copy_(edges.float())
@@ -170,9 +170,8 @@ class Trainer(Phases, TrainerState):
         if self._device_data is not None:
             self._device_data.labels = labels.to(self.acc.device)
         if self.acc.is_main_process and fresh:
-            sizes = torch.bincount(labels, minlength=self.mcfg.clusters).tolist()
             print(f"clusters: {self.mcfg.clusters} of {len(labels):,} images by layout and colour "
-                  f"(sizes {', '.join(map(str, sorted(sizes, reverse=True)))}); G reads one from each latent")
+                  f"(sizes {', '.join(map(str, sorted(sizes.tolist(), reverse=True)))}); G reads one from each latent")
 
     # ------------------------------------------------------------------ data
     def _make_loader(self) -> None:
