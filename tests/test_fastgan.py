@@ -557,7 +557,7 @@ def test_auto_preset_large_collection_on_a_gpu_is_a_stylegan():
     assert cpu.train["aug"] == "none"
 
 
-def test_auto_is_the_default_and_dry_run_prints_the_choice_and_an_estimate(tmp_path, proc_store, monkeypatch):
+def test_auto_is_the_default_and_dry_run_prints_the_choice_and_an_estimate(tmp_path, proc_store, monkeypatch, request):
     import gan.precision
     import train as train_cli
 
@@ -565,6 +565,12 @@ def test_auto_is_the_default_and_dry_run_prints_the_choice_and_an_estimate(tmp_p
     # busy one measured so slowly that both runs below hit auto's 10 kimg floor). It is measured for
     # real in test_precision and in every other auto run here.
     monkeypatch.setattr(gan.precision, "matmul_flops", lambda dtype=None, *a, **k: 60e9)
+    # A rate an earlier in-process run of this worker measured is cached once a process: drop it
+    # before (so the fixed rate is the one used) and after (so later runs measure again).
+    from gan.training import setup
+
+    setup._cpu_matmul.cache_clear()
+    request.addfinalizer(setup._cpu_matmul.cache_clear)
     proc = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--outdir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "preset auto: fastgan" in proc.stderr and "about 30 minutes" in proc.stderr
