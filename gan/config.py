@@ -109,6 +109,9 @@ class TrainConfig:
     kimg: float = opt(100.0, "training length in thousands of real images shown to D")
     minutes: float = opt(0.0, "stop after N minutes of training in this session with a checkpoint and exit 0 "
                               "(--resume auto carries the run on); 0: no limit")
+    # Set by --preset auto on a CPU, where it sized `kimg` to this many minutes from a matmul timed at
+    # start-up: the trainer sizes it again, once, from the speed of its own first steps (0: never).
+    resize_minutes: float = 0.0
     batch: int = opt(32, "global batch over all processes")
     grad_accum: int = opt(1, "gradient accumulation steps")
     lr_g: float = opt(0.0025, "generator learning rate")

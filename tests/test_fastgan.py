@@ -378,6 +378,35 @@ def test_compiled_fastgan_traces_each_kind_of_call_once(tmp_path, proc_store):
     assert "torch.compile failed" not in proc.stderr
 
 
+def test_auto_sizes_a_cpu_run_again_from_the_speed_of_its_first_steps(tmp_path, proc_store):
+    """Auto sizes a CPU run from a matmul timed at start-up, which can miss the training speed by
+    twice; after its first steps (here step 6, in a real run 30 s) the trainer sizes it again from
+    their speed, once: config.json keeps the new length (and the grids and checkpoints that follow
+    from it) for a resume, which never sizes it again; an explicit --kimg is never resized."""
+    common = ["--data", proc_store, "--g-channels", 4, "--d-channels", 4, "--z-dim", 16, "--batch", 8,
+              "--outdir", tmp_path, "--minutes", 0.05]
+    first = train(*common, "--name", "a", env=faults("eta@6"))
+    out = first.stdout + first.stderr
+    m = re.search(r"preset auto: ([\d.]+) img/s measured here: 30 minutes reach (\d+) kimg, the run's length now "
+                  r"\(the start-up estimate planned (\d+)", out)
+    assert m, out[-3000:]
+    rate, kimg = float(m[1]), int(m[2])
+    reach = rate * 30 * 60 / 1000  # what 30 minutes at that speed show, less the time already spent
+    assert kimg == 10 if reach < 10 else 0.9 * reach - 1 <= kimg <= reach, (rate, kimg)
+    assert re.search(rf"measured [\d.]+ img/s here: {kimg} kimg ends in about (2\d|30) minutes", out), out[-2000:]
+    run = tmp_path / "00000-a"
+    saved = json.loads((run / "config.json").read_text())["train"]
+    assert saved["kimg"] == kimg and saved["resize_minutes"] == 0
+    assert saved["snap"] == max(1, round(kimg / 10)) and saved["checkpoint_every"] == max(5, round(kimg / 4))
+    again = train(*common, "--name", "a", "--resume", "auto", env=faults("eta@2"))
+    assert "measured here: 30 minutes reach" not in again.stdout + again.stderr
+    assert json.loads((run / "config.json").read_text())["train"]["kimg"] == kimg
+    mine = train(*common, "--name", "b", "--kimg", 7, env=faults("eta@6"))
+    assert "measured here: 30 minutes reach" not in mine.stdout + mine.stderr
+    saved = json.loads((tmp_path / "00001-b" / "config.json").read_text())["train"]
+    assert saved["kimg"] == 7 and saved["resize_minutes"] == 0
+
+
 def test_minutes_stops_with_a_checkpoint_and_resume_carries_on(tmp_path, proc_store):
     common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 1000, "--snap", 1000,
               "--checkpoint-every", 1000, "--outdir", tmp_path, "--name", "m"]
@@ -519,10 +548,13 @@ def test_auto_preset_length_follows_a_longer_minutes_budget():
     hours = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"kimg": half.train["kimg"] * 6})
     assert "kimg (as you set): about 3.0 hours on 2 CPU" in hours.reasons[1]
     assert mine.train["kimg"] == half.train["kimg"] * 3 and mine.train["batch"] == 8
-    assert f"batch 8 (as you set), {half.train['kimg'] * 3:g} kimg (as you set): about 1.5 hours" in mine.reasons[1]
+    assert f"batch 8 (as you set), {half.train['kimg'] * 3:g} kimg (as you set): about 90 minutes" in mine.reasons[1]
     assert "--kimg or --minutes to change" not in mine.reasons[1]
     cut = auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=20, user={"kimg": half.train["kimg"] * 3})
-    assert "about 1.5 hours on 2 CPU" in cut.reasons[1] and "--minutes 20 ends it sooner" in cut.reasons[1] and cut.train["batch"] == 16
+    assert "about 90 minutes on 2 CPU" in cut.reasons[1] and "--minutes 20 ends it sooner" in cut.reasons[1] and cut.train["batch"] == 16
+    # A length too short to round to a minute still says how long it takes, in seconds.
+    tiny = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"kimg": 0.1})
+    assert "time unknown" not in tiny.reasons[1] and re.search(r"0\.1 kimg \(as you set\): about \d+ s on 2 CPU", tiny.reasons[1])
     gpu = auto.choose(auto.StoreFacts(281, 64), auto.DeviceFacts("cuda"), user={"kimg": 50.0})
     assert gpu.train["kimg"] == 50.0 and "batch 32, 50 kimg (as you set) on 1 GPU(s)" in gpu.reasons[1]
     f = _flops(dict(arch="dcgan", resolution=64, g_channels=48, d_channels=48, z_dim=64))

@@ -63,6 +63,26 @@ def test_fid_matches_closed_form_for_gaussians():
     assert fidlib.fid_from_features(a[:50_000], a[50_000:100_000]) < 0.01
 
 
+def test_fid_with_fewer_images_than_features_is_finite_quiet_and_matches_sqrtm():
+    """A few hundred images in 1,280 Lite0 features: both covariances are singular. The distance
+    is still finite, warns nothing, and is what scipy's sqrtm (which does warn) gives."""
+    import warnings
+
+    from scipy import linalg
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(120, 300))
+    b = rng.normal(size=(150, 300)) @ rng.normal(size=(300, 300)) * 0.1 + 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fd = fidlib.fid_from_features(a, b)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+    assert np.isfinite(fd) and fd == pytest.approx(ref, rel=1e-6)
+    assert fidlib.fid_from_features(a, a) == pytest.approx(0.0, abs=1e-4)
+
+
 def test_kid_near_zero_for_one_distribution():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(2000, 16)), rng.normal(size=(2000, 16))

@@ -62,6 +62,14 @@ CPU_EFFICIENCY = {"no": 0.56, "bf16": 0.38}
 GPU_FLOPS = 40e12
 GPU_STEPS_PER_S = 17.0
 CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
+MIN_KIMG = 10.0  # the shortest run auto plans on a CPU, however slow the CPU
+
+
+def cpu_schedule(kimg: float) -> dict:
+    """A CPU run's length and what follows from it: about ten progress grids and four checkpoints
+    a run (each recalibrates G_ema's batch norm, 512 G forwards, 8 s of one core at 64px, so more
+    would eat into a CPU's half hour)."""
+    return dict(kimg=float(kimg), snap=max(1.0, round(kimg / 10)), checkpoint_every=max(5.0, round(kimg / 4)))
 
 
 @dataclass(frozen=True)
@@ -158,21 +166,21 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}), 1.0, device, precision)
                     if train_flops is not None else None)
         budget = max(minutes, CPU_MINUTES)  # a longer --minutes: a run that long (a shorter one ends it)
-        kimg = max(10.0, round(budget * 60 / per_kimg)) if per_kimg else 100.0
+        kimg = max(MIN_KIMG, round(budget * 60 / per_kimg)) if per_kimg else 100.0
         if set_batch:
             train["batch"] = set_batch
         if set_kimg:  # the user's length: the time it takes, and where --minutes ends it first
             kimg = set_kimg
-            budget = round(kimg * per_kimg / 60) if per_kimg else 0
-        # About ten progress grids and four checkpoints a run: each recalibrates G_ema's batch norm
-        # (512 G forwards, 8 s of one core at 64px), so more would eat into a CPU's half hour.
-        train.update(kimg=float(kimg), snap=max(1.0, round(kimg / 10)), checkpoint_every=max(5.0, round(kimg / 4)))
+            budget = kimg * per_kimg / 60 if per_kimg else 0  # minutes, unrounded: a short run says its seconds
+        train.update(cpu_schedule(kimg))
+        if not set_kimg:  # a matmul's estimate: the trainer sizes the run again from its first steps
+            train["resize_minutes"] = float(budget)
         how = "bf16" if precision == "bf16" else "float32 (this CPU has no bf16 instructions)"
         peak = device.matmul.get(precision, 0.0) if per_kimg else 0.0
         speed = f", from a matmul measured here at {peak / 1e9:.0f} GFLOP/s" if peak > 0 else ""
         span = duration(budget * 60) if set_kimg else f"{budget:g} minutes"  # auto's own: its half hour as such
         when = f"about {span}" if budget else "time unknown"
-        change = " (--kimg or --minutes to change)"
+        change = "; the first steps' speed sizes it again (--kimg or --minutes to change)"
         if set_kimg:
             change = f"; --minutes {minutes:g} ends it sooner" if minutes and minutes < budget else ""
         reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")

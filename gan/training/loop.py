@@ -29,7 +29,7 @@ from ..export import save_generator
 from ..models import arch_of, build_discriminator, build_generator
 from ..sampling import grid_cols, latents_for_seeds, save_grid
 from . import checkpoint, finetune
-from .auto import duration
+from .auto import MIN_KIMG, cpu_schedule, duration
 from .data import DeviceBatches, InfiniteSampler, fits_on_device, to_device_async
 from .ema import recalibrate_batchnorm, update_ema
 from .matching import LatentBank
@@ -40,6 +40,9 @@ from .state import Counters, TrainerState
 
 WARMUP_STEPS = 3  # steps excluded from the steady-state img/s (allocator and kernel warm-up)
 ETA_AFTER_S = 30.0  # seconds of training before the measured ETA is printed
+# A run auto sized to N minutes keeps this many times its start-up (the first checkpoint and progress
+# grid) for the rest: about ten grids and four checkpoints, each about half of the first pair.
+RESIZE_OVERHEAD = 7.0
 
 
 class Trainer(Phases, TrainerState):
@@ -280,6 +283,8 @@ class Trainer(Phases, TrainerState):
         eta_due = t0 + ETA_AFTER_S  # when the measured-speed estimate is printed
         t_steady = n_steady = None
         steps_here = 0  # steps of this session (a resumed run's counters start far from 0)
+        # Auto sized a new CPU run from a matmul timed at start-up; its first steps size it again.
+        resize = cfg.resize_minutes > 0 and n0 == 0
         stats: dict = {}
         try:
             if main:  # inside: a full disk here is reported like any other write's
@@ -288,6 +293,7 @@ class Trainer(Phases, TrainerState):
             if self.last_ckpt is None:
                 self.save_checkpoint()  # a restore point before the first step
                 self._snapshot(grid_z, grid_c)
+            t_loop = time.perf_counter()
             while ctr.cur_nimg < total:
                 if ctr.step in self.faults.get("oom", ()):
                     raise torch.OutOfMemoryError("injected out of memory")
@@ -339,8 +345,18 @@ class Trainer(Phases, TrainerState):
                 # snapshots, checkpoints, a signal): between them the GPU never waits for Python.
                 settle = due_log or due_snap or due_ckpt or ada_now
                 stop = self._stop_requested(settle)
-                if eta_due is not None and time.perf_counter() >= eta_due and t_steady is not None:
+                if (eta_due is not None and t_steady is not None and ctr.cur_nimg > n_steady
+                        and self._agreed(time.perf_counter() >= eta_due or steps_here in self.faults.get("eta", ()),
+                                         settle)):
                     eta_due = None
+                    if resize and not done:
+                        total = self._resize(t0, t_loop, (n_steady, t_steady))
+                        bar.total = ctr.cur_nimg + max(0, -(-(total - ctr.cur_nimg) // cfg.batch)) * cfg.batch
+                        bar.refresh()
+                        next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
+                        next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
+                        done = ctr.cur_nimg >= total  # a run already past what its minutes reach
+                        due_snap, due_ckpt = due_snap or done, due_ckpt or done
                     self._print_eta(total, deadline, (n_steady, t_steady))
                 out_of_time = not done and self._time_up(deadline, settle)
                 if out_of_time:
@@ -401,6 +417,34 @@ class Trainer(Phases, TrainerState):
     def _time_up(self, deadline: float | None, settle: bool) -> bool:
         """--minutes has run out (on the main process's clock, agreed like a signal)."""
         return deadline is not None and self._agreed(time.perf_counter() >= deadline, settle)
+
+    def _resize(self, t0: float, t_loop: float, mark: tuple) -> int:
+        """--preset auto on a CPU sized this run to `resize_minutes` from a matmul timed at start-up,
+        which misses a CPU's real speed by up to twice (threads, caches, other work on the machine).
+        Now that steps have been timed since `mark` (images, time), the length becomes what that
+        speed reaches in those minutes, counted from the session's start `t0`, less the progress
+        grids and checkpoints still to come (RESIZE_OVERHEAD times the start-up's, which ended at
+        `t_loop`). Every process takes the same length; config.json keeps it, so a resume trains to
+        it and never sizes it again. Returns the new total in images."""
+        cfg, ctr = self.cfg, self.counters
+        n, t = mark
+        now = time.perf_counter()
+        rate = (ctr.cur_nimg - n) / max(now - t, 1e-9)
+        left = cfg.resize_minutes * 60 - (now - t0) - RESIZE_OVERHEAD * (t_loop - t0)
+        kimg = max(MIN_KIMG, float(int((ctr.cur_nimg + rate * max(0.0, left)) / 1000)))
+        if self.acc.num_processes > 1:  # their clocks differ by a little: the longest
+            kimg = float(self.acc.reduce(torch.tensor(kimg, device=self.acc.device), "max"))
+        planned, minutes = cfg.kimg, cfg.resize_minutes
+        schedule = {**cpu_schedule(kimg), "resize_minutes": 0.0}
+        for k, v in schedule.items():
+            setattr(cfg, k, v)
+        if self.acc.is_main_process:
+            from . import rundir
+
+            rundir.update_train(self.run_dir, schedule)
+            self._log(f"preset auto: {rate:.1f} img/s measured here: {minutes:g} minutes reach {kimg:g} kimg, "
+                      f"the run's length now (the start-up estimate planned {planned:g}; --kimg sets your own)")
+        return round(cfg.kimg * 1000)
 
     def _print_eta(self, total: int, deadline: float | None, mark: tuple) -> None:
         """Once, after the first steps: the speed measured since `mark` (images, time: the end of

@@ -53,7 +53,17 @@ def restart(run: Path, model_cfg: ModelConfig, cfg: TrainConfig, extra: dict) ->
 
 
 def write_config(run: Path, model_cfg: ModelConfig, cfg: TrainConfig, extra: dict) -> None:
-    data = {"artgan_config_version": CONFIG_VERSION, "model": model_cfg.to_dict(), "train": cfg.to_dict(), **extra}
+    _write(run, {"artgan_config_version": CONFIG_VERSION, "model": model_cfg.to_dict(), "train": cfg.to_dict(), **extra})
+
+
+def update_train(run: Path, changes: dict) -> None:
+    """Replace some of config.json's training settings (what a resume reads), the rest as written."""
+    data = json.loads((run / "config.json").read_text())
+    data["train"].update(changes)
+    _write(run, data)
+
+
+def _write(run: Path, data: dict) -> None:
     tmp = run / ".config.json.tmp"
     try:
         tmp.write_text(json.dumps(data, indent=2))

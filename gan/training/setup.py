@@ -160,6 +160,8 @@ def _resolve(args) -> Plan:
                 raise UserError(f"cannot change {k[6:]} when resuming ({getattr(mcfg, k[6:])} in the run, {v} given)")
             if not k.startswith("model."):
                 setattr(cfg, k, v)
+        if "kimg" in explicit:  # the user's length: auto's first steps no longer size it
+            cfg.resize_minutes = 0.0
         if args.data:
             cfg.data = args.data
         plan = Plan(mcfg, cfg, dataset or open_store(cfg.data), run_dir, ckpt)
@@ -269,7 +271,8 @@ def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
                                args.cls, args.cond)
     mcfg = ModelConfig.from_dict(base.mcfg.to_dict())
     keep = {k: v for k, v in base.train.items() if k not in ("data", "outdir", "name", "preset", "init_from",
-                                                              "fixed_class", "style_images", "freeze_d")}
+                                                              "fixed_class", "style_images", "freeze_d",
+                                                              "resize_minutes")}
     cfg = TrainConfig.from_dict({**keep, **preset["train"]})
     for k, v in explicit.items():
         if not k.startswith("model."):
