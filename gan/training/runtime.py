@@ -2,6 +2,7 @@
 helpers (OOM detection, checksums, fault-injection specs, schedules)."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -87,6 +88,10 @@ class Compiler:
         self.backend = backend  # a torch.compile backend (tests use a cheap or a broken one)
         self.mode = mode  # inductor's mode; the others take none
         self._compiled: dict = {}
+        if enabled and not torch.cuda.is_available():
+            # Inductor's C++ path imports torch.utils.cpp_extension, which warns on a CPU-only machine
+            # that it found no CUDA runtime: true, and nothing a CPU run needs.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
     @property
     def cudagraphs(self) -> bool:
