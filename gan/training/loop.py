@@ -355,6 +355,8 @@ class Trainer(Phases, TrainerState):
                         bar.refresh()
                         next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
                         next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
+                        metric_every = (cfg.metrics_every or cfg.checkpoint_every) * 1000
+                        next_metric = next_multiple(ctr.cur_nimg, metric_every)
                         done = ctr.cur_nimg >= total  # a run already past what its minutes reach
                         due_snap, due_ckpt = due_snap or done, due_ckpt or done
                     self._print_eta(total, deadline, (n_steady, t_steady))
