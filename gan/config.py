@@ -229,11 +229,11 @@ PRESETS: dict[str, dict] = {
                     train=dict(kimg=2000, batch=64, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), r1_gamma=0.0,
                                ema_kimg=5.0)),
     # The small-collection model at 64px, sized for a CPU: the recipe --preset auto picks there.
-    # Nearest-fake matching at weight 5 (README: clean outlined shapes in flat fills where the
+    # Nearest-fake matching at weight 5 (docs/experiments.md: clean outlined shapes in flat fills where the
     # same minutes without it gave ragged, speckled blobs; weight 1 between the two). ADA's p held
     # at 0.7 at most: on the procedural set p reached 1 by 40 kimg and the colours and the panels'
     # bars leaked across every style; capped, the same run from 30 to 60 kimg scored SWD 66.2
-    # against 74.5 (README, "Longer than the half hour"). The clip art stays below it at 100 kimg.
+    # against 74.5 (docs/experiments.md, "Longer than the half hour"). The clip art stays below it at 100 kimg.
     "fastgan64": dict(model=dict(arch="fastgan", resolution=64, z_dim=256, g_channels=16, d_channels=16),
                       train=dict(kimg=60, batch=16, lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), loss="hinge",
                                  r1_gamma=0.0, aug="ada", aug_p=0.2, ada_kimg=20, ada_p_max=0.7, ema_kimg=2.0,

@@ -1,8 +1,8 @@
 """`--preset auto`: the preset for a store on a device, chosen by a pure function of their facts
 (so it is unit-tested without training), with the reasons printed beside it.
 
-The recipe numbers come from runs on real clip art (bench/quality.py --evaluate; README,
-"What half an hour on a CPU gives"); the CPU speed constant from bench/train.py on a 2-core EPYC.
+The recipe numbers come from runs on real clip art (bench/quality.py --evaluate; docs/experiments.md,
+"The first half hours" onward); the CPU speed constant from bench/train.py on a 2-core EPYC.
 """
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     g, d = fastgan_widths(res, gpu)
     user = user or {}
     g, d = user.get("g_channels", g), user.get("d_channels", d)
-    # The recipe is fastgan64's (bench/quality.py sweeps, README): FastGAN's Adam (lr 2e-4, betas
+    # The recipe is fastgan64's (bench/quality.py sweeps, docs/experiments.md): FastGAN's Adam (lr 2e-4, betas
     # 0.5/0.999; 4e-4 on a CPU from FAST_LR_FROM images, above), hinge
     # (logistic scored alike, relativistic with R1+R2 worse), a small batch (more updates per image
     # seen), ADA from p 0.2 that adapts quickly (always-on augmentation leaked stripes into samples)
