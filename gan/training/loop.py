@@ -271,8 +271,10 @@ class Trainer(Phases, TrainerState):
         grid_z, grid_c = self._grid_inputs(seeds)
         # The bar ends where training really ends: the first multiple of the batch past `total`
         # (a bar whose count overshoots its total drops the total from its display).
-        end = ctr.cur_nimg + max(0, -(-(total - ctr.cur_nimg) // cfg.batch)) * cfg.batch
-        bar = tqdm(total=end, initial=ctr.cur_nimg, unit="img", unit_scale=True,
+        def bar_end(total: int) -> int:
+            return ctr.cur_nimg + max(0, -(-(total - ctr.cur_nimg) // cfg.batch)) * cfg.batch
+
+        bar = tqdm(total=bar_end(total), initial=ctr.cur_nimg, unit="img", unit_scale=True,
                    disable=not main, dynamic_ncols=True, desc="train")
         next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
         next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
@@ -351,7 +353,7 @@ class Trainer(Phases, TrainerState):
                     eta_due = None
                     if resize and not done:
                         total = self._resize(t0, t_loop, (n_steady, t_steady))
-                        bar.total = ctr.cur_nimg + max(0, -(-(total - ctr.cur_nimg) // cfg.batch)) * cfg.batch
+                        bar.total = bar_end(total)
                         bar.refresh()
                         next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
                         next_ckpt = next_multiple(ctr.cur_nimg, cfg.checkpoint_every * 1000)
@@ -429,10 +431,8 @@ class Trainer(Phases, TrainerState):
         `t_loop`). Every process takes the same length; config.json keeps it, so a resume trains to
         it and never sizes it again. Returns the new total in images."""
         cfg, ctr = self.cfg, self.counters
-        n, t = mark
-        now = time.perf_counter()
-        rate = (ctr.cur_nimg - n) / max(now - t, 1e-9)
-        left = cfg.resize_minutes * 60 - (now - t0) - RESIZE_OVERHEAD * (t_loop - t0)
+        rate = self._rate_since(mark)
+        left = cfg.resize_minutes * 60 - (time.perf_counter() - t0) - RESIZE_OVERHEAD * (t_loop - t0)
         kimg = max(MIN_KIMG, float(int((ctr.cur_nimg + rate * max(0.0, left)) / 1000)))
         if self.acc.num_processes > 1:  # their clocks differ by a little: the longest
             kimg = float(self.acc.reduce(torch.tensor(kimg, device=self.acc.device), "max"))
@@ -448,14 +448,18 @@ class Trainer(Phases, TrainerState):
                       f"the run's length now (the start-up estimate planned {planned:g}; --kimg sets your own)")
         return round(cfg.kimg * 1000)
 
+    def _rate_since(self, mark: tuple) -> float:
+        """Images a second since `mark` (images, time); 0 before any image or time has passed."""
+        n, t = mark
+        dt = time.perf_counter() - t
+        return (self.counters.cur_nimg - n) / dt if dt > 0 and self.counters.cur_nimg > n else 0.0
+
     def _print_eta(self, total: int, deadline: float | None, mark: tuple) -> None:
         """Once, after the first steps: the speed measured since `mark` (images, time: the end of
         this session's warm-up) and when the run ends."""
-        n, t = mark
-        dt = time.perf_counter() - t
-        if not self.acc.is_main_process or dt <= 0 or self.counters.cur_nimg <= n:
+        rate = self._rate_since(mark)
+        if not self.acc.is_main_process or rate <= 0:
             return
-        rate = (self.counters.cur_nimg - n) / dt
         left = max(0, total - self.counters.cur_nimg) / rate
         msg = f"measured {rate:.1f} img/s here: {self.cfg.kimg:g} kimg ends in about {duration(left)}"
         if deadline is not None and deadline - time.perf_counter() < left:
