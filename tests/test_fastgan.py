@@ -541,7 +541,10 @@ def test_auto_preset_length_follows_a_longer_minutes_budget():
     long = auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=60)
     assert long.model["arch"] == "fastgan" and 1.8 < long.train["kimg"] / half.train["kimg"] < 2.2
     assert "about 60 minutes" in long.reasons[1]
-    assert auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=10).train["kimg"] == half.train["kimg"]
+    short = auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=10)
+    assert short.train["kimg"] == half.train["kimg"]
+    assert "about 30 minutes" in short.reasons[1] and "--minutes 10 ends it sooner (--resume carries it on)" in short.reasons[1]
+    assert "ends it sooner" not in half.reasons[1] and "ends it sooner" not in long.reasons[1]
     # The user's --kimg and --batch: the line names them and the time that length takes here, and
     # a shorter --minutes that ends it first; nothing is left claiming auto's own half hour.
     mine = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"kimg": half.train["kimg"] * 3, "batch": 8})

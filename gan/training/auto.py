@@ -181,6 +181,9 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         span = duration(budget * 60) if set_kimg else f"{budget:g} minutes"  # auto's own: its half hour as such
         when = f"about {span}" if budget else "time unknown"
         change = "; the first steps' speed sizes it again (--kimg or --minutes to change)"
+        if minutes and minutes < budget and not set_kimg:  # the clock stops it; --resume carries it on
+            change = (f"; the first steps' speed sizes it again; --minutes {minutes:g} ends it sooner "
+                      "(--resume carries it on)")
         if set_kimg:
             change = f"; --minutes {minutes:g} ends it sooner" if minutes and minutes < budget else ""
         reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")
