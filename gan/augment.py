@@ -1,26 +1,34 @@
 """Differentiable augmentation of everything D sees (reals and fakes alike), so D cannot
 memorize a small dataset and G is not taught the augmentations (Karras et al. 2020;
-Zhao et al. 2020). Each op is applied per sample with probability p.
+Zhao et al. 2020). Each op is applied per sample with probability p. `geom` adds ADA's
+geometric group: scaling and rotation (--aug-geom).
 
 `AdaptiveP` is the ADA controller: it nudges p so that E[sign(D(real))] tracks a target.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 # Uniform random numbers per sample, drawn in one call: the op masks (x-flip, translation,
 # brightness, saturation, contrast, cutout), then the translation (2), the three colour
 # amounts and the cutout centre (2).
 N_RANDOM = 13
+# With `geom`, four more: the scale and rotation masks, the scale's normal quantile and the angle.
+N_GEOM = 4
+SCALE_STD = 0.2  # log2 of the scale factor ~ N(0, 0.2), as ADA's isotropic scaling
 
 
-def augment(x: torch.Tensor, p: float | torch.Tensor, apply=None) -> torch.Tensor:
+def augment(x: torch.Tensor, p: float | torch.Tensor, apply=None, geom: bool = False) -> torch.Tensor:
     """`x` augmented per sample, each op with probability `p` (identity at p <= 0). The random
     numbers are drawn here in one call; `apply` (default `apply_augment`, which the trainer
-    passes compiled, with `p` as a device tensor so a new p is not a new graph) does the rest."""
+    passes compiled, with `p` as a device tensor so a new p is not a new graph) does the rest.
+    Without `geom` the same numbers are drawn as before it existed, so runs repeat."""
     if not isinstance(p, torch.Tensor) and p <= 0:
         return x
-    r = torch.rand(x.shape[0], N_RANDOM, device=x.device)
+    r = torch.rand(x.shape[0], N_RANDOM + (N_GEOM if geom else 0), device=x.device)
     return (apply or apply_augment)(x, r, p)
 
 
@@ -31,8 +39,9 @@ def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def apply_augment(x: torch.Tensor, r: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
-    """The augmentation `r` (uniforms, (batch, N_RANDOM)) picks: deterministic, differentiable in
-    `x`, and written in few ops (each one a kernel launch on a GPU when it runs eagerly)."""
+    """The augmentation `r` (uniforms, (batch, N_RANDOM), or N_RANDOM + N_GEOM with the geometric
+    group) picks: deterministic, differentiable in `x`, and written in few ops (each one a kernel
+    launch on a GPU when it runs eagerly)."""
     b, c, h, w = x.shape
     on = (r[:, :6] < p).float()
     # Geometric: x-flip and translation by whole pixels (up to 1/8 of the size), reflected at the
@@ -44,6 +53,8 @@ def apply_augment(x: torch.Tensor, r: torch.Tensor, p: float | torch.Tensor) -> 
     src_y = _reflect((rows + shift_y).long(), h)  # (b, h)
     y = x.float().gather(3, src_x[:, None, None, :].expand(b, c, h, w))
     y = y.gather(2, src_y[:, None, :, None].expand(b, c, h, w))
+    if r.shape[1] > N_RANDOM:
+        y = _scale_rotate(y, r[:, N_RANDOM:], p)
     # Colour, in this order: brightness (+ a), saturation (away from the channel mean, * s),
     # contrast (away from the image mean, * k). Saturation keeps the channel mean and the image
     # mean moves by a, so the three fold into one expression of the two means.
@@ -58,6 +69,24 @@ def apply_augment(x: torch.Tensor, r: torch.Tensor, p: float | torch.Tensor) -> 
     hole_x = ((torch.linspace(0, 1, w, device=x.device) - r[:, 12:13]).abs() < 0.25).float()
     y = y * (1 - hole_y[:, None, :, None] * hole_x[:, None, None, :])
     return y.to(x.dtype)
+
+
+def _scale_rotate(y: torch.Tensor, r: torch.Tensor, p) -> torch.Tensor:
+    """ADA's geometric group: each image scaled by 2^N(0, SCALE_STD) with probability p and
+    rotated by an angle uniform in (-pi, pi) with probability p, about its centre, in one bilinear
+    resample reflected at the borders. Images that drew neither are left as they are (no
+    resampling blur)."""
+    b = y.shape[0]
+    on = (r[:, :2] < p).float()
+    normal = math.sqrt(2) * torch.erfinv((r[:, 2] * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+    inv = torch.exp2(-SCALE_STD * normal * on[:, 0])  # output -> input coordinates: 1 / scale
+    angle = (r[:, 3] * 2 - 1) * math.pi * on[:, 1]
+    cos, sin, zero = torch.cos(angle) * inv, torch.sin(angle) * inv, torch.zeros_like(inv)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(y.shape), align_corners=False)
+    warped = F.grid_sample(y, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    moved = (on.amax(dim=1) > 0).view(b, 1, 1, 1)
+    return torch.where(moved, warped, y)
 
 
 class AdaptiveP:

@@ -140,6 +140,8 @@ class TrainConfig:
     ada_interval: int = 4  # steps between p updates
     ada_kimg: float = opt(100.0, "ADA speed: p can go 0 -> 1 in this many kimg")
     ada_p_max: float = opt(1.0, "the most ADA's p may reach (augmentations leak into G's images as p nears 1)")
+    aug_geom: str = opt("off", "on: D's augmentation also scales and rotates (ADA's geometric group), each with "
+                        "probability p", choices=("on", "off"))
     ema_kimg: float = opt(10.0, "G_ema half-life in kimg")
     ema_rampup: float = opt(0.05, "G_ema half-life at most this fraction of the images seen so far (0: none)")
     mixed_precision: str = opt("no", "no | bf16 | fp16", choices=("no", "bf16", "fp16"))

@@ -337,7 +337,8 @@ def test_large_sizes_build_and_run(res):
 
 
 def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path, proc_store):
-    """fastgan with self-attention, self-conditioning on 3 clusters (their centroids are saved), D's reconstruction and patch scores, the relativistic loss and lazy R1 + R2, ADA,
+    """fastgan with self-attention, self-conditioning on 3 clusters (their centroids are saved), D's reconstruction
+    and patch scores, the relativistic loss and lazy R1 + R2, ADA with its geometric group,
     nearest-fake matching (its bank of recent fakes is saved), LeCam (its averages are) and bf16: a
     run stopped and resumed ends exactly where an unbroken one does. (On a CPU that emulates bf16
     this took 4 minutes: there it trains in float32, and bf16 training is covered by test_train's
@@ -346,7 +347,8 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--aug", "ada", "--aug-p", 0.2, "--r1-interval", 2,
               "--loss", "relativistic", "--r1-gamma", 0.5, "--r2-gamma", 0.5, "--mixed-precision", prec,
               "--match-weight", 1, "--match-bank", 16, "--d-patch", 8, "--d-layout", 8, "--lecam-weight", 0.3,
-              "--attn", 8, "--clusters", 3, "--seed", 3, "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
+              "--attn", 8, "--clusters", 3, "--aug-geom", "on", "--seed", 3, "--snap", 100, "--checkpoint-every", 100,
+              "--name", "r"]
     full = train(*common, "--kimg", 0.048, "--outdir", tmp_path / "a")
     train(*common, "--kimg", 0.024, "--outdir", tmp_path / "b")
     train(*common, "--kimg", 0.048, "--outdir", tmp_path / "b", "--resume", "auto")
@@ -359,6 +361,7 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     assert "G:" in full.stdout
     train_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]
     assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5 and train_cfg["match_weight"] == 1
+    assert train_cfg["aug_geom"] == "on"
     model_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["model"]
     assert model_cfg["d_patch"] == 8 and model_cfg["d_layout"] == 8 and model_cfg["attn"] == 8 and model_cfg["clusters"] == 3
     assert "clusters: 3 of" in full.stdout
@@ -425,6 +428,9 @@ def test_minutes_stops_with_a_checkpoint_and_resume_carries_on(tmp_path, proc_st
     for flag, value in (("--ada-p-max", 2), ("--kimg", -5), ("--lr-g", -1)):
         assert_user_error(run_main(__import__("train").main, *common, "--resume", "auto", flag, value), flag)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+    # Scaling and rotating augmentations on a run without augmentation would do nothing: refused.
+    assert_user_error(run_main(__import__("train").main, *common, "--aug", "none", "--aug-geom", "on"), "--aug-geom")
+    assert [p.name for p in tmp_path.iterdir()] == [run.name]
 
 
 def _flops(model: dict) -> float:

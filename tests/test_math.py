@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gan import losses
-from gan.augment import N_RANDOM, AdaptiveP, apply_augment, augment
+from gan.augment import N_GEOM, N_RANDOM, SCALE_STD, AdaptiveP, apply_augment, augment
 from gan.models.layers import Blur, Downsample, EqualConv2d, ModulatedConv2d, Upsample, _Filter, _fir_kernel
 from gan.sampling import grid_cols, grid_image
 from gan.training.data import InfiniteSampler
@@ -121,16 +121,48 @@ def test_augment_equals_its_op_by_op_definition(p):
     assert torch.allclose(apply_augment(x, r, p), _augment_by_definition(x, r, p), atol=2e-5)
 
 
+def test_geometric_augment_rotates_and_scales_about_the_centre():
+    """--aug-geom's four numbers: a quarter turn is torch.rot90 and a half turn a flip of both axes
+    (pixel centres map onto pixel centres, so no blur); images that drew neither op come out as
+    the 13 numbers alone make them; a scaled disc's area grows by the scale squared; and
+    `augment` draws the four extra numbers only with geom (runs without it repeat as before)."""
+    torch.manual_seed(3)
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    r = torch.ones(4, N_RANDOM + N_GEOM)  # every op off (r >= p) ...
+    r[:, N_RANDOM + 1] = 0.0  # ... but the rotation
+    r[:, N_RANDOM + 3] = 0.75  # angle (2r - 1) pi = pi / 2
+    assert torch.allclose(apply_augment(x, r, 0.5), torch.rot90(x, 1, (2, 3)), atol=1e-5)
+    r[:, N_RANDOM + 3] = 1.0
+    assert torch.allclose(apply_augment(x, r, 0.5), x.flip(2, 3), atol=1e-5)
+    r[:2, N_RANDOM + 1] = 1.0  # the first two draw nothing geometric
+    out = apply_augment(x, r, 0.5)
+    assert torch.equal(out[:2], apply_augment(x, r[:, :N_RANDOM], 0.5)[:2]) and not torch.allclose(out[2:], x[2:])
+    # Scale: a centred disc of radius 8 px in 64, scaled by 2^(SCALE_STD * z) for the quantile z.
+    yy, xx = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(64) + 0.5, indexing="ij")
+    disc = ((((yy - 32) ** 2 + (xx - 32) ** 2) < 8 ** 2).float() * 2 - 1).expand(1, 3, 64, 64)
+    r = torch.ones(1, N_RANDOM + N_GEOM)
+    r[:, N_RANDOM] = 0.0
+    r[:, N_RANDOM + 2] = 0.9772  # z = 2: scale 2^0.4
+    area = ((apply_augment(disc, r, 0.5)[0, 0] + 1) / 2).sum() / ((disc[0, 0] + 1) / 2).sum()
+    assert area.item() == pytest.approx(2 ** (2 * SCALE_STD * 2), rel=0.05)
+    for geom, n in ((False, N_RANDOM), (True, N_RANDOM + N_GEOM)):
+        torch.manual_seed(4)
+        out = augment(x, 1.0, geom=geom)
+        torch.manual_seed(4)
+        assert torch.equal(out, apply_augment(x, torch.rand(4, n), 1.0))
+
+
 def test_compiled_augment_equals_eager():
     """The trainer runs `apply_augment` compiled with p as a tensor (traced by Dynamo and
     AOTAutograd here, as in the compiled training tests): same images, same gradients."""
     torch.manual_seed(2)
     x = (torch.rand(8, 3, 16, 16) * 2 - 1).requires_grad_(True)
-    r = torch.rand(8, N_RANDOM)
     compiled = torch.compile(apply_augment, backend="aot_eager", dynamic=False)
-    out, ref = compiled(x, r, torch.tensor(0.6)), apply_augment(x, r, 0.6)
-    (g,), (g_ref,) = torch.autograd.grad(out.square().sum(), x), torch.autograd.grad(ref.square().sum(), x)
-    assert torch.equal(out, ref) and torch.equal(g, g_ref)
+    for n in (N_RANDOM, N_RANDOM + N_GEOM):  # with and without the geometric group
+        r = torch.rand(8, n)
+        out, ref = compiled(x, r, torch.tensor(0.6)), apply_augment(x, r, 0.6)
+        (g,), (g_ref,) = torch.autograd.grad(out.square().sum(), x), torch.autograd.grad(ref.square().sum(), x)
+        assert torch.equal(out, ref) and torch.equal(g, g_ref)
 
 
 def test_adaptive_p_moves_toward_target():

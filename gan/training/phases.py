@@ -57,14 +57,14 @@ class Phases:
         """What D sees of `x`. The main phases run the augmentation compiled (with the models):
         eagerly it is some 50 small ops, each a kernel launch on a GPU. R1 differentiates through
         it twice, which a compiled graph cannot, so it passes `compiled=False`."""
-        p = self.aug.p
+        p, geom = self.aug.p, self.cfg.aug_geom == "on"
         if p <= 0:
             return x
         if not (compiled and self.compiled.enabled):
-            return augment(x, p)
+            return augment(x, p, geom=geom)
         if self._p_device is None or self._p_device[0] != p:  # a fill kernel, no host->device copy
             self._p_device = (p, torch.full((), p, device=x.device))
-        return augment(x, self._p_device[1], apply=self.compiled(apply_augment))
+        return augment(x, self._p_device[1], apply=self.compiled(apply_augment), geom=geom)
 
     def _sync_last(self, model, i: int):
         """Gradient accumulation: all-reduce only on the last micro-batch of a phase."""

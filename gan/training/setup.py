@@ -432,6 +432,9 @@ def check_ranges(plan: Plan) -> None:
         parse_metrics(cfg.metrics)
         if cfg.metrics_num < 2:
             raise UserError("--metrics-num must be at least 2")
+    if cfg.aug_geom == "on" and cfg.aug == "none":
+        raise UserError("--aug-geom on scales and rotates what D's augmentation shows it, and this run has none (--aug none, "
+                        "or auto's choice from 10,000 images): add --aug ada, or leave --aug-geom off")
     for name, v in (("--aug-p", cfg.aug_p), ("--ada-p-max", cfg.ada_p_max), ("--style-mixing", cfg.style_mixing),
                     ("--match-frac", cfg.match_frac)):
         if not 0 <= v <= 1:
