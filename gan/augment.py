@@ -89,12 +89,23 @@ def _scale_rotate(y: torch.Tensor, r: torch.Tensor, p) -> torch.Tensor:
     return torch.where(moved, warped, y)
 
 
+def pseudo_reals(real: torch.Tensor, fake: torch.Tensor, p: float) -> torch.Tensor:
+    """APA (adaptive pseudo augmentation, Jiang et al., NeurIPS 2021): each real image of D's batch
+    replaced by the fake beside it with probability `p`, so D is shown some of G's images as real."""
+    keep = torch.rand(real.shape[0], 1, 1, 1, device=real.device) >= p
+    return torch.where(keep, real, fake.to(real.dtype))
+
+
 class AdaptiveP:
-    """Adaptive augmentation probability (ADA). State is checkpointed via state_dict."""
+    """Adaptive augmentation probability (ADA), and with `pseudo` APA's probability beside it,
+    moved by the same measurement by the same steps (from 0, up to 1). State is checkpointed via
+    state_dict."""
 
     def __init__(self, p: float, target: float, batch: int, interval: int, kimg: float, adaptive: bool,
-                 p_max: float = 1.0):
+                 p_max: float = 1.0, pseudo: bool = False):
         self.p = float(p)  # current probability
+        self.pseudo_on = pseudo and adaptive  # APA: fakes shown to D as reals, adaptively
+        self.pseudo = 0.0  # APA's current probability
         self.p_max = p_max  # the most the controller raises p to
         self.target = target  # desired E[sign(D(real))]
         self.adaptive = adaptive  # False: p stays fixed
@@ -119,7 +130,10 @@ class AdaptiveP:
         if stats[1] <= 0:
             return
         self.last_rt = float(stats[0] / stats[1])
-        self.p = min(max(self.p + self.step_size * (1 if self.last_rt > self.target else -1), 0.0), max(self.p_max, 0.0))
+        step = self.step_size * (1 if self.last_rt > self.target else -1)
+        self.p = min(max(self.p + step, 0.0), max(self.p_max, 0.0))
+        if self.pseudo_on:
+            self.pseudo = min(max(self.pseudo + step, 0.0), 1.0)
 
     def pending(self) -> tuple:
         """This process's statistics gathered since the last update (sum of signs, count)."""
@@ -129,7 +143,8 @@ class AdaptiveP:
         self._sum, self._n = float(total), int(n)
 
     def state_dict(self) -> dict:
-        return {"p": self.p, "sum": float(self._sum), "n": self._n, "last_rt": self.last_rt}
+        return {"p": self.p, "sum": float(self._sum), "n": self._n, "last_rt": self.last_rt, "pseudo": self.pseudo}
 
     def load_state_dict(self, d: dict) -> None:
         self.p, self._sum, self._n, self.last_rt = float(d["p"]), float(d["sum"]), int(d["n"]), float(d["last_rt"])
+        self.pseudo = float(d.get("pseudo", 0.0))  # checkpoints from before APA: 0

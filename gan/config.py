@@ -140,6 +140,9 @@ class TrainConfig:
     ada_interval: int = 4  # steps between p updates
     ada_kimg: float = opt(100.0, "ADA speed: p can go 0 -> 1 in this many kimg")
     ada_p_max: float = opt(1.0, "the most ADA's p may reach (augmentations leak into G's images as p nears 1)")
+    apa: str = opt("off", "on: adaptive pseudo augmentation (APA): D is shown some of G's images as real, with a "
+                   "probability that ADA's measure of D's overfitting raises and lowers (needs --aug ada)",
+                   choices=("on", "off"))
     aug_geom: str = opt("off", "on: D's augmentation also scales and rotates (ADA's geometric group), each with "
                         "probability p", choices=("on", "off"))
     ema_kimg: float = opt(10.0, "G_ema half-life in kimg")

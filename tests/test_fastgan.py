@@ -338,7 +338,7 @@ def test_large_sizes_build_and_run(res):
 
 def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path, proc_store):
     """fastgan with self-attention, self-conditioning on 3 clusters (their centroids are saved), D's reconstruction
-    and patch scores, the relativistic loss and lazy R1 + R2, ADA with its geometric group,
+    and patch scores, the relativistic loss and lazy R1 + R2, ADA with its geometric group and APA,
     nearest-fake matching (its bank of recent fakes is saved), LeCam (its averages are) and bf16: a
     run stopped and resumed ends exactly where an unbroken one does. (On a CPU that emulates bf16
     this took 4 minutes: there it trains in float32, and bf16 training is covered by test_train's
@@ -347,8 +347,8 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--aug", "ada", "--aug-p", 0.2, "--r1-interval", 2,
               "--loss", "relativistic", "--r1-gamma", 0.5, "--r2-gamma", 0.5, "--mixed-precision", prec,
               "--match-weight", 1, "--match-bank", 16, "--d-patch", 8, "--d-layout", 8, "--lecam-weight", 0.3,
-              "--attn", 8, "--clusters", 3, "--aug-geom", "on", "--seed", 3, "--snap", 100, "--checkpoint-every", 100,
-              "--name", "r"]
+              "--attn", 8, "--clusters", 3, "--aug-geom", "on", "--apa", "on", "--ada-kimg", 0.05, "--ada-target", -1, "--seed", 3,
+              "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
     full = train(*common, "--kimg", 0.048, "--outdir", tmp_path / "a")
     train(*common, "--kimg", 0.024, "--outdir", tmp_path / "b")
     train(*common, "--kimg", 0.048, "--outdir", tmp_path / "b", "--resume", "auto")
@@ -361,7 +361,10 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     assert "G:" in full.stdout
     train_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]
     assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5 and train_cfg["match_weight"] == 1
-    assert train_cfg["aug_geom"] == "on"
+    assert train_cfg["aug_geom"] == "on" and train_cfg["apa"] == "on"
+    # APA moved (ADA's fast --ada-kimg and a target every D beats, here) and its probability is saved with ADA's
+    apa = [json.loads((ck / checkpoint.TRAINER).read_text())["aug"]["pseudo"] for ck in (a, b)]
+    assert apa[0] == apa[1] > 0
     model_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["model"]
     assert model_cfg["d_patch"] == 8 and model_cfg["d_layout"] == 8 and model_cfg["attn"] == 8 and model_cfg["clusters"] == 3
     assert "clusters: 3 of" in full.stdout
@@ -430,6 +433,7 @@ def test_minutes_stops_with_a_checkpoint_and_resume_carries_on(tmp_path, proc_st
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
     # Scaling and rotating augmentations on a run without augmentation would do nothing: refused.
     assert_user_error(run_main(__import__("train").main, *common, "--aug", "none", "--aug-geom", "on"), "--aug-geom")
+    assert_user_error(run_main(__import__("train").main, *common, "--aug", "fixed", "--apa", "on"), "--apa")
     assert [p.name for p in tmp_path.iterdir()] == [run.name]
 
 
@@ -458,6 +462,23 @@ def test_auto_preset_small_collection_on_a_cpu():
     wide = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=2), _flops, user={"g_channels": 32})
     assert "G/D width 32/16 (as your flags set)" in wide.reasons[0] and "width 16/16:" in c.reasons[0]
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
+
+
+def test_auto_turns_apa_on_below_a_thousand_images_unless_told_otherwise():
+    """APA is auto's choice under APA_BELOW images, on a CPU and a GPU alike, with a line that says
+    so; an explicit --apa (either way) wins, and an --aug other than ada leaves it out (APA reads
+    ADA's measurement; the flag would be refused)."""
+    cpu, gpu = auto.DeviceFacts("cpu", cpus=2), auto.DeviceFacts("cuda")
+    for dev in (cpu, gpu):
+        small = auto.choose(auto.StoreFacts(auto.APA_BELOW - 1, 64), dev, _flops)
+        assert small.train["apa"] == "on" and any(r.startswith("APA on:") for r in small.reasons)
+        big = auto.choose(auto.StoreFacts(auto.APA_BELOW, 64), dev, _flops)
+        assert "apa" not in big.train and not any("APA" in r for r in big.reasons)
+    for user in ({"apa": "off"}, {"aug": "none"}, {"aug": "fixed"}):
+        c = auto.choose(auto.StoreFacts(281, 64), cpu, _flops, user=user)
+        assert "apa" not in c.train and not any("APA" in r for r in c.reasons)
+    assert auto.choose(auto.StoreFacts(281, 64), cpu, _flops, user={"aug": "ada"}).train["apa"] == "on"
+    assert {"apa", "aug"} <= auto.USER_KEYS  # what setup passes on as `user`
 
 
 def test_auto_suggests_cond_only_where_the_user_has_not_asked_for_it():

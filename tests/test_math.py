@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gan import losses
-from gan.augment import N_GEOM, N_RANDOM, SCALE_STD, AdaptiveP, apply_augment, augment
+from gan.augment import N_GEOM, N_RANDOM, SCALE_STD, AdaptiveP, apply_augment, augment, pseudo_reals
 from gan.models.layers import Blur, Downsample, EqualConv2d, ModulatedConv2d, Upsample, _Filter, _fir_kernel
 from gan.sampling import grid_cols, grid_image
 from gan.training.data import InfiniteSampler
@@ -150,6 +150,33 @@ def test_geometric_augment_rotates_and_scales_about_the_centre():
         out = augment(x, 1.0, geom=geom)
         torch.manual_seed(4)
         assert torch.equal(out, apply_augment(x, torch.rand(4, n), 1.0))
+
+
+def test_apa_shows_fakes_as_reals_with_its_own_probability():
+    """APA's probability moves by ADA's steps on ADA's measurement, from 0 and up to 1 whatever
+    ADA's cap; it is saved, and a checkpoint from before it reads as 0; pseudo_reals swaps in the
+    fake beside each real with that probability."""
+    ctl = AdaptiveP(0.2, 0.6, batch=4, interval=1, kimg=0.008, adaptive=True, p_max=0.7, pseudo=True)
+    for _ in range(3):  # a D sure of every real: both rise, by 0.5 a step
+        ctl.accumulate(torch.ones(4))
+        ctl.update()
+    assert ctl.p == 0.7 and ctl.pseudo == 1.0
+    ctl.accumulate(-torch.ones(4))
+    ctl.update()
+    assert ctl.p == pytest.approx(0.2) and ctl.pseudo == 0.5
+    again = AdaptiveP(0.0, 0.6, 4, 1, 0.008, True, pseudo=True)
+    again.load_state_dict(ctl.state_dict())
+    assert again.pseudo == 0.5
+    old = {k: v for k, v in ctl.state_dict().items() if k != "pseudo"}
+    again.load_state_dict(old)
+    assert again.pseudo == 0.0
+    assert not AdaptiveP(0.0, 0.6, 4, 1, 0.008, False, pseudo=True).pseudo_on  # fixed p: nothing measures D
+    real, fake = torch.zeros(400, 3, 4, 4), torch.ones(400, 3, 4, 4)
+    assert torch.equal(pseudo_reals(real, fake, 0.0), real) and torch.equal(pseudo_reals(real, fake, 1.0), fake)
+    torch.manual_seed(5)
+    mixed = pseudo_reals(real, fake, 0.25)
+    shown_fake = mixed.flatten(1).mean(1)
+    assert set(shown_fake.tolist()) == {0.0, 1.0} and 0.18 < shown_fake.mean().item() < 0.32
 
 
 def test_compiled_augment_equals_eager():

@@ -97,7 +97,7 @@ class Trainer(Phases, TrainerState):
             print("torch.compile on: the first steps compile G, D and the augmentation (a minute or so); --compile off skips it")
         adaptive = cfg.aug == "ada"
         self.aug = AdaptiveP(cfg.aug_p if cfg.aug in ("ada", "fixed") else 0.0, cfg.ada_target, cfg.batch,
-                             cfg.ada_interval, cfg.ada_kimg, adaptive, cfg.ada_p_max)
+                             cfg.ada_interval, cfg.ada_kimg, adaptive, cfg.ada_p_max, pseudo=cfg.apa == "on")
         self.style = None  # style-guided training: Gram targets of the style images
         if style_images:
             from ..style import StyleTarget, VGGFeatures, style_size
@@ -485,6 +485,7 @@ class Trainer(Phases, TrainerState):
             scalars.update({"AMP/scale": self.acc.scaler.get_scale(), "AMP/skipped_steps": self.overflows})
         scalars.update({"Logits/real": values.get("logits_real", 0.0), "Logits/fake": values.get("logits_fake", 0.0),
                         "Aug/p": self.aug.p, "Aug/rt": self.aug.last_rt, "Speed/img_per_s": rate,
+                        **({"Aug/apa": self.aug.pseudo} if self.aug.pseudo_on else {}),
                         "LR/G": self.opt_G.param_groups[0]["lr"], "LR/D": self.opt_D.param_groups[0]["lr"],
                         "Progress/kimg": self.counters.cur_nimg / 1000})
         self.acc.log(scalars, step=self.counters.cur_nimg)
@@ -492,7 +493,8 @@ class Trainer(Phases, TrainerState):
             with open(self.run_dir / "stats.jsonl", "a") as f:
                 f.write(json.dumps({"kimg": self.counters.cur_nimg / 1000, **scalars}) + "\n")
         bar.set_postfix(D=f"{values.get('loss_D', 0):.3f}", G=f"{values.get('loss_G', 0):.3f}",
-                        p=f"{self.aug.p:.2f}", ips=f"{rate:.0f}", refresh=False)
+                        p=f"{self.aug.p:.2f}" + (f"/{self.aug.pseudo:.2f}" if self.aug.pseudo_on else ""),
+                        ips=f"{rate:.0f}", refresh=False)
 
     def _log(self, msg: str) -> None:
         """A line on the console and in events.jsonl (main process)."""

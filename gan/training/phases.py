@@ -13,7 +13,7 @@ import torch
 
 from .. import clusters as clustering
 from .. import losses
-from ..augment import apply_augment, augment
+from ..augment import apply_augment, augment, pseudo_reals
 from ..models.layers import power_iteration
 from .matching import matched_count, thumbnails
 
@@ -160,14 +160,15 @@ class Phases:
                     fake = self._gen(self.compiled(G), z, c, update_w_avg=True)
             if self.bank is not None:
                 self.bank.add(z, fake, c)
+            shown = pseudo_reals(real, fake, self.aug.pseudo) if self.aug.pseudo > 0 else real  # APA
             # DDP decides at forward time whether backward all-reduces: wrap both.
             with self._sync_last(self.D, i):
                 with acc.autocast():
                     D_fast = self.compiled(self.D)
                     if self._recon_on():  # D also reconstructs the (augmented) reals it sees
-                        real_logits, recon = D_fast(self._augment(real), c, recon=True)
+                        real_logits, recon = D_fast(self._augment(shown), c, recon=True)
                     else:
-                        real_logits, recon = D_fast(self._augment(real), c), None
+                        real_logits, recon = D_fast(self._augment(shown), c), None
                     fake_logits = D_fast(self._augment(fake.float()), c)
                     real32, fake32 = real_logits.float(), fake_logits.float()
                     loss = losses.d_loss(cfg.loss, real32, fake32)

@@ -432,6 +432,9 @@ def check_ranges(plan: Plan) -> None:
         parse_metrics(cfg.metrics)
         if cfg.metrics_num < 2:
             raise UserError("--metrics-num must be at least 2")
+    if cfg.apa == "on" and cfg.aug != "ada":
+        raise UserError(f"--apa on shows D some fakes as reals as far as ADA measures D overfitting, and this run has "
+                        f"--aug {cfg.aug}: use --aug ada, or leave --apa off")
     if cfg.aug_geom == "on" and cfg.aug == "none":
         raise UserError("--aug-geom on scales and rotates what D's augmentation shows it, and this run has none (--aug none, "
                         "or auto's choice from 10,000 images): add --aug ada, or leave --aug-geom off")
