@@ -464,23 +464,6 @@ def test_auto_preset_small_collection_on_a_cpu():
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
 
 
-def test_auto_turns_apa_on_below_a_thousand_images_unless_told_otherwise():
-    """APA is auto's choice under APA_BELOW images, on a CPU and a GPU alike, with a line that says
-    so; an explicit --apa (either way) wins, and an --aug other than ada leaves it out (APA reads
-    ADA's measurement; the flag would be refused)."""
-    cpu, gpu = auto.DeviceFacts("cpu", cpus=2), auto.DeviceFacts("cuda")
-    for dev in (cpu, gpu):
-        small = auto.choose(auto.StoreFacts(auto.APA_BELOW - 1, 64), dev, _flops)
-        assert small.train["apa"] == "on" and any(r.startswith("APA on:") for r in small.reasons)
-        big = auto.choose(auto.StoreFacts(auto.APA_BELOW, 64), dev, _flops)
-        assert "apa" not in big.train and not any("APA" in r for r in big.reasons)
-    for user in ({"apa": "off"}, {"aug": "none"}, {"aug": "fixed"}):
-        c = auto.choose(auto.StoreFacts(281, 64), cpu, _flops, user=user)
-        assert "apa" not in c.train and not any("APA" in r for r in c.reasons)
-    assert auto.choose(auto.StoreFacts(281, 64), cpu, _flops, user={"aug": "ada"}).train["apa"] == "on"
-    assert {"apa", "aug"} <= auto.USER_KEYS  # what setup passes on as `user`
-
-
 def test_auto_suggests_cond_only_where_the_user_has_not_asked_for_it():
     dev = auto.DeviceFacts("cpu", cpus=2)
     hint = lambda c: [r for r in c.reasons if "add --cond" in r]  # noqa: E731

@@ -25,19 +25,12 @@ SMALL = 5000  # up to this many images: the small-collection model (FastGAN-styl
 # 2,000 (83.5 against 69.0), an exception real art outvotes. Below, it lost or tied (D likely
 # memorizes sooner): 281 clip-art animals 56.9 against 46.3, 381 people 48.6 against 47.2.
 FAST_LR_FROM, FAST_LR = 1000, 4e-4
-# Below this many images auto turns APA on (--apa on: D is shown some of G's images as real, as far as
-# ADA measures it overfitting). Seed 3 and 4, 30 kimg, float32, one core each, against random halves
-# (docs/experiments.md, "ADA's geometric group, APA, and picking samples"): 281 clip-art animals SWD
-# 40.9 against 46.3 and 29.5 against 47.5, Lite0 fd 218.3 against 228.5 and 208.5 against 216.4; 381
-# clip-art people 46.4 against 47.2, fd 238.5 against 244.3. Above, D had barely begun to overfit in
-# the half hour (on 1,789 emoji APA's probability was still 0 at 8 kimg), so it would do little.
-APA_BELOW = 1000
 # The user's flags `choose` names in its reasons or leaves alone: the widths, D's layout score and
 # LeCam, the run's batch and length (so that the reason lines and the time they name are for the run
 # that trains), and the learning rates (auto's faster rate then stays off).
 WIDTH_KEYS, LAYOUT_KEYS, LENGTH_KEYS = {"g_channels", "d_channels"}, {"d_layout", "lecam_weight"}, {"batch", "kimg"}
-LR_KEYS, AUG_KEYS = {"lr_g", "lr_d"}, {"aug", "apa"}
-USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS | AUG_KEYS
+LR_KEYS = {"lr_g", "lr_d"}
+USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures), in FLOPs as gan.training.flops counts a step
 # (D's decoders included), on 2 CPU cores: in bf16 measured with bench/train.py on a 2-core EPYC with
@@ -119,7 +112,6 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     (gan.training.flops) sizes a CPU run to CPU_MINUTES (or a longer `minutes`, the user's --minutes);
     without it the length is by images. `user`: the user's own flags among USER_KEYS, which win over
     the choice: `g_channels` / `d_channels` (what the reason line and the length are then for),
-    `apa` (it wins over auto's APA) and `aug` (any but ada leaves APA off),
     `d_layout` / `lecam_weight` (a reason line names them), `batch` / `kimg` (the
     reason line names them, and on a CPU the time they take), `lr_g` / `lr_d` (auto's learning
     rate then stays fastgan64's and the user's flags set it)."""
@@ -199,10 +191,6 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
             train.update(lr_g=FAST_LR, lr_d=FAST_LR)
             reasons.append(f"learning rate {FAST_LR:g} for G and D ({recipe['train']['lr_g']:g} below "
                            f"{FAST_LR_FROM:,} images, where it lost)")
-    if n < APA_BELOW and "apa" not in user and user.get("aug", "ada") in ("ada", "auto") and train.get("aug") == "ada":
-        train["apa"] = "on"  # the user's --apa wins; APA reads ADA's measurement, so no other --aug
-        reasons.append(f"APA on: D is shown some of G's images as real while it overfits (below {APA_BELOW:,} "
-                       "images, where it won; --apa off leaves it out)")
     if held:  # auto leaves them out (above); the user's own values, named
         layout, lecam = model.get("d_layout", 0), train.get("lecam_weight", 0.0)
         parts = []
