@@ -180,12 +180,14 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         speed = f", from a matmul measured here at {peak / 1e9:.0f} GFLOP/s" if peak > 0 else ""
         span = duration(budget * 60) if set_kimg else f"{budget:g} minutes"  # auto's own: its half hour as such
         when = f"about {span}" if budget else "time unknown"
-        change = "; the first steps' speed sizes it again (--kimg or --minutes to change)"
-        if minutes and minutes < budget and not set_kimg:  # the clock stops it; --resume carries it on
+        sooner = bool(minutes) and minutes < budget  # the clock stops it first; --resume carries it on
+        if set_kimg:
+            change = f"; --minutes {minutes:g} ends it sooner" if sooner else ""
+        elif sooner:
             change = (f"; the first steps' speed sizes it again; --minutes {minutes:g} ends it sooner "
                       "(--resume carries it on)")
-        if set_kimg:
-            change = f"; --minutes {minutes:g} ends it sooner" if minutes and minutes < budget else ""
+        else:
+            change = "; the first steps' speed sizes it again (--kimg or --minutes to change)"
         reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")
         if n >= FAST_LR_FROM and not LR_KEYS & user.keys():  # the user's --lr-g / --lr-d win
             train.update(lr_g=FAST_LR, lr_d=FAST_LR)
