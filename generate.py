@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(v)
     v.add_argument("--data", required=True, help="prepared store of real images")
     v.add_argument("--metrics", default="swd,fid,kid,pr",
-                   help="comma-separated: swd, fid, kid, pr, lite0 (FD and KID in EfficientNet-Lite0 features)")
+                   help="comma-separated: swd, fid, kid, pr, lite0 (FD, KID, precision and recall in EfficientNet-Lite0 features)")
     v.add_argument("--num", type=int, default=5000, help="generated (and real) images")
     v.add_argument("--batch", type=int, default=64)
     v.add_argument("--inception-weights", default=None, help="FID Inception-v3 weights file (torch-fidelity format)")

