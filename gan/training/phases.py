@@ -123,7 +123,7 @@ class Phases:
         k = matched_count(real.shape[0], self.cfg.match_frac) if self.bank is not None and self.bank.full else 0
         if k:
             self._match = (self.bank.nearest(real[:k], c[:k] if c is not None else None),
-                           thumbnails(real[:k], self.bank.thumb))
+                           thumbnails(real[:k], self.bank.thumb), real[:k])
         return self._latents(real.shape[0], c)
 
     def _latents(self, n: int, c) -> torch.Tensor:
@@ -134,13 +134,20 @@ class Phases:
         return z
 
     def _match_loss(self, fake: torch.Tensor, stats: dict):
-        """L1 between the matched fakes' thumbnails and their reals' (0 without a match)."""
+        """L1 between the matched fakes' thumbnails and their reals', and with --match-perceptual
+        their distance in Lite0's feature maps (0 without a match)."""
         if self._match is None:
             return 0.0
-        target = self._match[1]
-        dist = (thumbnails(fake[:target.shape[0]], self.bank.thumb) - target).abs().mean()
+        _, target, real = self._match
+        matched = fake[:target.shape[0]]
+        dist = (thumbnails(matched, self.bank.thumb) - target).abs().mean()
         stats["loss_match"] = dist.detach()
-        return dist * self.cfg.match_weight
+        loss = dist * self.cfg.match_weight
+        if self.pull is not None:
+            feat = self.pull(matched, real)
+            stats["loss_perceptual"] = feat.detach()
+            loss = loss + feat * self.cfg.match_perceptual
+        return loss
 
     def _d_phase(self, stats: dict) -> torch.Tensor:
         cfg, acc = self.cfg, self.acc

@@ -413,19 +413,29 @@ def check_ranges(plan: Plan) -> None:
         if not ok:
             raise UserError(f"{name} must be positive")
     for name, v in (("--r1-gamma", cfg.r1_gamma), ("--r2-gamma", cfg.r2_gamma), ("--recon-weight", cfg.recon_weight),
-                    ("--match-weight", cfg.match_weight), ("--lecam-weight", cfg.lecam_weight),
+                    ("--match-weight", cfg.match_weight), ("--match-perceptual", cfg.match_perceptual),
+                    ("--lecam-weight", cfg.lecam_weight),
                     ("--pl-weight", cfg.pl_weight), ("--lr-g", cfg.lr_g), ("--minutes", cfg.minutes),
                     ("--lr-d", cfg.lr_d), ("--ema-kimg", cfg.ema_kimg), ("--ema-rampup", cfg.ema_rampup),
                     ("--workers", cfg.workers)):
         if v < 0:
             raise UserError(f"{name} must be >= 0")
-    from .matching import matched_count
+    from .matching import matched_count, matching_on
     from .runtime import micro_batch
 
     micro = micro_batch(cfg.batch, int(os.environ.get("WORLD_SIZE", "1")), cfg.grad_accum)  # refuse before a run dir exists
-    if cfg.match_weight > 0 and matched_count(micro, cfg.match_frac) == 0:
+    if matching_on(cfg) and matched_count(micro, cfg.match_frac) == 0:
         raise UserError(f"--match-frac {cfg.match_frac:g} of a micro-batch of {micro} matches no real image, so "
-                        f"--match-weight would do nothing: use --match-frac {1 / micro:.2g} or more, or --match-weight 0")
+                        f"--match-weight and --match-perceptual would do nothing: use --match-frac {1 / micro:.2g} "
+                        "or more, or set both to 0")
+    if cfg.match_perceptual > 0:
+        from ..metrics.fid import MetricUnavailable
+        from ..metrics.lite0 import weights_path
+
+        try:
+            weights_path()
+        except MetricUnavailable as e:
+            raise UserError(f"--match-perceptual {cfg.match_perceptual:g}: {e}; or --match-perceptual 0") from None
     if cfg.metrics:
         from ..metrics import parse_metrics
 
