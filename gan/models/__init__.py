@@ -41,6 +41,9 @@ class Arch:
     attn_sizes: Callable[[int], list] | None = None
     # G reads a cluster of the collection from its latent and D scores against it (--clusters)
     self_conditioning: bool = False
+    # D(x, c, groups=N) scores N equal batches in one pass as N calls would (its batch norms keep
+    # their statistics apart): D's phase scores its reals and fakes so
+    grouped_scores: bool = False
 
     def shares_fakes(self, grad_accum: int) -> bool:
         """Whether a training step runs G once (`shared_fakes`): not with gradient accumulation,
@@ -50,7 +53,8 @@ class Arch:
 
 REGISTRY = {
     "dcgan": Arch(dcgan.DCGANGenerator, dcgan.DCGANDiscriminator, dcgan.RESOLUTIONS,
-                  mapping=False, style_mixing=False, path_length=False, noise_modes=False, shared_fakes=True),
+                  mapping=False, style_mixing=False, path_length=False, noise_modes=False, shared_fakes=True,
+                  grouped_scores=True),
     "stylegan": Arch(stylegan.StyleGANGenerator, stylegan.StyleGANDiscriminator, stylegan.RESOLUTIONS,
                      mapping=True, style_mixing=True, path_length=True, noise_modes=True),
     # Small collections (100-5,000 images): FastGAN-style G with skip-layer excitation, a residual
@@ -58,7 +62,8 @@ REGISTRY = {
     "fastgan": Arch(fastgan.FastGANGenerator, fastgan.FastGANDiscriminator, fastgan.RESOLUTIONS,
                     mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True,
                     shared_fakes=True, patch_sizes=fastgan.feature_sizes,
-                    layout_sizes=fastgan.inner_sizes, attn_sizes=fastgan.inner_sizes, self_conditioning=True),
+                    layout_sizes=fastgan.inner_sizes, attn_sizes=fastgan.inner_sizes, self_conditioning=True,
+                    grouped_scores=True),
 }
 
 

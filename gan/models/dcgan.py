@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
-from .layers import ClassBatchNorm, ConvTranspose2d
+from .layers import ClassBatchNorm, ConvTranspose2d, run_grouped
 
 RESOLUTIONS = (32, 64, 128, 256)
 
@@ -79,8 +79,13 @@ class DCGANDiscriminator(nn.Module):
             groups[-1].append(m)
         return [nn.ModuleList(g) for g in groups]
 
-    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.features(img)
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None, groups: int = 1) -> torch.Tensor:
+        """Logits (B, 1). `groups` > 1: `img` (and `c`) hold that many equal batches, scored as that
+        many calls would score them (each batch norm keeps their statistics apart; the convs run
+        once on the whole batch)."""
+        if img.shape[0] % groups:
+            raise ValueError(f"a batch of {img.shape[0]} does not split into {groups} equal groups")
+        h = run_grouped(self.features, img, groups)
         logits = self.out(h).flatten(1)
         if self.embed is not None:
             logits = logits + (self.embed(c) * h.sum(dim=(2, 3))).sum(1, keepdim=True)

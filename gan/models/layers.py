@@ -273,6 +273,22 @@ class ClassBatchNorm(nn.Module):
         return self.bn(x) * gain[:, :, None, None] + bias[:, :, None, None]
 
 
+def run_grouped(layers, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """`layers` (a sequence of modules) on `x`, whose batch holds `groups` equal batches: each
+    batch norm normalizes each of them by its own statistics (and updates its running ones batch
+    by batch), so the result is what `groups` separate calls would give, while every other layer
+    (the convs) runs once on the whole batch. A layer whose forward takes `groups` (a
+    discriminator's block) is passed it."""
+    for layer in layers:
+        if groups > 1 and isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            x = torch.cat([layer(part) for part in x.chunk(groups)])
+        elif getattr(layer, "takes_groups", False):
+            x = layer(x, groups)
+        else:
+            x = layer(x)
+    return x
+
+
 class SpectralNorm(nn.Module):
     """A weight divided by its largest singular value (Miyato et al. 2018), as a parametrization
     (`spectral_norm` registers it) whose forward only reads the stored singular-vector estimates

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..config import PRESETS
+from ..config import PRESETS, TrainConfig
 
 SMALL = 5000  # up to this many images: the small-collection model (FastGAN-style)
 # D's 16 px layout score with LeCam (--d-layout 16 --lecam-weight 0.3), auto's choice under 1,000
@@ -30,7 +30,8 @@ FAST_LR_FROM, FAST_LR = 1000, 4e-4
 # that trains), and the learning rates (auto's faster rate then stays off).
 WIDTH_KEYS, LAYOUT_KEYS, LENGTH_KEYS = {"g_channels", "d_channels"}, {"d_layout", "lecam_weight"}, {"batch", "kimg"}
 LR_KEYS = {"lr_g", "lr_d"}
-USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS
+MATCH_KEYS = {"match_weight", "match_perceptual", "match_size", "match_frac"}
+USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS | MATCH_KEYS
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures), in FLOPs as gan.training.flops counts a step
 # (D's decoders included), on 2 CPU cores: in bf16 measured with bench/train.py on a 2-core EPYC with
@@ -108,7 +109,7 @@ def fastgan_widths(res: int, gpu: bool) -> tuple[int, int]:
 
 def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: float = 0.0,
            user: dict | None = None) -> AutoChoice:
-    """The preset for `store` on `device`. `train_flops(model_dict) -> FLOPs per real image`
+    """The preset for `store` on `device`. `train_flops(model_dict, train_dict) -> FLOPs per real image`
     (gan.training.flops) sizes a CPU run to CPU_MINUTES (or a longer `minutes`, the user's --minutes);
     without it the length is by images. `user`: the user's own flags among USER_KEYS, which win over
     the choice: `g_channels` / `d_channels` (what the reason line and the length are then for),
@@ -138,7 +139,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     # and stops at 0.7 (past it, on the procedural set, its colours and shifts leaked into longer runs),
     # and the model's default spectral norm in G and D (clean fills and outlines, then larger
     # figures, where plain models gave speckled blobs; width 32 at the same minutes was muddier:
-    # fewer images seen), and nearest-fake matching at weight 5 (gan.training.matching).
+    # fewer images seen), and nearest-fake matching at weight 5 with the perceptual pull at 4
+    # (gan.training.matching).
     recipe = PRESETS["fastgan64"]
     model = {**recipe["model"], "g_channels": g, "d_channels": d}
     del model["resolution"]  # the store's
@@ -147,6 +149,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     mine = " (as your flags set)" if WIDTH_KEYS & user.keys() else ""
     reasons.append(f"fastgan (the small-collection model), G/D width {g}/{d}{mine}: {why}")
     train = dict(recipe["train"])
+    train.update({k: user[k] for k in MATCH_KEYS & user.keys()})
+    reasons.append(_matching_line(train, user))
     if n > SMALL:
         train["aug"] = "none" if n >= 20000 else "ada"
     held = {k: v for k, v in user.items() if k in LAYOUT_KEYS}
@@ -163,7 +167,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         if not device.bf16:
             train["mixed_precision"] = "no"  # emulated bf16 is many times slower than float32
         precision = train["mixed_precision"]
-        per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}), 1.0, device, precision)
+        per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}, train), 1.0, device, precision)
                     if train_flops is not None else None)
         budget = max(minutes, CPU_MINUTES)  # a longer --minutes: a run that long (a shorter one ends it)
         kimg = max(MIN_KIMG, round(budget * 60 / per_kimg)) if per_kimg else 100.0
@@ -206,6 +210,27 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     if store.classes >= 2 and not store.cond:
         reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
     return AutoChoice(model, train, reasons)
+
+
+def _matching_line(train: dict, user: dict) -> str:
+    """What nearest-fake matching does in this run: its share of reals, its two pulls and their
+    weights, each marked where the user's flag set it."""
+    mine = lambda key: ", as you set" if key in user else ""  # noqa: E731
+    size = train.get("match_size", TrainConfig.match_size)
+    pulls = ([f"at {size} px (weight {train['match_weight']:g}{mine('match_weight')})"] if train["match_weight"] > 0
+             else [])
+    if train["match_perceptual"] > 0:
+        pulls.append(f"in EfficientNet-Lite0's early features (weight {train['match_perceptual']:g}"
+                     f"{mine('match_perceptual')})")
+    if not pulls:
+        return "nearest-fake matching off (as you set)"
+    frac = train.get("match_frac", TrainConfig.match_frac)
+    share = ("half" if frac == 0.5 else f"{frac:g}") + (" (as you set)" if "match_frac" in user else "")
+    offs = "".join(f"; {what} off, as you set" for key, what in (("match_weight", "the thumbnail pull"),
+                                                                 ("match_perceptual", "the perceptual pull"))
+                   if key in user and train[key] <= 0)
+    return f"nearest-fake matching: {share} of each batch's reals pull their nearest recent fakes toward them " \
+           f"{' and '.join(pulls)}{offs}"
 
 
 def _length(train: dict, user: dict) -> str:

@@ -33,8 +33,37 @@ def model_summary(cfg: ModelConfig, grad_accum: int = 1, recon: bool = True) -> 
 
 
 def run_summary(mcfg: ModelConfig, cfg: TrainConfig) -> dict:
-    """`model_summary` for a run: its gradient accumulation, and D's decoders unless --recon-weight 0."""
-    return model_summary(mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)
+    """`model_summary` for a run: its gradient accumulation, D's decoders unless --recon-weight 0,
+    and the perceptual pull's network where --match-perceptual is on (`pull_flops`: its forward on
+    each matched fake and its real image, and the backward to the fake, per real image of the step)."""
+    s = model_summary(mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)
+    s["pull_flops"] = pull_flops(mcfg.resolution) * cfg.match_frac if cfg.match_perceptual > 0 else 0.0
+    s["train_flops"] += s["pull_flops"]
+    return s
+
+
+def pull_flops(resolution: int) -> float:
+    """FLOPs of the perceptual pull (gan.training.matching.FeaturePull) per matched image: Lite0's
+    first stages on the fake (with the backward to it) and on its real image, at the model's size
+    up to the pull's cap. Counted on the network without its weights (the count is the shapes')."""
+    key = ("pull", resolution)
+    if key not in _cache:
+        from ..losses import feature_distance
+        from ..metrics.lite0 import Lite0
+        from .matching import FeaturePull
+
+        net = Lite0().requires_grad_(False)
+        size = min(resolution, FeaturePull.MAX_SIZE)
+        fake = torch.randn(N, 3, size, size, requires_grad=True)
+        real = torch.randn(N, 3, size, size)
+
+        def pull():
+            feature_distance(net.maps(fake, FeaturePull.STAGES), net.maps(real, FeaturePull.STAGES)).backward()
+
+        with FlopCounterMode(display=False) as fc:
+            pull()
+        _cache[key] = fc.get_total_flops() / N
+    return _cache[key]
 
 
 def _count(cfg: ModelConfig, grad_accum: int, recon: bool) -> dict:

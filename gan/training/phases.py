@@ -172,11 +172,7 @@ class Phases:
             with self._sync_last(self.D, i):
                 with acc.autocast():
                     D_fast = self.compiled(self.D)
-                    if self._recon_on():  # D also reconstructs the (augmented) reals it sees
-                        real_logits, recon = D_fast(self._augment(shown), c, recon=True)
-                    else:
-                        real_logits, recon = D_fast(self._augment(shown), c), None
-                    fake_logits = D_fast(self._augment(fake.float()), c)
+                    real_logits, fake_logits, recon = self._score_pair(D_fast, shown, fake, c)
                     real32, fake32 = real_logits.float(), fake_logits.float()
                     loss = losses.d_loss(cfg.loss, real32, fake32)
                     if cfg.lecam_weight > 0:
@@ -199,6 +195,21 @@ class Phases:
         self._last_fake = fake
         self._last_real_logits = real_logits.detach().float()
         return self._apply(self.opt_D, self.D, bad)
+
+    def _score_pair(self, D, real: torch.Tensor, fake: torch.Tensor, c):
+        """D's logits on the (augmented) reals and fakes, and, where D is self-supervised, its
+        reconstruction loss on those reals (else None). One D call where the architecture scores
+        groups (`Arch.grouped_scores`: the same values as two calls, in fewer, larger ops)."""
+        recon_on = self._recon_on()
+        if self.arch.grouped_scores and real.shape[0] == fake.shape[0]:
+            real, fake = self._augment(real), self._augment(fake.float())
+            both, cc = torch.cat([real, fake.to(real.dtype)]), None if c is None else torch.cat([c, c])
+            logits, recon = D(both, cc, recon=True, groups=2) if recon_on else (D(both, cc, groups=2), None)
+            real_logits, fake_logits = logits.chunk(2)
+            return real_logits, fake_logits, recon
+        real = self._augment(real)
+        real_logits, recon = D(real, c, recon=True) if recon_on else (D(real, c), None)
+        return real_logits, D(self._augment(fake.float()), c), recon
 
     def _lecam(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, stats: dict) -> torch.Tensor:
         """LeCam's regularizer (Tseng et al., CVPR 2021): real logits above the moving average of the

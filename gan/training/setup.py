@@ -246,13 +246,15 @@ def auto_preset(dataset, explicit: dict, cond: bool = False) -> tuple[dict, list
     device = device_facts()
     # The run's own step, as far as the user's flags change its FLOPs (--recon-weight 0 drops D's
     # decoders, --grad-accum N draws fresh fakes for G), so the half hour is sized for that step.
-    run = TrainConfig(**{k: explicit[k] for k in ("grad_accum", "recon_weight") if k in explicit})
+    run_keys = ("grad_accum", "recon_weight", "match_perceptual", "match_frac")
 
-    def train_flops(model: dict) -> float:
+    def train_flops(model: dict, train: dict | None = None) -> float:
         mcfg = ModelConfig(**{**model, **{k[6:]: v for k, v in explicit.items() if k.startswith("model.")},
                               "resolution": dataset.resolution})
         if mcfg.clusters == AUTO_CLUSTERS:  # decided from the store later; the count barely changes the FLOPs
             mcfg.clusters = cluster_count(len(dataset))
+        # The recipe's step (its perceptual pull), as the user's flags change it.
+        run = TrainConfig(**{k: v for k, v in {**(train or {}), **explicit}.items() if k in run_keys})
         return run_summary(mcfg, run)["train_flops"]
 
     user = {k.removeprefix("model."): v for k, v in explicit.items() if k.removeprefix("model.") in USER_KEYS}
@@ -476,5 +478,7 @@ def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:
              f"G: {s['g_params'] / 1e6:.2f}M params, {s['g_flops'] / 1e9:.3f} GFLOP/img forward",
              f"D: {s['d_params'] / 1e6:.2f}M params, {s['d_flops'] / 1e9:.3f} GFLOP/img forward",
              *([f"D's decoders: {s['decoder_flops'] / 1e9:.3f} GFLOP/img forward, on reals"] if s["decoder_flops"] else []),
+             *([f"perceptual pull: {s['pull_flops'] / 1e9:.3f} GFLOP per real image (Lite0 on the matched pairs)"]
+               if s["pull_flops"] else []),
              f"training: ~{s['train_flops'] / 1e9:.2f} GFLOP per real image (a step's forward and backward passes)"]
     return "\n".join(lines)
