@@ -75,6 +75,14 @@ def test_discriminator_reconstructs_its_input_and_learns_to():
     assert loss.item() < 0.6 * first, (first, loss.item())
 
 
+def _assert_same_grads_and_buffers(D1, D2):
+    """Two copies of a D after the same update's backward: equal gradients and running statistics."""
+    for (name, a), b in zip(D1.named_parameters(), D2.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, msg=lambda m: f"{name}: {m}")
+    for (name, a), b in zip(D1.named_buffers(), D2.buffers()):
+        torch.testing.assert_close(b, a, msg=lambda m: f"{name}: {m}")
+
+
 def test_dcgan_grouped_scores_equal_separate_calls():
     """DCGAN's D scores groups too (the demo's and dcgan64's D phase): logits, gradients and the
     batch norms' running statistics as two calls give them."""
@@ -89,10 +97,7 @@ def test_dcgan_grouped_scores_equal_separate_calls():
     (lr2.sum() - lf2.sum() * 2).backward()
     torch.testing.assert_close(lr2, lr)
     torch.testing.assert_close(lf2, lf)
-    for (name, a), b in zip(D1.named_parameters(), D2.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, msg=lambda m: f"{name}: {m}")
-    for (name, a), b in zip(D1.named_buffers(), D2.buffers()):
-        torch.testing.assert_close(b, a, msg=lambda m: f"{name}: {m}")
+    _assert_same_grads_and_buffers(D1, D2)
 
 
 @pytest.mark.parametrize("extra", [{}, {"c_dim": 3, "d_layout": 8, "d_patch": 8, "attn": 8}])
@@ -112,20 +117,17 @@ def test_grouped_scores_equal_separate_calls(extra):
     lf = D1(fake, c)
     (lr.sum() - lf.sum() * 2 + rec.sum()).backward()
     torch.manual_seed(1)  # the same random quarters for the decoders
-    logits, rec2 = D2(torch.cat([real, fake]), None if c is None else torch.cat([c, c]), recon=True, groups=2)
+    both, cc = torch.cat([real, fake]), None if c is None else torch.cat([c, c])
+    logits, rec2 = D2(both, cc, recon=True, groups=2)
     lr2, lf2 = logits.chunk(2)
     (lr2.sum() - lf2.sum() * 2 + rec2.sum()).backward()
     assert lr2.shape == lr.shape and rec2.shape == (4,)
     torch.testing.assert_close(lr2, lr)
     torch.testing.assert_close(lf2, lf)
     torch.testing.assert_close(rec2, rec)
-    for (name, a), b in zip(D1.named_parameters(), D2.parameters()):
-        torch.testing.assert_close(b.grad, a.grad, msg=lambda m: f"{name}: {m}")
-    for (name, a), b in zip(D1.named_buffers(), D2.buffers()):
-        torch.testing.assert_close(b, a, msg=lambda m: f"{name}: {m}")
+    _assert_same_grads_and_buffers(D1, D2)
     # One joint batch norm would differ: the groups matter.
-    assert not torch.allclose(D2(torch.cat([real, fake]), None if c is None else torch.cat([c, c])).chunk(2)[0],
-                              D2(torch.cat([real, fake]), None if c is None else torch.cat([c, c]), groups=2).chunk(2)[0])
+    assert not torch.allclose(D2(both, cc).chunk(2)[0], D2(both, cc, groups=2).chunk(2)[0])
     with pytest.raises(ValueError, match="equal groups"):
         D2(torch.cat([real, fake[:3]]), groups=2)
 

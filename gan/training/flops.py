@@ -48,20 +48,14 @@ def pull_flops(resolution: int) -> float:
     up to the pull's cap. Counted on the network without its weights (the count is the shapes')."""
     key = ("pull", resolution)
     if key not in _cache:
-        from ..losses import feature_distance
         from ..metrics.lite0 import Lite0
         from .matching import FeaturePull
 
-        net = Lite0().requires_grad_(False)
-        size = min(resolution, FeaturePull.MAX_SIZE)
-        fake = torch.randn(N, 3, size, size, requires_grad=True)
-        real = torch.randn(N, 3, size, size)
-
-        def pull():
-            feature_distance(net.maps(fake, FeaturePull.STAGES), net.maps(real, FeaturePull.STAGES)).backward()
-
+        pull = FeaturePull("cpu", net=Lite0())  # the training loop's own pull, on unloaded weights
+        fake = (torch.rand(N, 3, resolution, resolution) * 2 - 1).requires_grad_(True)
+        real = torch.rand(N, 3, resolution, resolution) * 2 - 1
         with FlopCounterMode(display=False) as fc:
-            pull()
+            pull(fake, real).backward()
         _cache[key] = fc.get_total_flops() / N
     return _cache[key]
 

@@ -102,10 +102,12 @@ class FeaturePull:
     STAGES = 4  # maps at 1/2 to 1/16 of the input: 32 to 4 px at 64 px
     MAX_SIZE = 128  # larger models are compared at this size
 
-    def __init__(self, device, weights: str | None = None):
+    def __init__(self, device, weights: str | None = None, net: torch.nn.Module | None = None):
+        """`net`: a Lite0 to use instead of loading the weights (gan.training.flops counts the pull's
+        FLOPs on one without them: the count is the shapes')."""
         from ..metrics.lite0 import load
 
-        self.net = load(weights).to(device)
+        self.net = (net if net is not None else load(weights)).to(device)
         for p in self.net.parameters():
             p.requires_grad_(False)
 
