@@ -534,16 +534,19 @@ def test_auto_trains_with_both_pulls_and_names_the_users_own():
     line = lambda c: [r for r in c.reasons if "matching" in r]  # noqa: E731
     c = auto.choose(auto.StoreFacts(281, 64), dev, _flops)
     assert c.train["match_weight"] == 5.0 and c.train["match_perceptual"] == 4.0
-    assert line(c) == ["nearest-fake matching: half of each batch's reals pull their nearest recent fakes toward them "
-                       "at 16 px (weight 5) and in EfficientNet-Lite0's early features (weight 4)"]
+    assert line(c) == ["nearest-fake matching: half of each batch's reals pull their nearest of the last 2,048 fakes "
+                       "toward them at 16 px (weight 5) and in EfficientNet-Lite0's early features (weight 4)"]
     off = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"match_perceptual": 0.0})
     assert off.train["match_perceptual"] == 0.0 and off.train["kimg"] > c.train["kimg"]  # the pull's FLOPs are counted
     assert line(off)[0].endswith("at 16 px (weight 5); the perceptual pull off, as you set")
     mine = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"match_weight": 0.0, "match_frac": 0.25,
-                                                                      "match_perceptual": 2.0})
-    assert line(mine) == ["nearest-fake matching: 0.25 (as you set) of each batch's reals pull their nearest recent "
-                          "fakes toward them in EfficientNet-Lite0's early features (weight 2, as you set); the "
-                          "thumbnail pull off, as you set"]
+                                                                      "match_perceptual": 2.0, "match_bank": 64})
+    assert mine.train["match_bank"] == 64
+    assert line(mine) == ["nearest-fake matching: 0.25 (as you set) of each batch's reals pull their nearest of the "
+                          "last 64 fakes (as you set) toward them in EfficientNet-Lite0's early features (weight 2, "
+                          "as you set); the thumbnail pull off, as you set"]
+    every = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"match_frac": 1.0})
+    assert line(every)[0].startswith("nearest-fake matching: all (as you set) of each batch's reals pull")
     none = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"match_weight": 0.0, "match_perceptual": 0.0})
     assert line(none) == ["nearest-fake matching off (as you set)"]
 

@@ -30,7 +30,7 @@ FAST_LR_FROM, FAST_LR = 1000, 4e-4
 # that trains), and the learning rates (auto's faster rate then stays off).
 WIDTH_KEYS, LAYOUT_KEYS, LENGTH_KEYS = {"g_channels", "d_channels"}, {"d_layout", "lecam_weight"}, {"batch", "kimg"}
 LR_KEYS = {"lr_g", "lr_d"}
-MATCH_KEYS = {"match_weight", "match_perceptual", "match_size", "match_frac"}
+MATCH_KEYS = {"match_weight", "match_perceptual", "match_size", "match_frac", "match_bank"}
 USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS | MATCH_KEYS
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures), in FLOPs as gan.training.flops counts a step
@@ -225,12 +225,13 @@ def _matching_line(train: dict, user: dict) -> str:
     if not pulls:
         return "nearest-fake matching off (as you set)"
     frac = train.get("match_frac", TrainConfig.match_frac)
-    share = ("half" if frac == 0.5 else f"{frac:g}") + (" (as you set)" if "match_frac" in user else "")
+    share = {0.5: "half", 1.0: "all"}.get(frac, f"{frac:g}") + (" (as you set)" if "match_frac" in user else "")
     offs = "".join(f"; {what} off, as you set" for key, what in (("match_weight", "the thumbnail pull"),
                                                                  ("match_perceptual", "the perceptual pull"))
                    if key in user and train[key] <= 0)
-    return f"nearest-fake matching: {share} of each batch's reals pull their nearest recent fakes toward them " \
-           f"{' and '.join(pulls)}{offs}"
+    bank = train.get("match_bank", TrainConfig.match_bank)
+    return f"nearest-fake matching: {share} of each batch's reals pull their nearest of the last {bank:,} fakes" \
+           f"{' (as you set)' if 'match_bank' in user else ''} toward them {' and '.join(pulls)}{offs}"
 
 
 def _length(train: dict, user: dict) -> str:
