@@ -204,6 +204,37 @@ def test_spectral_norm_forward_writes_nothing_and_reads_torchs_state():
             assert abs(float(torch.linalg.matrix_norm(mat.flatten(1), ord=2) / torch.vdot(sn._u, sn._matrix(w) @ sn._v)) - 1) < 1e-3
 
 
+def test_resampling_and_transposed_spectral_norm_match_torchs_ops():
+    """fastgan's own nearest 2x upsampling and 2x2 average pooling (faster than torch's on a CPU
+    in bf16) give F.interpolate's and F.avg_pool2d's values and gradients. A transposed conv's
+    sigma, contracted in place of a copied matrix, is the matrix form's, value and gradient, and
+    stays float32 under bf16 autocast (as torch.mv's does): what divides a weight is not rounded."""
+    from gan.models import layers
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 6, 8, dtype=torch.float64, requires_grad=True)
+    for ours, theirs in ((layers.up_nearest2x, lambda t: F.interpolate(t, scale_factor=2.0, mode="nearest")),
+                         (layers.avg_pool2x, lambda t: F.avg_pool2d(t, 2))):
+        y, ref = ours(x), theirs(x)
+        assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-12)
+        g = torch.randn_like(y)
+        assert torch.allclose(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0], atol=1e-12)
+    assert torch.equal(layers.up_nearest2x(x.detach().bfloat16()),
+                       F.interpolate(x.detach().bfloat16(), scale_factor=2.0, mode="nearest"))
+    for shape in ((6, 5, 4, 4), (3, 7, 3)):
+        w = torch.randn(shape, requires_grad=True)
+        sn = layers.SpectralNorm(w.detach(), dim=1)
+        mat = w.movedim(1, 0).flatten(1)
+        ref = torch.vdot(sn._u, mat @ sn._v)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            sigma = sn.sigma(w)
+        assert sigma.dtype == torch.float32 and torch.allclose(sigma, ref, rtol=1e-5)
+        assert torch.allclose(torch.autograd.grad(sigma, w)[0], torch.autograd.grad(ref, w)[0], atol=1e-6)
+        with torch.no_grad():
+            assert torch.allclose(sn._mv(w, sn._v), mat @ sn._v, atol=1e-5)
+            assert torch.allclose(sn._mtv(w, sn._u), mat.t() @ sn._u, atol=1e-5)
+
+
 def test_spectral_norm_conv_divides_the_smaller_side_with_the_same_values_and_gradients():
     """A spectrally normalized conv divides its output instead of its weight where the output is
     the smaller (a conv is linear in its weight): same outputs and gradients (weight, bias, input)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .. import clusters as clustering
 from ..config import ModelConfig
-from .layers import ClassBatchNorm, ConvTranspose2d, run_grouped, spectral_norm
+from .layers import AvgPool2x, ClassBatchNorm, ConvTranspose2d, UpNearest2x, run_grouped, spectral_norm, up_nearest2x
 
 RESOLUTIONS = (32, 64, 128, 256, 512, 1024)
 RECON_SIZE = 32  # the decoders' output size
@@ -109,7 +109,7 @@ class UpBlock(nn.Module):
                                    for _ in range(convs))
 
     def forward(self, x: torch.Tensor, c, noise: str) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        x = up_nearest2x(x)
         for conv, nz, norm in zip(self.convs, self.noises, self.norms):
             x = nz(conv(x), noise)
             x = F.glu(norm(x, c) if isinstance(norm, ClassBatchNorm) else norm(x), dim=1)
@@ -205,7 +205,7 @@ class DownBlock(nn.Module):
         norm = (lambda n: nn.Identity()) if first else nn.BatchNorm2d
         self.main = nn.Sequential(nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False), norm(out_ch), nn.LeakyReLU(0.2),
                                   nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), norm(out_ch), nn.LeakyReLU(0.2))
-        self.skip = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False), norm(out_ch),
+        self.skip = nn.Sequential(AvgPool2x(), nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False), norm(out_ch),
                                   nn.LeakyReLU(0.2))
 
     takes_groups = True  # forward(x, groups): see layers.run_grouped
@@ -223,7 +223,7 @@ class Decoder(nn.Module):
         ch = in_ch
         for _ in range(int(math.log2(RECON_SIZE // 8))):
             out = max(16, ch // 2)
-            layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(ch, out * 2, 3, 1, 1, bias=False),
+            layers += [UpNearest2x(), nn.Conv2d(ch, out * 2, 3, 1, 1, bias=False),
                        nn.BatchNorm2d(out * 2), nn.GLU(dim=1)]
             ch = out
         layers += [nn.Conv2d(ch, 3, 3, 1, 1), nn.Tanh()]

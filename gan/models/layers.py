@@ -183,6 +183,39 @@ class Upsample(_FixedFilter):
 UP_CONVS = ("transposed", "filter_first")  # ModelConfig.up_conv (checked by models.check_config)
 
 
+def up_nearest2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x upsampling of (B, C, H, W), the same values as F.interpolate's. Each
+    pixel is stacked beside itself along width, then each row under itself: on a CPU in bf16,
+    F.interpolate's kernel made two copies of its output, and this ran a 32 px map's forward and
+    backward 4.6x faster (0.95 against 4.35 ms for fastgan64's 16x32x32x32)."""
+    b, c, h, w = x.shape
+    x = torch.stack((x, x), -1).view(b, c, h, 2 * w)
+    return torch.stack((x, x), -2).view(b, c, 2 * h, 2 * w)
+
+
+def avg_pool2x(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling of (B, C, H, W) with even H and W (F.avg_pool2d(x, 2)'s values, up to
+    rounding): neighbouring columns added, then neighbouring rows. On a CPU in bf16 its forward and
+    backward ran 2.7x faster than avg_pool2d's (1.19 against 3.23 ms at 32x32x32x32)."""
+    a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+    c, d = (a + b).unflatten(-2, (-1, 2)).unbind(-2)
+    return (c + d) * 0.25
+
+
+class UpNearest2x(nn.Module):
+    """`up_nearest2x` as a module (no parameters: it takes nn.Upsample's place in a state dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return up_nearest2x(x)
+
+
+class AvgPool2x(nn.Module):
+    """`avg_pool2x` as a module (no parameters: it takes nn.AvgPool2d(2)'s place in a state dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return avg_pool2x(x)
+
+
 class ModulatedConv2d(nn.Module):
     """StyleGAN2 modulated/demodulated convolution.
 
@@ -289,6 +322,10 @@ def run_grouped(layers, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
     return x
 
 
+# Whether autocast exists on a device type (not on "meta", where FLOPs are counted).
+_autocast_available = getattr(torch.amp, "is_autocast_available", lambda device: device in ("cpu", "cuda"))
+
+
 class SpectralNorm(nn.Module):
     """A weight divided by its largest singular value (Miyato et al. 2018), as a parametrization
     (`spectral_norm` registers it) whose forward only reads the stored singular-vector estimates
@@ -310,16 +347,36 @@ class SpectralNorm(nn.Module):
     def _matrix(self, weight: torch.Tensor) -> torch.Tensor:
         return (weight.movedim(self.dim, 0) if self.dim else weight).flatten(1)
 
+    def _mv(self, weight: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The weight's matrix times `v`. A transposed conv's weight (in, out, *k), normalized along
+        dim 1, is contracted in place: its matrix would be a copy of the weight, 8 MB in fastgan64's
+        z -> 4x4, made twice a step, its gradient copied back once (some 2% of a CPU step)."""
+        if self.dim != 1:
+            return torch.mv(self._matrix(weight), v)
+        w3 = weight.flatten(2)  # (in, out, K): the matrix is w3[i, o, k] at row o, column i * K + k
+        return torch.einsum("iok,ik->o", w3, v.view(w3.shape[0], w3.shape[2]))
+
+    def _mtv(self, weight: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The weight's matrix, transposed, times `u` (see `_mv`)."""
+        if self.dim != 1:
+            return torch.mv(self._matrix(weight).t(), u)
+        return torch.matmul(u, weight.flatten(2)).flatten()  # (in, K), row-major as the matrix's columns
+
     @torch.no_grad()
     def update(self, weight: torch.Tensor, steps: int = 1) -> None:
-        mat = self._matrix(weight)
         for _ in range(steps):
-            self._u.copy_(F.normalize(torch.mv(mat, self._v), dim=0, eps=self.eps))
-            self._v.copy_(F.normalize(torch.mv(mat.t(), self._u), dim=0, eps=self.eps))
+            self._u.copy_(F.normalize(self._mv(weight, self._v), dim=0, eps=self.eps))
+            self._v.copy_(F.normalize(self._mtv(weight, self._u), dim=0, eps=self.eps))
 
     def sigma(self, weight: torch.Tensor) -> torch.Tensor:
         """The estimated largest singular value of `weight` (differentiable in `weight`)."""
-        return torch.vdot(self._u, torch.mv(self._matrix(weight), self._v))
+        if self.dim == 1:  # in float32 under autocast too, as torch.mv is (matmul would run in bf16)
+            device = weight.device.type
+            if _autocast_available(device) and torch.is_autocast_enabled(device):
+                with torch.autocast(device, enabled=False):
+                    return torch.vdot(self._mtv(weight, self._u), self._v)
+            return torch.vdot(self._mtv(weight, self._u), self._v)
+        return torch.vdot(self._u, self._mv(weight, self._v))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight / self.sigma(weight)
