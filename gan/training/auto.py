@@ -215,7 +215,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
 def _matching_line(train: dict, user: dict) -> str:
     """What nearest-fake matching does in this run: its share of reals, its two pulls and their
     weights, each marked where the user's flag set it."""
-    mine = lambda key: ", as you set" if key in user else ""  # noqa: E731
+    mine = lambda key: ", as you set" if key in user else ""  # noqa: E731  (inside a pull's brackets)
+    said = lambda key: " (as you set)" if key in user else ""  # noqa: E731  (after a share or a bank)
     size = train.get("match_size", TrainConfig.match_size)
     pulls = ([f"at {size} px (weight {train['match_weight']:g}{mine('match_weight')})"] if train["match_weight"] > 0
              else [])
@@ -225,13 +226,13 @@ def _matching_line(train: dict, user: dict) -> str:
     if not pulls:
         return "nearest-fake matching off (as you set)"
     frac = train.get("match_frac", TrainConfig.match_frac)
-    share = {0.5: "half", 1.0: "all"}.get(frac, f"{frac:g}") + (" (as you set)" if "match_frac" in user else "")
+    share = {0.5: "half", 1.0: "all"}.get(frac, f"{frac:g}") + said("match_frac")
     offs = "".join(f"; {what} off, as you set" for key, what in (("match_weight", "the thumbnail pull"),
                                                                  ("match_perceptual", "the perceptual pull"))
                    if key in user and train[key] <= 0)
     bank = train.get("match_bank", TrainConfig.match_bank)
     return f"nearest-fake matching: {share} of each batch's reals pull their nearest of the last {bank:,} fakes" \
-           f"{' (as you set)' if 'match_bank' in user else ''} toward them {' and '.join(pulls)}{offs}"
+           f"{said('match_bank')} toward them {' and '.join(pulls)}{offs}"
 
 
 def _length(train: dict, user: dict) -> str:
