@@ -1,6 +1,7 @@
 """Shared building blocks: equalized-lr layers, anti-aliased resampling, modulated conv."""
 from __future__ import annotations
 
+import contextlib
 import math
 import types
 
@@ -372,10 +373,9 @@ class SpectralNorm(nn.Module):
         """The estimated largest singular value of `weight` (differentiable in `weight`)."""
         if self.dim == 1:  # in float32 under autocast too, as torch.mv is (matmul would run in bf16)
             device = weight.device.type
-            if _autocast_available(device) and torch.is_autocast_enabled(device):
-                with torch.autocast(device, enabled=False):
-                    return torch.vdot(self._mtv(weight, self._u), self._v)
-            return torch.vdot(self._mtv(weight, self._u), self._v)
+            autocasting = _autocast_available(device) and torch.is_autocast_enabled(device)
+            with torch.autocast(device, enabled=False) if autocasting else contextlib.nullcontext():
+                return torch.vdot(self._mtv(weight, self._u), self._v)
         return torch.vdot(self._u, self._mv(weight, self._v))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
