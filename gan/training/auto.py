@@ -52,9 +52,11 @@ CPU_ARCH_SPEED = {"dcgan": 1.6}
 # Where this process has measured its matmul rate (gan.precision.matmul_flops, the peak bench/train.py
 # reports MFU against), a CPU run's rate is that times the share of it fastgan64 reaches at batch 16
 # (bench/train.py's MFU on 2 cores): float32 0.56 on a 2-core AVX2-only EPYC (35.3 img/s, a faster
-# one than the 58 GFLOP/s above: a constant planned its half hour as 18 minutes there), bf16 0.37-0.40
-# on the AVX512-BF16 EPYC. CPUs differ twice over in speed; the measurement follows the one in use.
-CPU_EFFICIENCY = {"no": 0.56, "bf16": 0.38}
+# one than the 58 GFLOP/s above: a constant planned its half hour as 18 minutes there), bf16 0.50-0.56
+# (median of five 0.525) on the AVX512-BF16 EPYC since the resampling and spectral-norm ops were
+# rewritten (0.37-0.40 before; one core of it: 39 img/s against a 203 GFLOP/s matmul, 0.55). CPUs
+# differ twice over in speed; the measurement follows the one in use.
+CPU_EFFICIENCY = {"no": 0.56, "bf16": 0.52}
 # A GPU's training rate from FLOPs: one H200 (torch 2.11, bf16, eager) trained StyleGAN2-ADA's 256 px
 # config (bench/train.py sg2ada256, 369 GFLOP an image) at 40.5 TFLOP/s. A small model is paid in
 # kernel launches, not arithmetic: fastgan64 (2.8 GFLOP) ran 17.4 steps a second at batch 16 there
