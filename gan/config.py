@@ -90,6 +90,12 @@ class ModelConfig:
                            "latent (self-conditioning; users still sample by seed alone); auto: about sqrt(images / 8); "
                            "0: none", parse=cluster_arg)
 
+    # FastGAN G's last activation: tanh (FastGAN's own, the default of models saved before the field)
+    # or linear (StyleGAN's: no saturation at the collection's flat white or black grounds; what
+    # leaves the range is clipped only when a picture is written).
+    g_out: str = opt("tanh", "fastgan G's output: tanh (FastGAN's) | linear (StyleGAN's: no saturation at flat grounds)",
+                     choices=("tanh", "linear"))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

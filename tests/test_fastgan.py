@@ -204,6 +204,28 @@ def test_spectral_norm_forward_writes_nothing_and_reads_torchs_state():
             assert abs(float(torch.linalg.matrix_norm(mat.flatten(1), ord=2) / torch.vdot(sn._u, sn._matrix(w) @ sn._v)) - 1) < 1e-3
 
 
+def test_linear_output_is_the_tanh_models_pre_activation_and_old_configs_keep_tanh():
+    """--g-out linear: the same G without its last tanh (same parameters, so the same state dict);
+    a config saved before the field reads tanh; architectures with a fixed output refuse it."""
+    torch.manual_seed(0)
+    g_tanh = build_generator(tiny_cfg()).eval()
+    g_lin = build_generator(tiny_cfg(g_out="linear")).eval()
+    with torch.no_grad():
+        g_tanh.to_rgb.bias.fill_(2.0)  # outputs far from 0, where tanh is not the identity
+        g_lin.load_state_dict(g_tanh.state_dict())
+        z = torch.randn(3, 16)
+        lin = g_lin(z)
+        assert lin.abs().amax() > 1.5 and torch.allclose(torch.tanh(lin), g_tanh(z), atol=1e-6)
+    old = tiny_cfg().to_dict()
+    del old["g_out"]
+    assert ModelConfig.from_dict(old).g_out == "tanh"
+    assert ModelConfig.from_dict(tiny_cfg(g_out="linear").to_dict()).g_out == "linear"
+    with pytest.raises(UserError, match="--g-out linear: --arch dcgan"):
+        build_generator(ModelConfig(arch="dcgan", resolution=32, g_out="linear"))
+    with pytest.raises(UserError, match="g_out is 'relu'"):
+        build_generator(tiny_cfg(g_out="relu"))
+
+
 def test_resampling_and_transposed_spectral_norm_match_torchs_ops():
     """fastgan's own nearest 2x upsampling and 2x2 average pooling (faster than torch's on a CPU
     in bf16) give F.interpolate's and F.avg_pool2d's values and gradients. A transposed conv's

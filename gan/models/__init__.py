@@ -114,6 +114,11 @@ def check_config(cfg: ModelConfig) -> None:
                             "(drop one of the two)")
         if not 2 <= cfg.clusters <= MAX_CLUSTERS:
             raise UserError(f"--clusters {cfg.clusters}: use 2 to {MAX_CLUSTERS}, or 0 for none")
+    if cfg.g_out not in ("tanh", "linear"):  # a saved config.json's; the flag has choices
+        raise UserError(f"the model config's g_out is {cfg.g_out!r}; it must be tanh or linear")
+    if cfg.g_out == "linear" and cfg.arch != "fastgan":
+        raise UserError(f"--g-out linear: --arch {cfg.arch}'s G has a fixed output (StyleGAN's linear, DCGAN's tanh); "
+                        "use --arch fastgan or drop --g-out")
     if cfg.up_conv not in UP_CONVS:  # only ever read from a saved config.json
         raise UserError(f"the model config's up_conv is {cfg.up_conv!r}; it must be one of {', '.join(UP_CONVS)}")
 

@@ -192,7 +192,8 @@ class FastGANGenerator(nn.Module):
             if r == self.cfg.attn:
                 x = self.attn(x)
             feats[r] = x
-        return torch.tanh(self.to_rgb(x))
+        x = self.to_rgb(x)
+        return torch.tanh(x) if self.cfg.g_out == "tanh" else x
 
 
 class DownBlock(nn.Module):
