@@ -32,6 +32,7 @@ def adam_betas(text: str) -> tuple:
     return b
 
 
+G_OUTS = ("tanh", "linear")  # ModelConfig.g_out (checked by models.check_config)
 AUTO_CLUSTERS = -1  # --clusters auto, until the store's size decides it (gan.training.setup)
 
 
@@ -94,7 +95,7 @@ class ModelConfig:
     # or linear (StyleGAN's: no saturation at the collection's flat white or black grounds; what
     # leaves the range is clipped only when a picture is written).
     g_out: str = opt("tanh", "fastgan G's output: tanh (FastGAN's) | linear (StyleGAN's: no saturation at flat grounds)",
-                     choices=("tanh", "linear"))
+                     choices=G_OUTS)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

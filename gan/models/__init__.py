@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from ..config import ModelConfig
+from ..config import G_OUTS, ModelConfig
 from ..errors import UserError
 from . import dcgan, fastgan, stylegan
 from .layers import UP_CONVS
@@ -44,6 +44,8 @@ class Arch:
     # D(x, c, groups=N) scores N equal batches in one pass as N calls would (its batch norms keep
     # their statistics apart): D's phase scores its reals and fakes so
     grouped_scores: bool = False
+    # G's final activation is ModelConfig.g_out (--g-out); otherwise fixed by the architecture
+    output_choice: bool = False
 
     def shares_fakes(self, grad_accum: int) -> bool:
         """Whether a training step runs G once (`shared_fakes`): not with gradient accumulation,
@@ -63,7 +65,7 @@ REGISTRY = {
                     mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True,
                     shared_fakes=True, patch_sizes=fastgan.feature_sizes,
                     layout_sizes=fastgan.inner_sizes, attn_sizes=fastgan.inner_sizes, self_conditioning=True,
-                    grouped_scores=True),
+                    grouped_scores=True, output_choice=True),
 }
 
 
@@ -114,11 +116,12 @@ def check_config(cfg: ModelConfig) -> None:
                             "(drop one of the two)")
         if not 2 <= cfg.clusters <= MAX_CLUSTERS:
             raise UserError(f"--clusters {cfg.clusters}: use 2 to {MAX_CLUSTERS}, or 0 for none")
-    if cfg.g_out not in ("tanh", "linear"):  # a saved config.json's; the flag has choices
-        raise UserError(f"the model config's g_out is {cfg.g_out!r}; it must be tanh or linear")
-    if cfg.g_out == "linear" and cfg.arch != "fastgan":
-        raise UserError(f"--g-out linear: --arch {cfg.arch}'s G has a fixed output (StyleGAN's linear, DCGAN's tanh); "
-                        "use --arch fastgan or drop --g-out")
+    if cfg.g_out not in G_OUTS:  # a saved config.json's; the flag has choices
+        raise UserError(f"the model config's g_out is {cfg.g_out!r}; it must be {' or '.join(G_OUTS)}")
+    if cfg.g_out != G_OUTS[0] and not arch.output_choice:
+        choosers = " or ".join(f"--arch {n}" for n, a in REGISTRY.items() if a.output_choice)
+        raise UserError(f"--g-out {cfg.g_out}: --arch {cfg.arch}'s G has a fixed output (StyleGAN's linear, DCGAN's "
+                        f"tanh); use {choosers} or drop --g-out")
     if cfg.up_conv not in UP_CONVS:  # only ever read from a saved config.json
         raise UserError(f"the model config's up_conv is {cfg.up_conv!r}; it must be one of {', '.join(UP_CONVS)}")
 
