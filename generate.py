@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="colour reference (default: the model's training store)")
 
     s = sub.add_parser("sample", help="one PNG per seed (+ grid.png)")
-    common(s, cls_help=f"class name, for conditional models; {ALL_CLASSES}: the classes in turn (the 1st seed "
-                       "listed gets the 1st class, the 2nd the 2nd, ...; files are named seedNNNN-CLASS.png)")
+    common(s, cls_help=f"class name, for conditional models; {ALL_CLASSES} (a conditional model's default): the "
+                       "classes in turn (the 1st seed listed gets the 1st class, the 2nd the 2nd, ...; files are "
+                       "named seedNNNN-CLASS.png)")
     finishing(s)
     s.add_argument("--seeds", default=None, help="e.g. 0-63,100")
     s.add_argument("--latent", action="append", default=None, metavar="FILE",
@@ -272,7 +273,9 @@ def cmd_sample(args) -> int:
         seeds = parse_seeds(args.seeds)
         sampler, _, meta = _sampler(args, resolve_class=False)
         names = sampler.cfg.class_names
-        if args.cls == ALL_CLASSES and ALL_CLASSES not in names:  # a class named "all" is that class
+        # A conditional model without --class draws its classes in turn; a class named "all" is that class.
+        every = args.cls == ALL_CLASSES or (args.cls is None and sampler.cfg.c_dim)
+        if every and ALL_CLASSES not in names:
             if not sampler.cfg.c_dim:
                 raise UserError(f"--class {ALL_CLASSES}: this model is unconditional; drop --class")
             c = torch.arange(len(seeds)) % sampler.cfg.c_dim

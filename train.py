@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="example: python train.py --data data/proc --preset demo")
     p.add_argument("--data", help="prepared store directory")
     p.add_argument("--preset", help=f"auto (the default without --arch: chosen from the store and the machine) or one of: {', '.join(PRESETS)}")
-    p.add_argument("--cond", action="store_true", help="class-conditional on the store's labels")
+    p.add_argument("--cond", action=argparse.BooleanOptionalAction, default=None,
+                   help="class-conditional on the store's labels (--preset auto: on for a labelled store with "
+                        "enough images a class; --no-cond: off)")
     p.add_argument("--outdir", default="runs", help="parent directory of run dirs")
     p.add_argument("--name", default=None, help="run name (default: <store>-<preset or arch>)")
     p.add_argument("--resume", default=None, metavar="auto|PATH",

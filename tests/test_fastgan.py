@@ -604,12 +604,28 @@ def test_auto_trains_with_both_pulls_and_names_the_users_own():
     assert line(none) == ["nearest-fake matching off (as you set)"]
 
 
-def test_auto_suggests_cond_only_where_the_user_has_not_asked_for_it():
+def test_auto_conditions_on_a_labelled_stores_classes_unless_told_or_they_are_too_small():
     dev = auto.DeviceFacts("cpu", cpus=2)
-    hint = lambda c: [r for r in c.reasons if "add --cond" in r]  # noqa: E731
-    assert hint(auto.choose(auto.StoreFacts(281, 64, classes=4), dev, _flops))
-    assert not hint(auto.choose(auto.StoreFacts(281, 64, classes=4, cond=True), dev, _flops))
-    assert not hint(auto.choose(auto.StoreFacts(281, 64, classes=1), dev, _flops))
+    line = lambda c: [r for r in c.reasons if "conditional" in r]  # noqa: E731
+    labelled = auto.choose(auto.StoreFacts(2000, 64, classes=4), dev, _flops)
+    assert labelled.cond and line(labelled) == [
+        "class-conditional on the store's 4 classes (500 images each on average): G draws each class and D judges "
+        "each (--no-cond for one model of them all)"]
+    # The user's --cond / --no-cond (or --clusters, which setup passes as False) win, without a line.
+    for said in (True, False):
+        c = auto.choose(auto.StoreFacts(2000, 64, classes=4, cond=said), dev, _flops)
+        assert c.cond is said and not line(c)
+    # Too few images a class: unconditional, and the line says how to ask anyway.
+    n = 4 * auto.COND_MIN_PER_CLASS - 1
+    few = auto.choose(auto.StoreFacts(n, 64, classes=4), dev, _flops)
+    assert not few.cond and "--cond for a class-conditional model" in line(few)[0]
+    assert auto.choose(auto.StoreFacts(n + 1, 64, classes=4), dev, _flops).cond
+    for unlabelled in (0, 1):
+        c = auto.choose(auto.StoreFacts(2000, 64, classes=unlabelled), dev, _flops)
+        assert not c.cond and not line(c)
+    # A GPU's StyleGAN decides alike.
+    big = auto.choose(auto.StoreFacts(20000, 256, classes=10), auto.DeviceFacts("cuda"))
+    assert big.model["arch"] == "stylegan" and big.cond
 
 
 def test_auto_leaves_the_layout_score_and_lecam_to_the_user():
@@ -738,7 +754,7 @@ def test_auto_preset_large_collection_on_a_gpu_is_a_stylegan():
     assert c.model["arch"] == "stylegan" and c.model["mapping_layers"] == 8 and c.train["batch"] == 64
     small = auto.choose(auto.StoreFacts(800, 256, classes=3), auto.DeviceFacts("cuda"))
     assert small.model["arch"] == "fastgan" and small.model["g_channels"] == 64
-    assert any("--cond" in r for r in small.reasons)
+    assert small.cond and any("class-conditional on the store's 3 classes" in r for r in small.reasons)
     # Many images on a CPU: still the model a CPU can train, and it says why.
     cpu = auto.choose(auto.StoreFacts(20000, 256), auto.DeviceFacts("cpu", cpus=2), _flops)
     assert cpu.model["arch"] == "fastgan" and any("would take days" in r for r in cpu.reasons)
@@ -764,6 +780,12 @@ def test_auto_is_the_default_and_dry_run_prints_the_choice_and_an_estimate(tmp_p
     assert "preset auto: fastgan" in proc.stderr and "about 30 minutes" in proc.stderr
     cfg = json.loads(proc.stdout[:proc.stdout.index("\nG:")])
     assert cfg["model"]["arch"] == "fastgan" and cfg["train"]["preset"] == "auto"
+    # The store's four styles are labels: auto trains class-conditional, and --no-cond does not.
+    assert cfg["model"]["c_dim"] == 4 and cfg["model"]["class_names"] == ["grid", "circles", "stripes", "colorfield"]
+    assert "class-conditional on the store's 4 classes (64 images each on average)" in proc.stderr
+    plain = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--no-cond", "--outdir", tmp_path)
+    assert json.loads(plain.stdout[:plain.stdout.index("\nG:")])["model"]["c_dim"] == 0
+    assert "conditional" not in plain.stderr
     assert re.search(r"estimated \d+ minutes on \d+ CPU core", proc.stdout), proc.stdout[-500:]
     # A flag that makes the step cheaper (no decoders) is in the sizing: more kimg, the same half hour.
     lean = run_main(train_cli.main, "--data", proc_store, "--dry-run", "--recon-weight", 0, "--outdir", tmp_path)

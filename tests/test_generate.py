@@ -134,9 +134,9 @@ def test_sample_cli_writes_seed_files_grid_and_export_roundtrip(models, tmp_path
 
 
 def test_sample_every_class_in_turn(models, tmp_path):
-    """--class all: the listed seeds take the classes in turn (the demo's grid, like the store's
-    preview); each image is the one that seed renders with --class of its own class, truncated
-    toward its own class's mean."""
+    """--class all, a conditional model's default: the listed seeds take the classes in turn (the
+    demo's grid, like the store's preview); each image is the one that seed renders with --class
+    of its own class, truncated toward its own class's mean."""
     out = tmp_path / "all"
     gen_in_process("sample", "--model", models["style"], "--seeds", "7,3,0-2", "--class", "all", "--trunc", 0.6,
                    "--grid", "--batch", 2, "--out", out)
@@ -151,6 +151,12 @@ def test_sample_every_class_in_turn(models, tmp_path):
         a = np.asarray(Image.open(out / name)).astype(int)
         b = np.asarray(Image.open(one / f"seed{seed}.png")).astype(int)
         assert np.abs(a - b).max() <= 1, name
+    default = tmp_path / "default"  # no --class: the same images under the same names
+    gen_in_process("sample", "--model", models["style"], "--seeds", "7,3,0-2", "--trunc", 0.6, "--batch", 2,
+                   "--out", default)
+    assert sorted(p.name for p in default.iterdir()) == sorted(expected)
+    for name in expected:
+        assert np.array_equal(np.asarray(Image.open(default / name)), np.asarray(Image.open(out / name))), name
     assert_user_error(gen_in_process("sample", "--model", models["dcgan"], "--seeds", "0", "--class", "all",
                                      "--out", tmp_path / "x", check=None), "--class all", "unconditional")
 
@@ -235,7 +241,9 @@ def test_generate_user_errors(models, tmp_path):
                       "--trunc")
     assert_user_error(quick("sample", "--model", m, "--class", "Rococo", "--seeds", 1, "--out", out),
                       "Rococo", "Impressionism")
-    assert_user_error(quick("sample", "--model", m, "--seeds", 1, "--out", out), "--class")
+    # sample draws a conditional model's classes in turn without --class (below); a walk is one class
+    assert_user_error(quick("interpolate", "--model", m, "--seeds", "0,1", "--frames", 2, "--out", tmp_path / "w.gif"),
+                      "--class")
     assert_user_error(quick("sample", "--model", tmp_path / "nope", "--seeds", 1, "--out", out), "no such")
     # owner/name looks like a Hub id, but when `owner` is a local folder the user meant a path.
     (tmp_path / "runs").mkdir()

@@ -72,6 +72,9 @@ def test_train_writes_run_dir_checkpoint_export_and_samples(tmp_path, proc_store
     assert meta["kimg"] == 0.128 and mcfg.c_dim == 4
     img = G(torch.randn(2, 16), torch.tensor([0, 3]))
     assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
+    # --no-cond cannot make it unconditional when resumed, as --cond cannot the other way (below)
+    assert_user_error(train("--resume", run, "--no-cond", check=None), "--no-cond", "class-conditional",
+                      "another --name")
     # a second run gets the next id
     train("--data", proc_store, *TINY_DCGAN, "--kimg", 0.032, "--batch", 16, "--outdir", runs)
     assert sorted(p.name for p in runs.iterdir()) == ["00000-proc32-dcgan", "00001-proc32-dcgan"]

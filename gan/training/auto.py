@@ -57,6 +57,15 @@ CPU_ARCH_SPEED = {"dcgan": 1.6}
 # rewritten (0.37-0.40 before; one core of it: 39 img/s against a 203 GFLOP/s matmul, 0.55). CPUs
 # differ twice over in speed; the measurement follows the one in use.
 CPU_EFFICIENCY = {"no": 0.56, "bf16": 0.52}
+# A labelled store (--labels-from-folders, --label-column) trains class-conditional unless the user
+# says --no-cond: G draws each class and D judges each (class-conditional batch norm, projection).
+# On the procedural set's four styles (2,000 images, 45 kimg on one core, bf16) the conditional
+# runs scored SWD 48.6 and 44.5 against 66.9 and 68.2 without (seeds 3 and 4; the layout level 2.16x
+# and 1.65x the floor against 4.08x and 3.67x, fd 131 and 134 against 197 and 195), each style drawn
+# apart where the unconditional runs blended them into colour washes (docs/experiments.md, "A
+# labelled store trains class-conditional"). Classes need images to learn from: under
+# COND_MIN_PER_CLASS on average (a guard, not a measured edge) auto leaves them out and says so.
+COND_MIN_PER_CLASS = 50
 # A GPU's training rate from FLOPs: one H200 (torch 2.11, bf16, eager) trained StyleGAN2-ADA's 256 px
 # config (bench/train.py sg2ada256, 369 GFLOP an image) at 40.5 TFLOP/s. A small model is paid in
 # kernel launches, not arithmetic: fastgan64 (2.8 GFLOP) ran 17.4 steps a second at batch 16 there
@@ -80,7 +89,9 @@ class StoreFacts:
     images: int
     resolution: int
     classes: int = 0
-    cond: bool = False  # the user asked for a class-conditional run (--cond)
+    # The user's --cond (True) or --no-cond (False), or neither (None: auto decides from the classes).
+    # False also where the run conditions on its own clusters (--clusters) instead.
+    cond: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ class AutoChoice:
     model: dict
     train: dict
     reasons: list  # one line each: what was chosen and why
+    cond: bool = False  # class-conditional on the store's labels
 
 
 def fastgan_widths(res: int, gpu: bool) -> tuple[int, int]:
@@ -130,7 +142,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
                      aug="ada" if n < 50000 else "none", mixed_precision="bf16")
         reasons.append(f"stylegan: {n:,} images at {res}px on a GPU; a collection this size carries a StyleGAN "
                        "(mapping network, style mixing, truncation)")
-        return AutoChoice(model, train, reasons)
+        return AutoChoice(model, train, reasons, _conditioning(store, reasons))
     g, d = fastgan_widths(res, gpu)
     user = user or {}
     g, d = user.get("g_channels", g), user.get("d_channels", d)
@@ -209,9 +221,22 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         what = ", ".join(parts) or "D's layout score and LeCam off"
         given = " and ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in sorted(held.items()))
         reasons.append(f"{what} ({given}, as you set)")
-    if store.classes >= 2 and not store.cond:
-        reasons.append(f"the store has {store.classes} classes: add --cond for a class-conditional model")
-    return AutoChoice(model, train, reasons)
+    return AutoChoice(model, train, reasons, _conditioning(store, reasons))
+
+
+def _conditioning(store: StoreFacts, reasons: list) -> bool:
+    """Whether the run is class-conditional: the user's --cond / --no-cond, else on for a store with
+    at least 2 classes of COND_MIN_PER_CLASS images each on average. Adds a line where auto decided."""
+    if store.cond is not None or store.classes < 2:
+        return bool(store.cond)
+    each = store.images / store.classes
+    if each < COND_MIN_PER_CLASS:
+        reasons.append(f"unconditional: the store's {store.classes:,} classes hold {each:.0f} images each on average, "
+                       f"under the {COND_MIN_PER_CLASS} auto asks of a class (--cond for a class-conditional model)")
+        return False
+    reasons.append(f"class-conditional on the store's {store.classes:,} classes ({each:,.0f} images each on average): "
+                   "G draws each class and D judges each (--no-cond for one model of them all)")
+    return True
 
 
 def _matching_line(train: dict, user: dict) -> str:

@@ -152,9 +152,13 @@ def _resolve(args) -> Plan:
         if problem:
             raise UserError(problem)
         mcfg, cfg, _ = rundir.read_config(run_dir)
-        if getattr(args, "cond", False) and not mcfg.c_dim:
+        cond = getattr(args, "cond", None)
+        if cond is True and not mcfg.c_dim:
             raise UserError(f"--cond: the run being resumed ({run_dir}) is unconditional; resume it without "
                             "--cond, or start a conditional run under another --name")
+        if cond is False and mcfg.c_dim:
+            raise UserError(f"--no-cond: the run being resumed ({run_dir}) is class-conditional; resume it without "
+                            "--no-cond, or start an unconditional run under another --name")
         for k, v in explicit.items():
             if k.startswith("model.") and getattr(mcfg, k[6:]) != v:
                 raise UserError(f"cannot change {k[6:]} when resuming ({getattr(mcfg, k[6:])} in the run, {v} given)")
@@ -175,10 +179,12 @@ def _resolve(args) -> Plan:
     if dataset is None:
         raise UserError("--data STORE is required (prepare one with python -m data_prep)")
     auto_notes = []
+    cond = getattr(args, "cond", None)  # --cond, --no-cond, or neither (auto decides; other presets: off)
     if args.preset == "auto":
-        # --cond, or --clusters: the run is conditioned already (no hint to add --cond)
-        cond = bool(getattr(args, "cond", False) or explicit.get("model.clusters"))
-        preset, auto_notes = auto_preset(dataset, explicit, cond=cond)
+        # --clusters conditions the run on its own clusters instead of the store's classes
+        said = False if cond is None and explicit.get("model.clusters") else cond
+        preset, auto_notes = auto_preset(dataset, explicit, cond=said)
+        cond = preset["cond"]
     elif args.preset and args.preset not in PRESETS:
         raise UserError(f"unknown preset {args.preset!r}; choose from auto, {', '.join(PRESETS)}")
     else:
@@ -201,7 +207,7 @@ def _resolve(args) -> Plan:
     cfg.data, cfg.preset, cfg.outdir = args.data, args.preset or "", args.outdir
     cfg.name = args.name or default_name(args, dataset.resolution)
     plan = Plan(mcfg, cfg, dataset, notes=list(auto_notes))
-    _finalize_new(plan, explicit.get("model.resolution"), args.cond, preset_resolution(args))
+    _finalize_new(plan, explicit.get("model.resolution"), bool(cond), preset_resolution(args))
     _launcher_precision(plan, "mixed_precision" in explicit)
     _device_precision(plan, "mixed_precision" in explicit)
     _settle_new(plan)
@@ -236,8 +242,9 @@ def _cpu_matmul(bf16: bool) -> dict:
     return {"no": matmul_flops(torch.float32), **({"bf16": matmul_flops(torch.bfloat16)} if bf16 else {})}
 
 
-def auto_preset(dataset, explicit: dict, cond: bool = False) -> tuple[dict, list]:
-    """`--preset auto` for this store on this machine: the preset and one line per choice."""
+def auto_preset(dataset, explicit: dict, cond: bool | None = None) -> tuple[dict, list]:
+    """`--preset auto` for this store on this machine: the preset (with "cond", whether the run is
+    class-conditional) and one line per choice. `cond`: the user's --cond / --no-cond, or None."""
     from ..clusters import cluster_count
     from .auto import USER_KEYS, StoreFacts, choose
     from .flops import run_summary
@@ -260,7 +267,7 @@ def auto_preset(dataset, explicit: dict, cond: bool = False) -> tuple[dict, list
     user = {k.removeprefix("model."): v for k, v in explicit.items() if k.removeprefix("model.") in USER_KEYS}
     choice = choose(store, device, train_flops, minutes=explicit.get("minutes", 0.0), user=user)
     notes = [f"preset auto: {line}" for line in choice.reasons]
-    return {"model": choice.model, "train": choice.train}, notes
+    return {"model": choice.model, "train": choice.train, "cond": choice.cond}, notes
 
 
 def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
@@ -270,7 +277,7 @@ def _resolve_from(args, explicit: dict, dataset, preset: dict) -> Plan:
 
     base = finetune.load_base(args.from_model)
     fixed = finetune.check_fit(base, {k: v for k, v in explicit.items() if k.startswith("model.")}, dataset,
-                               args.cls, args.cond)
+                               args.cls, bool(args.cond))
     mcfg = ModelConfig.from_dict(base.mcfg.to_dict())
     keep = {k: v for k, v in base.train.items() if k not in ("data", "outdir", "name", "preset", "init_from",
                                                               "fixed_class", "style_images", "freeze_d",
