@@ -153,12 +153,11 @@ def _resolve(args) -> Plan:
             raise UserError(problem)
         mcfg, cfg, _ = rundir.read_config(run_dir)
         cond = getattr(args, "cond", None)
-        if cond is True and not mcfg.c_dim:
-            raise UserError(f"--cond: the run being resumed ({run_dir}) is unconditional; resume it without "
-                            "--cond, or start a conditional run under another --name")
-        if cond is False and mcfg.c_dim:
-            raise UserError(f"--no-cond: the run being resumed ({run_dir}) is class-conditional; resume it without "
-                            "--no-cond, or start an unconditional run under another --name")
+        if cond is not None and cond != bool(mcfg.c_dim):  # --cond / --no-cond against what the run is
+            flag, run_is, other = (("--cond", "unconditional", "a conditional") if cond else
+                                   ("--no-cond", "class-conditional", "an unconditional"))
+            raise UserError(f"{flag}: the run being resumed ({run_dir}) is {run_is}; resume it without {flag}, "
+                            f"or start {other} run under another --name")
         for k, v in explicit.items():
             if k.startswith("model.") and getattr(mcfg, k[6:]) != v:
                 raise UserError(f"cannot change {k[6:]} when resuming ({getattr(mcfg, k[6:])} in the run, {v} given)")
