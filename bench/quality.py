@@ -158,14 +158,42 @@ def levels(a: torch.Tensor, b_desc: list, resolution: int) -> dict:
     return swd.swd(b_desc, swd.descriptors(a, seed=1), resolution)
 
 
+def class_order(shares, n: int) -> list[int]:
+    """`n` classes drawn in turn, each as often as its share of the reals (smooth weighted round
+    robin: equal shares give 0, 1, 2, ..., 0, 1, 2, ...; a class of a tenth of the images comes every
+    tenth seed), so every prefix of the seeds mixes the classes as the reals do."""
+    weights = np.asarray(shares, dtype=np.float64)
+    credit, order = np.zeros_like(weights), []
+    for _ in range(n):
+        credit += weights
+        k = int(np.argmax(credit))  # the first of equals: plain turns when the shares are equal
+        credit[k] -= weights.sum()
+        order.append(k)
+    return order
+
+
+def class_shares(model: Path, classes: int):
+    """The training store's image count per class (its labels.npy, named by the model's config), or
+    equal shares when that store is gone."""
+    data = json.loads((model / "config.json").read_text()).get("train", {}).get("data", "")
+    try:
+        labels = np.load(Path(data) / "labels.npy")
+    except (OSError, ValueError):
+        return [1] * classes
+    counts = np.bincount(labels[labels >= 0], minlength=classes)[:classes]
+    return counts if counts.sum() else [1] * classes
+
+
 def sample(model: Path, n: int) -> torch.Tensor:
-    """Seeds 0..n-1; a conditional model's classes in turn (seed % classes), as the reals mix them."""
+    """Seeds 0..n-1; a conditional model's classes in turn, each as often as the training store
+    holds it (class_order), as the reals mix them."""
     G, cfg, _ = load_generator(model)
     sampler = Sampler(G, cfg, "cpu", PRECISION)
+    order = class_order(class_shares(model, cfg.c_dim), n) if cfg.c_dim else None
     out = []
     for i in range(0, n, 64):
         seeds = range(i, min(n, i + 64))
-        c = torch.tensor([s % cfg.c_dim for s in seeds]) if cfg.c_dim else None
+        c = torch.tensor(order[i:i + len(seeds)]) if cfg.c_dim else None
         out.append(sampler.from_z(latents_for_seeds(seeds, cfg.z_dim), c))
     return torch.cat(out).clamp(-1, 1)
 

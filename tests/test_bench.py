@@ -124,6 +124,32 @@ def test_bench_quality_names_one_store_per_source(tmp_path):
     assert quality.store_name(str(a), args).startswith("art-") and quality.label(str(a), args) == "art"
 
 
+def test_bench_quality_draws_a_conditional_models_classes_as_the_reals_hold_them(tmp_path):
+    """A conditional model is scored on fakes whose classes mix as the training store's do: equal
+    shares in plain turns, unequal ones in their proportions in every prefix of the seeds, from the
+    store the model's config names (equal shares once that store is gone)."""
+    import importlib.util
+    import json
+    from collections import Counter
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("bench_quality", "bench/quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    assert quality.class_order([500] * 4, 9) == [0, 1, 2, 3, 0, 1, 2, 3, 0]
+    order = quality.class_order([10, 30, 60], 200)
+    assert Counter(order) == {0: 20, 1: 60, 2: 120}
+    assert Counter(order[:10]) == {0: 1, 1: 3, 2: 6}
+    store, model = tmp_path / "store", tmp_path / "model"
+    store.mkdir(), model.mkdir()
+    np.save(store / "labels.npy", np.array([0] * 3 + [2] * 9 + [1] * 6))
+    (model / "config.json").write_text(json.dumps({"train": {"data": str(store)}}))
+    assert list(quality.class_shares(model, 3)) == [3, 6, 9]
+    (model / "config.json").write_text(json.dumps({"train": {"data": str(tmp_path / "gone")}}))
+    assert list(quality.class_shares(model, 3)) == [1, 1, 1]
+
+
 def test_bench_quality_halves_are_a_fixed_random_split(tmp_path):
     """The floor's halves are random, not the store's first and second halves: a store keeps its
     source's order (files by name), which index halves measure instead of the collection. Here the
