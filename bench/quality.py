@@ -45,6 +45,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from data_prep.errors import UserError  # noqa: E402  (PreparedDataset raises data_prep's)
 from data_prep.store import PreparedDataset  # noqa: E402
 from gan import layout  # noqa: E402
 from gan.export import load_generator  # noqa: E402
@@ -172,24 +173,24 @@ def class_order(shares, n: int) -> list[int]:
     return order
 
 
-def class_shares(model: Path, classes: int):
-    """The training store's image count per class (its labels.npy, named by the model's config), or
+def class_shares(meta: dict, classes: int):
+    """The image count per class of the store a model trained on (named by its config, `meta`), or
     equal shares when that store is gone."""
-    data = json.loads((model / "config.json").read_text()).get("train", {}).get("data", "")
+    data = meta.get("train", {}).get("data")
     try:
-        labels = np.load(Path(data) / "labels.npy")
-    except (OSError, ValueError):
-        return [1] * classes
-    counts = np.bincount(labels[labels >= 0], minlength=classes)[:classes]
+        labels = PreparedDataset(data).labels if data else None
+    except UserError:
+        labels = None
+    counts = np.bincount(labels[labels >= 0], minlength=classes)[:classes] if labels is not None else np.zeros(classes)
     return counts if counts.sum() else [1] * classes
 
 
 def sample(model: Path, n: int) -> torch.Tensor:
     """Seeds 0..n-1; a conditional model's classes in turn, each as often as the training store
     holds it (class_order), as the reals mix them."""
-    G, cfg, _ = load_generator(model)
+    G, cfg, meta = load_generator(model)
     sampler = Sampler(G, cfg, "cpu", PRECISION)
-    order = class_order(class_shares(model, cfg.c_dim), n) if cfg.c_dim else None
+    order = class_order(class_shares(meta, cfg.c_dim), n) if cfg.c_dim else None
     out = []
     for i in range(0, n, 64):
         seeds = range(i, min(n, i + 64))

@@ -24,6 +24,14 @@ def bench(*args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _load_quality():
+    """bench/quality.py as a module (it is a script, not a package), for its helpers."""
+    spec = importlib.util.spec_from_file_location("bench_quality", "bench/quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    return quality
+
+
 @pytest.mark.slow  # CI time: the bench scripts' other smoke tests stay in make test
 def test_bench_train_rows_and_mfu():
     out = bench("bench/train.py", "--device", "cpu", "--presets", "demo", "--precisions", "bf16", "--kimg", 0.32,
@@ -106,12 +114,9 @@ def test_bench_quality_references_and_a_timed_run(tmp_path):
 def test_bench_quality_names_one_store_per_source(tmp_path):
     """bench/quality.py reuses a prepared store by name, so the name tells apart every source it
     could have come from: a category, a procedural count, and folders that share a basename."""
-    import importlib.util
     from types import SimpleNamespace
 
-    spec = importlib.util.spec_from_file_location("bench_quality", "bench/quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    quality = _load_quality()
     args = SimpleNamespace(category="animals", procedural=2000, resolution=64)
     a, b = tmp_path / "one" / "art", tmp_path / "two" / "art"
     names = {quality.store_name("openclipart", args), quality.store_name("procedural", args),
@@ -128,26 +133,25 @@ def test_bench_quality_draws_a_conditional_models_classes_as_the_reals_hold_them
     """A conditional model is scored on fakes whose classes mix as the training store's do: equal
     shares in plain turns, unequal ones in their proportions in every prefix of the seeds, from the
     store the model's config names (equal shares once that store is gone)."""
-    import importlib.util
-    import json
     from collections import Counter
 
-    import numpy as np
+    from PIL import Image
 
-    spec = importlib.util.spec_from_file_location("bench_quality", "bench/quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    quality = _load_quality()
     assert quality.class_order([500] * 4, 9) == [0, 1, 2, 3, 0, 1, 2, 3, 0]
     order = quality.class_order([10, 30, 60], 200)
     assert Counter(order) == {0: 20, 1: 60, 2: 120}
     assert Counter(order[:10]) == {0: 1, 1: 3, 2: 6}
-    store, model = tmp_path / "store", tmp_path / "model"
-    store.mkdir(), model.mkdir()
-    np.save(store / "labels.npy", np.array([0] * 3 + [2] * 9 + [1] * 6))
-    (model / "config.json").write_text(json.dumps({"train": {"data": str(store)}}))
-    assert list(quality.class_shares(model, 3)) == [3, 6, 9]
-    (model / "config.json").write_text(json.dumps({"train": {"data": str(tmp_path / "gone")}}))
-    assert list(quality.class_shares(model, 3)) == [1, 1, 1]
+    art = tmp_path / "art"
+    for k, (name, count) in enumerate((("a", 3), ("b", 6), ("c", 9))):  # labels from folders, in name order
+        (art / name).mkdir(parents=True)
+        for i in range(count):  # every picture distinct: none is dropped as a duplicate
+            Image.new("RGB", (16, 16), (20 * i, 40 + 80 * k, 10)).save(art / name / f"{i}.png")
+    store = tmp_path / "store"
+    run_cli("-m", "data_prep", art, "--out", store, "--resolution", 32, "--labels-from-folders", "--no-progress")
+    assert list(quality.class_shares({"train": {"data": str(store)}}, 3)) == [3, 6, 9]
+    assert list(quality.class_shares({"train": {"data": str(tmp_path / "gone")}}, 3)) == [1, 1, 1]
+    assert list(quality.class_shares({}, 3)) == [1, 1, 1]
 
 
 def test_bench_quality_halves_are_a_fixed_random_split(tmp_path):
@@ -155,8 +159,6 @@ def test_bench_quality_halves_are_a_fixed_random_split(tmp_path):
     source's order (files by name), which index halves measure instead of the collection. Here the
     first 12 files are black and the last 12 white (a mark each): each half must hold both, all 24
     once, alike on every call."""
-    import importlib.util
-
     import torch
     from PIL import Image
 
@@ -168,9 +170,7 @@ def test_bench_quality_halves_are_a_fixed_random_split(tmp_path):
         im.save(src / f"{i:02d}.png")
     store = tmp_path / "store"
     run_cli("-m", "data_prep", src, "--out", store, "--resolution", 32, "--no-progress", check=0)
-    spec = importlib.util.spec_from_file_location("bench_quality", "bench/quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+    quality = _load_quality()
     a, b = quality.halves(store)
     assert a.shape == b.shape == (12, 3, 32, 32)
     white = lambda x: int((x.float().mean(dim=(1, 2, 3)) > 127).sum())  # noqa: E731
