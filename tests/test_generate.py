@@ -161,6 +161,30 @@ def test_sample_every_class_in_turn(models, tmp_path):
                                      "--out", tmp_path / "x", check=None), "--class all", "unconditional")
 
 
+def test_a_class_named_all_is_that_class_and_no_class_still_draws_them_in_turn(tmp_path):
+    """A store labelled from folders may hold a folder named "all": --class all then picks that
+    class, and sampling without --class still takes every class in turn."""
+    torch.manual_seed(1)
+    cfg = ModelConfig(arch="dcgan", resolution=32, g_channels=16, d_channels=16, z_dim=24, c_dim=2,
+                      class_names=["all", "trees"])
+    G = build_generator(cfg).eval()
+    for p in G.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    save_generator(G, cfg, tmp_path / "m")
+    turns = tmp_path / "turns"
+    gen_in_process("sample", "--model", tmp_path / "m", "--seeds", "0-3", "--out", turns)
+    assert sorted(p.name for p in turns.iterdir()) == ["seed0000-all.png", "seed0001-trees.png",
+                                                       "seed0002-all.png", "seed0003-trees.png"]
+    named = tmp_path / "named"
+    gen_in_process("sample", "--model", tmp_path / "m", "--seeds", "0-3", "--class", "all", "--out", named)
+    assert sorted(p.name for p in named.iterdir()) == [f"seed{i:04d}.png" for i in range(4)]
+    for seed in (0, 2):  # the class "all"'s own images, the same as those the turns gave it
+        assert np.array_equal(np.asarray(Image.open(named / f"seed{seed:04d}.png")),
+                              np.asarray(Image.open(turns / f"seed{seed:04d}-all.png")))
+    assert not np.array_equal(np.asarray(Image.open(named / "seed0001.png")),
+                              np.asarray(Image.open(turns / "seed0001-trees.png")))
+
+
 def test_grid_shape_follows_the_count(models, tmp_path):
     gen_in_process("sample", "--model", models["dcgan"], "--seeds", "0-31", "--grid", "--out", tmp_path)
     grid = np.asarray(Image.open(tmp_path / "grid.png"))

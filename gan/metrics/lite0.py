@@ -103,7 +103,9 @@ class Lite0(nn.Module):
 def to_input_range(x: torch.Tensor) -> torch.Tensor:
     """uint8 images, or floats in [-1, 1], as float32 in the weights' range: (v - 127) / 128 of pixel
     values v ([-1, 1] is (v - 127.5) / 127.5)."""
-    return (x.float() - 127.0) / 128.0 if x.dtype == torch.uint8 else (x.float() * 127.5 + 0.5) / 128.0
+    if x.dtype == torch.uint8:
+        return (x.float() - 127.0) / 128.0
+    return (x.to(torch.promote_types(x.dtype, torch.float32)) * 127.5 + 0.5) / 128.0  # float64 stays float64
 
 
 def weights_path(path: str | None = None) -> str:

@@ -15,6 +15,7 @@ from ..errors import UserError
 from . import dcgan, fastgan, stylegan
 from .layers import UP_CONVS
 
+LITE0_CRITIC_STAGES = fastgan.ProjectedCritics.MAX_STAGES
 MAX_CLUSTERS = 64  # --clusters: more, and a small collection's clusters hold a handful of images each
 
 
@@ -46,6 +47,8 @@ class Arch:
     grouped_scores: bool = False
     # G's final activation is ModelConfig.g_out (--g-out); otherwise fixed by the architecture
     output_choice: bool = False
+    # D also scores images by critics on a frozen ImageNet network's features (--d-lite0)
+    feature_critics: bool = False
 
     def shares_fakes(self, grad_accum: int) -> bool:
         """Whether a training step runs G once (`shared_fakes`): not with gradient accumulation,
@@ -65,7 +68,7 @@ REGISTRY = {
                     mapping=False, style_mixing=False, path_length=False, noise_modes=True, self_supervised=True,
                     shared_fakes=True, patch_sizes=fastgan.feature_sizes,
                     layout_sizes=fastgan.inner_sizes, attn_sizes=fastgan.inner_sizes, self_conditioning=True,
-                    grouped_scores=True, output_choice=True),
+                    grouped_scores=True, output_choice=True, feature_critics=True),
 }
 
 
@@ -108,6 +111,13 @@ def check_config(cfg: ModelConfig) -> None:
                        "'s discriminator scores the full-size image only", "it can be {sizes}")
     _check_size_option(cfg, "--attn", cfg.attn, arch.attn_sizes, " has no self-attention blocks",
                        "self-attention can run at {sizes} px")
+    if cfg.d_lite0:
+        if not arch.feature_critics:
+            raise UserError(f"--d-lite0: --arch {cfg.arch}'s discriminator has no feature critics; use --arch fastgan "
+                            "or --d-lite0 0")
+        if not 1 <= cfg.d_lite0 <= LITE0_CRITIC_STAGES:
+            raise UserError(f"--d-lite0 {cfg.d_lite0}: use 1 to {LITE0_CRITIC_STAGES} (a critic on each of that many "
+                            "of EfficientNet-Lite0's stages), or 0 for none")
     if cfg.clusters:
         if not arch.self_conditioning:
             raise UserError(f"--clusters: --arch {cfg.arch} cannot condition on clusters; use --arch fastgan or --clusters 0")

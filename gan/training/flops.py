@@ -63,7 +63,9 @@ def pull_flops(resolution: int) -> float:
 def _count(cfg: ModelConfig, grad_accum: int, recon: bool) -> dict:
     arch = arch_of(cfg)
     G, D = build_generator(cfg), build_discriminator(cfg)
-    params = {"g_params": sum(p.numel() for p in G.parameters()), "d_params": sum(p.numel() for p in D.parameters())}
+    params = {"g_params": sum(p.numel() for p in G.parameters()),
+              "d_params": sum(p.numel() for p in D.parameters() if p.requires_grad),
+              "d_frozen": sum(p.numel() for p in D.parameters() if not p.requires_grad)}  # --d-lite0's network
     small = params["g_params"] + params["d_params"] <= CPU_COUNT_PARAMS and cfg.resolution <= CPU_COUNT_RES
     device = "cpu" if small else "meta"
     G, D = G.to(device), D.to(device)

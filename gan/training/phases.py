@@ -183,7 +183,8 @@ class Phases:
                 if self.counters.step in self.faults.get("nan", ()):
                     self.faults["nan"].discard(self.counters.step)
                     loss = loss * float("nan")
-                self.aug.accumulate(real_logits)
+                # ADA reads D's own whole-image score (the first), not those of cells, a small copy or critics
+                self.aug.accumulate(real_logits[:, :1])
                 bad = torch.maximum(bad, self._nonfinite(loss))
                 acc.backward(loss / cfg.grad_accum)  # a non-finite one: the step is skipped on the device
             stats["loss_D"] = loss.detach()

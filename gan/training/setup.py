@@ -436,14 +436,15 @@ def check_ranges(plan: Plan) -> None:
         raise UserError(f"--match-frac {cfg.match_frac:g} of a micro-batch of {micro} matches no real image, so "
                         f"--match-weight and --match-perceptual would do nothing: use --match-frac {1 / micro:.2g} "
                         "or more, or set both to 0")
-    if cfg.match_perceptual > 0:
-        from ..metrics.fid import MetricUnavailable
-        from ..metrics.lite0 import weights_path
+    for flag, value in (("--match-perceptual", cfg.match_perceptual), ("--d-lite0", plan.mcfg.d_lite0)):
+        if value > 0:  # both need EfficientNet-Lite0's weights
+            from ..metrics.fid import MetricUnavailable
+            from ..metrics.lite0 import weights_path
 
-        try:
-            weights_path()
-        except MetricUnavailable as e:
-            raise UserError(f"--match-perceptual {cfg.match_perceptual:g}: {e}; or --match-perceptual 0") from None
+            try:
+                weights_path()
+            except MetricUnavailable as e:
+                raise UserError(f"{flag} {value:g}: {e}; or {flag} 0") from None
     if cfg.metrics:
         from ..metrics import parse_metrics
 
@@ -482,7 +483,9 @@ def describe(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     s = run_summary(mcfg, cfg)
     lines = [json.dumps({"model": mcfg.to_dict(), "train": cfg.to_dict()}, indent=2),
              f"G: {s['g_params'] / 1e6:.2f}M params, {s['g_flops'] / 1e9:.3f} GFLOP/img forward",
-             f"D: {s['d_params'] / 1e6:.2f}M params, {s['d_flops'] / 1e9:.3f} GFLOP/img forward",
+             f"D: {s['d_params'] / 1e6:.2f}M params"
+             + (f" (and {s['d_frozen'] / 1e6:.2f}M frozen)" if s["d_frozen"] else "")
+             + f", {s['d_flops'] / 1e9:.3f} GFLOP/img forward",
              *([f"D's decoders: {s['decoder_flops'] / 1e9:.3f} GFLOP/img forward, on reals"] if s["decoder_flops"] else []),
              *([f"perceptual pull: {s['pull_flops'] / 1e9:.3f} GFLOP per real image (Lite0 on the matched pairs)"]
                if s["pull_flops"] else []),
