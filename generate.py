@@ -134,12 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from data_prep.errors import UserError as PrepError
     from gan.errors import EXIT_DISK_FULL, UserError, disk_full, no_space_left, path_error
 
     try:
         return COMMANDS[args.cmd](args)
-    except (UserError, PrepError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:

@@ -70,13 +70,12 @@ def _interrupted(e: KeyboardInterrupt) -> int:
 
 
 def main(argv=None) -> int:
-    from data_prep.errors import UserError as PrepError
     from gan.errors import EXIT_DISK_FULL, DiskFull, UserError, path_error
 
     try:
         args = build_parser().parse_args(argv)
         return _run(args)
-    except (UserError, PrepError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except DiskFull as e:

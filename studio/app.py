@@ -51,11 +51,9 @@ def create_app(studio: Studio) -> FastAPI:
 
     def guarded(fn):
         """Run a handler body: a user mistake is a 400 with its one line, a bug a 500 with one line."""
-        from data_prep.errors import UserError as PrepError
-
         try:
             return fn()
-        except (UserError, PrepError) as e:
+        except UserError as e:
             return _error(400, str(e))
         except Exception as e:
             traceback.print_exc()

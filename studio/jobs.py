@@ -56,8 +56,6 @@ class Jobs:
         """Run `work(job)` (it returns the result dict) in the background."""
         from gan.errors import UserError
 
-        from data_prep.errors import UserError as PrepError
-
         job = Job(id=f"j{next(self._ids)}", tab=tab, kind=kind)
         with self._lock:
             mine = self._jobs.setdefault(tab, OrderedDict())
@@ -78,7 +76,7 @@ class Jobs:
                 job.state = "done"
             except Cancelled:
                 job.state = "cancelled"
-            except (UserError, PrepError) as e:
+            except UserError as e:
                 job.error, job.state = str(e), "failed"
             except Exception as e:  # a bug: the page gets one line, the console the traceback
                 traceback.print_exc()
