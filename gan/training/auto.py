@@ -155,8 +155,10 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     # figures, where plain models gave speckled blobs; width 32 at the same minutes was muddier:
     # fewer images seen), and nearest-fake matching at weight 5 with the perceptual pull at 4
     # (gan.training.matching). Projected GAN's critics (--d-lite0 4) won image for image on the
-    # clip-art animals but cost a quarter of a CPU's speed: in the half hour SWD lost on the animals
-    # and people and every judge on the procedural set, so auto leaves them out.
+    # clip-art animals but cost a quarter to a third of a CPU's speed: in the half hour SWD lost on the animals
+    # and people and every judge on the procedural set; one process on both cores for 30 minutes they
+    # won the animals but the people's layout level went outside the 1.5x (1.57x against the
+    # recipe's 1.30x), so auto leaves them out.
     recipe = PRESETS["fastgan64"]
     model = {**recipe["model"], "g_channels": g, "d_channels": d}
     del model["resolution"]  # the store's
