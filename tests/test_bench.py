@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from conftest import LITE0, run_cli
+from conftest import LITE0, lite0_weights, run_cli
 
 # A StyleGAN small enough for seconds per phase, with every phase on (R1, path length).
 TINY_STYLEGAN = ["--arch", "stylegan", "--resolution", 32, "--channel-base", 256, "--channel-max", 16, "--map", 2,
@@ -65,6 +65,16 @@ def test_bench_generate_sampling_and_refine():
     assert set(out["refine"]) == {"lbfgs-fp32", "adam-fp32", "adam-bf16"}
     for name, r in out["refine"].items():
         assert r["s_per_step"] > 0 and r["style_end"] <= r["style_start"], (name, r)
+
+
+@pytest.mark.slow
+@lite0_weights
+def test_bench_lite0_times_both_layouts_and_they_agree():
+    """bench/lite0.py: both layouts timed, and channels-last (what the pull and the critics run)
+    gives channels-first's gradient."""
+    out = bench("bench/lite0.py", "--batch", 2, "--resolution", 32, "--stages", 4, "--repeats", 1)
+    assert set(out["ms"]) == {"channels_first", "channels_last"} and min(out["ms"].values()) > 0, out
+    assert out["grad_rel_diff"] < 1e-3 and out["speedup"] > 0, out
 
 
 # The host-side data benchmarks: simple scripts, run with `make test-slow`.
