@@ -20,20 +20,30 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gan.losses import feature_distance  # noqa: E402
-from gan.metrics.lite0 import load, to_input_range  # noqa: E402
+from gan.metrics.fid import MetricUnavailable  # noqa: E402
+from gan.metrics.lite0 import STAGES, load, to_input_range  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=8, help="images a call (the pull's matched half of batch 16)")
     ap.add_argument("--resolution", type=int, default=64)
-    ap.add_argument("--stages", type=int, default=4)
+    ap.add_argument("--stages", type=int, default=4, help=f"the network's first N stages (1-{len(STAGES)})")
     ap.add_argument("--repeats", type=int, default=6, help="timed rounds; each runs both layouts 10 times")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    dev = torch.device(args.device)
+    if min(args.batch, args.repeats) < 1 or args.resolution < 16 or not 1 <= args.stages <= len(STAGES):
+        ap.error(f"--batch and --repeats must be at least 1, --resolution at least 16, --stages 1 to {len(STAGES)}")
+    try:
+        dev = torch.device(args.device)
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError) as e:
+        ap.error(f"--device {args.device}: {str(e).splitlines()[0]}")
     torch.manual_seed(0)
-    nets = {"channels_first": load().to(dev), "channels_last": load().to(dev, memory_format=torch.channels_last)}
+    try:
+        nets = {"channels_first": load().to(dev), "channels_last": load().to(dev, memory_format=torch.channels_last)}
+    except MetricUnavailable as e:
+        ap.exit(2, f"error: {e}\n")
     for net in nets.values():
         net.eval().requires_grad_(False)
     real = torch.rand(args.batch, 3, args.resolution, args.resolution, device=dev) * 2 - 1

@@ -99,6 +99,15 @@ class Lite0(nn.Module):
                 out.append(x)
         return out
 
+    def image_maps(self, img: torch.Tensor, stages: int, max_size: int) -> list[torch.Tensor]:
+        """maps() of images (uint8, or floats in [-1, 1]) as training feeds them (the perceptual
+        pull, D's critics): shrunk to at most `max_size` px and channels-last, which ran 1.2-1.4x
+        faster than channels-first on a CPU core (bench/lite0.py) on a network moved to it."""
+        x = to_input_range(img)
+        if x.shape[-1] > max_size:
+            x = F.adaptive_avg_pool2d(x, max_size)
+        return self.maps(x.contiguous(memory_format=torch.channels_last), stages)
+
 
 def to_input_range(x: torch.Tensor) -> torch.Tensor:
     """uint8 images, or floats in [-1, 1], as float32 in the weights' range: (v - 127) / 128 of pixel

@@ -301,15 +301,9 @@ class ProjectedCritics(nn.Module):
 
     def forward(self, img: torch.Tensor, groups: int = 1) -> torch.Tensor:
         """(B, N): each critic's score."""
-        from ..metrics.lite0 import to_input_range
-
         kind = img.device.type if img.device.type in ("cuda", "cpu") else "cpu"  # ("meta": FLOP counts)
         with torch.autocast(kind, enabled=False):
-            x = to_input_range(img)
-            if x.shape[-1] > self.MAX_SIZE:
-                x = F.adaptive_avg_pool2d(x, self.MAX_SIZE)
-            x = x.contiguous(memory_format=torch.channels_last)
-            maps = [mix(m) for mix, m in zip(self.ccm, self.net.maps(x, self.stages))]
+            maps = [mix(m) for mix, m in zip(self.ccm, self.net.image_maps(img, self.stages, self.MAX_SIZE))]
             for i in range(len(maps) - 2, -1, -1):  # coarse to fine, each with the mixed coarser one
                 up = F.interpolate(maps[i + 1], size=maps[i].shape[-2:], mode="bilinear", align_corners=False)
                 maps[i] = self.csm[i](maps[i] + up)

@@ -114,18 +114,10 @@ class FeaturePull:
         for p in self.net.parameters():
             p.requires_grad_(False)
 
-    def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        from ..metrics.lite0 import to_input_range
-
-        x = to_input_range(x)
-        if x.shape[-1] > self.MAX_SIZE:
-            x = F.adaptive_avg_pool2d(x, self.MAX_SIZE)
-        return self.net.maps(x.contiguous(memory_format=torch.channels_last), self.STAGES)
-
     def __call__(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         from ..losses import feature_distance
 
         with torch.autocast(fake.device.type, enabled=False):
             with torch.no_grad():
-                target = self._maps(real)
-            return feature_distance(self._maps(fake), target)
+                target = self.net.image_maps(real, self.STAGES, self.MAX_SIZE)
+            return feature_distance(self.net.image_maps(fake, self.STAGES, self.MAX_SIZE), target)
