@@ -1,7 +1,8 @@
 """Training throughput per preset x precision, with model FLOP utilization (MFU).
 
 End to end: data loading, augmentation, all loss phases, EMA and logging are inside the
-timed window, from the end of the warm-up steps to the end of the last step (periodic
+timed window, from the end of the warm-up steps (with nearest-fake matching, those after its bank
+of recent fakes is full, when its pulls start) to the end of the last step (periodic
 checkpoints and sample grids are pushed past the end; the final ones are outside the
 window). Peak matmul FLOP/s for bf16 and fp32 are measured in the same run (before the rows and
 after them, the higher kept), so ratios are comparable on a shared, noisy machine. FLOPs per image
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -33,6 +35,7 @@ from gan.config import TrainConfig  # noqa: E402
 from gan.precision import matmul_flops  # noqa: E402
 from gan.training.flops import run_summary  # noqa: E402
 from gan.training.loop import launch  # noqa: E402
+from gan.training.matching import matching_on  # noqa: E402
 from gan.training.setup import resolve  # noqa: E402
 
 # images per preset for the timed run (enough steps to pass warm-up): CPU, CUDA
@@ -61,6 +64,8 @@ def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | N
          "--compile-mode", compile_mode] + extra + cpu_batch + (["--batch", str(batch)] if batch else []))
     plan = resolve(args)
     mcfg, cfg = plan.mcfg, plan.cfg
+    if matching_on(cfg):  # the timed window opens once matching's bank is full (Trainer._full_step): fill it first
+        cfg.kimg += math.ceil(cfg.match_bank / cfg.batch) * cfg.batch / 1000
     cfg.name = f"{name}-{precision}"
     trainer = launch(plan)
     trainer.sync_timing = True  # the steady window opens and closes with the device's queue drained
@@ -86,7 +91,8 @@ def main() -> None:
                     help="default: no,bf16; only no on a CPU without bf16 instructions, where bf16 is emulated "
                          "(fastgan64 had not finished 0.64 kimg in 10 minutes there); name bf16 to measure it anyway")
     ap.add_argument("--batch", type=int, default=None, help="override the presets' batch")
-    ap.add_argument("--kimg", type=float, default=None, help="override each run's length (kimg; 3 warm-up steps come first)")
+    ap.add_argument("--kimg", type=float, default=None, help="override each run's timed length (kimg; 3 warm-up steps come first, and with "
+                         "nearest-fake matching the steps that fill its bank)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(TrainConfig)}  # train.py's own
     ap.add_argument("--compile", choices=choices["compile"], default="auto",

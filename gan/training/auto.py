@@ -54,9 +54,12 @@ CPU_ARCH_SPEED = {"dcgan": 1.6}
 # (bench/train.py's MFU on 2 cores): float32 0.56 on a 2-core AVX2-only EPYC (35.3 img/s, a faster
 # one than the 58 GFLOP/s above: a constant planned its half hour as 18 minutes there), bf16 0.50-0.56
 # (median of five 0.525) on the AVX512-BF16 EPYC since the resampling and spectral-norm ops were
-# rewritten (0.37-0.40 before; one core of it: 39 img/s against a 203 GFLOP/s matmul, 0.55). CPUs
-# differ twice over in speed; the measurement follows the one in use.
-CPU_EFFICIENCY = {"no": 0.56, "bf16": 0.52}
+# rewritten (0.37-0.40 before; one core of it: 39 img/s against a 203 GFLOP/s matmul, 0.55). Those
+# runs timed fastgan64's first 40 steps, before its matching bank was full and the pulls ran; timed
+# with them (bench/train.py now fills the bank first), bf16 ran at 0.455 and 0.462 of the peak where
+# the old window gave 0.485 in the same session, so 0.46. CPUs differ twice over in speed; the
+# measurement follows the one in use.
+CPU_EFFICIENCY = {"no": 0.56, "bf16": 0.46}
 # A labelled store (--labels-from-folders, --label-column) trains class-conditional unless the user
 # says --no-cond: G draws each class and D judges each (class-conditional batch norm, projection).
 # On the procedural set's four styles (2,000 images, 45 kimg on one core, bf16) the conditional
