@@ -556,13 +556,14 @@ def test_compiled_fastgan_traces_each_kind_of_call_once(tmp_path, proc_store):
 
 def test_auto_sizes_a_cpu_run_again_from_the_speed_of_its_first_steps(tmp_path, proc_store):
     """Auto sizes a CPU run from a matmul timed at start-up, which can miss the training speed by
-    twice; after its first steps (here step 6, in a real run 30 s) the trainer sizes it again from
+    twice; after its first steps (here step 8, 3 after its bank of 16 fakes is full; in a real run 30 s
+    after auto's bank is full) the trainer sizes it again from
     their speed, once: config.json keeps the new length (and the grids and checkpoints that follow
     from it) for a resume, which never sizes it again; an explicit --kimg is never resized."""
     # A bank of 16 fakes fills in 2 steps: the speed is timed from then (test_matching).
     common = ["--data", proc_store, "--g-channels", 4, "--d-channels", 4, "--z-dim", 16, "--batch", 8,
-              "--match-bank", 16, "--outdir", tmp_path, "--minutes", 0.05]
-    first = train(*common, "--name", "a", env=faults("eta@6"))
+              "--match-bank", 16, "--outdir", tmp_path, "--minutes", 0.1]
+    first = train(*common, "--name", "a", env=faults("eta@8"))  # timed from step 5: 3 steps
     out = first.stdout + first.stderr
     m = re.search(r"preset auto: ([\d.]+) img/s measured here: 30 minutes reach (\d+) kimg, the run's length now "
                   r"\(the start-up estimate planned (\d+)", out)

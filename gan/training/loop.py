@@ -356,8 +356,9 @@ class Trainer(Phases, TrainerState):
                         and self._agreed(time.perf_counter() >= eta_due or steps_here in self.faults.get("eta", ()),
                                          settle)):
                     eta_due = None
+                    rate = self._rate_since((n_steady, t_steady))  # one figure for the length and the ETA
                     if resize and not done:
-                        total = self._resize(t0, t_loop, (n_steady, t_steady))
+                        total = self._resize(t0, t_loop, rate)
                         bar.total = bar_end(total)
                         bar.refresh()
                         next_snap = next_multiple(ctr.cur_nimg, cfg.snap * 1000)
@@ -366,7 +367,7 @@ class Trainer(Phases, TrainerState):
                         next_metric = next_multiple(ctr.cur_nimg, metric_every)
                         done = ctr.cur_nimg >= total  # a run already past what its minutes reach
                         due_snap, due_ckpt = due_snap or done, due_ckpt or done
-                    self._print_eta(total, deadline, (n_steady, t_steady))
+                    self._print_eta(total, deadline, rate)
                 out_of_time = not done and self._time_up(deadline, settle)
                 if out_of_time:
                     due_ckpt = due_snap = True
@@ -435,16 +436,15 @@ class Trainer(Phases, TrainerState):
         """--minutes has run out (on the main process's clock, agreed like a signal)."""
         return deadline is not None and self._agreed(time.perf_counter() >= deadline, settle)
 
-    def _resize(self, t0: float, t_loop: float, mark: tuple) -> int:
+    def _resize(self, t0: float, t_loop: float, rate: float) -> int:
         """--preset auto on a CPU sized this run to `resize_minutes` from a matmul timed at start-up,
         which misses a CPU's real speed by up to twice (threads, caches, other work on the machine).
-        Now that steps have been timed since `mark` (images, time), the length becomes what that
+        Now that steps have been timed (at `rate` images a second), the length becomes what that
         speed reaches in those minutes, counted from the session's start `t0`, less the progress
         grids and checkpoints still to come (RESIZE_OVERHEAD times the start-up's, which ended at
         `t_loop`). Every process takes the same length; config.json keeps it, so a resume trains to
         it and never sizes it again. Returns the new total in images."""
         cfg, ctr = self.cfg, self.counters
-        rate = self._rate_since(mark)
         left = cfg.resize_minutes * 60 - (time.perf_counter() - t0) - RESIZE_OVERHEAD * (t_loop - t0)
         kimg = max(MIN_KIMG, float(int((ctr.cur_nimg + rate * max(0.0, left)) / 1000)))
         if self.acc.num_processes > 1:  # their clocks differ by a little: the longest
@@ -467,10 +467,9 @@ class Trainer(Phases, TrainerState):
         dt = time.perf_counter() - t
         return (self.counters.cur_nimg - n) / dt if dt > 0 and self.counters.cur_nimg > n else 0.0
 
-    def _print_eta(self, total: int, deadline: float | None, mark: tuple) -> None:
-        """Once, after the first steps: the speed measured since `mark` (images, time: the end of
-        this session's warm-up) and when the run ends."""
-        rate = self._rate_since(mark)
+    def _print_eta(self, total: int, deadline: float | None, rate: float) -> None:
+        """Once, after the first steps: the speed measured since the end of this session's warm-up
+        (`rate`, images a second) and when the run ends."""
         if not self.acc.is_main_process or rate <= 0:
             return
         left = max(0, total - self.counters.cur_nimg) / rate
