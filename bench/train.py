@@ -64,10 +64,8 @@ def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | N
          "--compile-mode", compile_mode] + extra + cpu_batch + (["--batch", str(batch)] if batch else []))
     plan = resolve(args)
     mcfg, cfg = plan.mcfg, plan.cfg
-    if matching_on(cfg):  # the timed window opens once matching's bank is full (Trainer._full_step): fill it first.
-        # Each process fills its own bank with its share of the batch (torch.distributed.run sets WORLD_SIZE).
-        share = cfg.batch // int(os.environ.get("WORLD_SIZE", "1"))
-        cfg.kimg += math.ceil(cfg.match_bank / share) * cfg.batch / 1000
+    if matching_on(cfg):  # the timed window opens once matching's bank is full (Trainer._full_step): fill it first
+        cfg.kimg += math.ceil(cfg.match_bank / cfg.batch) * cfg.batch / 1000
     cfg.name = f"{name}-{precision}"
     trainer = launch(plan)
     trainer.sync_timing = True  # the steady window opens and closes with the device's queue drained
