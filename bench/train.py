@@ -8,6 +8,7 @@ window). Peak matmul FLOP/s for bf16 and fp32 are measured in the same run (befo
 after them, the higher kept), so ratios are comparable on a shared, noisy machine. FLOPs per image
 are gan.training.flops's count of a real step (D's decoders included).
     python bench/train.py [--presets demo,dcgan64,stylegan128] [--precisions no,bf16] [--device cuda]
+                          [--train-flags="--recon-interval 4"]   (train.py flags added to every row)
 
 On CUDA the presets run at their own batch (the CPU-sized batches below are CPU-only) for
 longer, and `sg2ada256` is StyleGAN2-ADA's single-GPU 256 px config (--preset stylegan256
@@ -21,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -54,14 +56,16 @@ def mfu(row: dict, peaks: dict) -> float:
 
 
 def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | None, device: str,
-               compile_: str = "auto", compile_mode: str = "default", kimg: float | None = None) -> dict:
+               compile_: str = "auto", compile_mode: str = "default", kimg: float | None = None,
+               train_flags: list | None = None) -> dict:
     preset, extra = CONFIGS.get(name, (name, []))
     cpu_batch = ["--batch", str(BATCH[name])] if device == "cpu" and name in BATCH else []
     args = train_cli.build_parser().parse_args(
         ["--data", str(store), "--preset", preset, "--mixed-precision", precision,
          "--kimg", str(kimg or KIMG[name][device == "cuda"]), "--snap", "1e6", "--checkpoint-every", "1e6",
          "--outdir", str(tmp / "runs"), "--aug", "ada", "--compile", compile_,
-         "--compile-mode", compile_mode] + extra + cpu_batch + (["--batch", str(batch)] if batch else []))
+         "--compile-mode", compile_mode] + extra + cpu_batch + (["--batch", str(batch)] if batch else [])
+        + (train_flags or []))
     plan = resolve(args)
     mcfg, cfg = plan.mcfg, plan.cfg
     if matching_on(cfg):  # the timed window opens once matching's bank is full (Trainer._full_step): fill it first
@@ -78,7 +82,8 @@ def run_preset(name: str, precision: str, store: Path, tmp: Path, batch: int | N
         import resource
 
         peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
-    return {"preset": name, "precision": precision, "batch": cfg.batch, "compile": cfg.compile,
+    return {"preset": name, "precision": precision, **({"train_flags": " ".join(train_flags)} if train_flags else {}),
+            "batch": cfg.batch, "compile": cfg.compile,
             "compile_mode": cfg.compile_mode, "img_per_s": round(ips, 1),
             "s_per_kimg": round(1000 / ips, 2) if ips else None, "peak_mem_gib": round(peak_gib, 2),
             "train_gflop_per_img": round(flops / 1e9, 3), "achieved_tflops": round(ips * flops / 1e12, 3)}
@@ -99,6 +104,8 @@ def main() -> None:
                     help="train.py's --compile (auto: on with a GPU); compile time is inside the warm-up steps")
     ap.add_argument("--compile-mode", choices=choices["compile_mode"], default="default",
                     help="train.py's --compile-mode (reduce-overhead: CUDA graphs)")
+    ap.add_argument("--train-flags", default="", help='train.py flags added to every row, one string '
+                    '(e.g. "--recon-interval 4"); the FLOPs per image are the run\'s with them')
     ap.add_argument("--peak-seconds", type=float, default=1.5, help="time per matmul peak measurement")
     ap.add_argument("--single", default=None, help=argparse.SUPPRESS)  # PRESET,PRECISION,STORE,TMP
     args = ap.parse_args()
@@ -109,7 +116,7 @@ def main() -> None:
         # Accelerate's state is per process: each measurement runs in its own interpreter.
         preset, prec, store, tmp = args.single.split(",")
         print("ROW " + json.dumps(run_preset(preset, prec, Path(store), Path(tmp), args.batch, device, args.compile,
-                                                  args.compile_mode, args.kimg)))
+                                                  args.compile_mode, args.kimg, shlex.split(args.train_flags))))
         return
     if args.precisions is None:  # the parent's choice; each --single child is told its precision
         from gan.precision import bf16_fast
@@ -143,6 +150,8 @@ def main() -> None:
                     cmd += ["--batch", str(args.batch)]
                 if args.kimg:
                     cmd += ["--kimg", str(args.kimg)]
+                if args.train_flags:
+                    cmd += [f"--train-flags={args.train_flags}"]  # "=": a value that starts with "--"
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 found = [l for l in proc.stdout.splitlines() if l.startswith("ROW ")]
                 if proc.returncode != 0 or not found:

@@ -136,6 +136,8 @@ class TrainConfig:
     lecam_weight: float = opt(0.0, "LeCam regularization (Tseng et al. 2021): D's real (fake) logits pulled toward the "
                                    "moving average of its fake (real) ones, with this weight (0 disables)")
     recon_weight: float = opt(1.0, "weight of D's reconstruction loss on reals (architectures whose D decodes: fastgan)")
+    recon_interval: int = opt(1, "lazy reconstruction: D decodes its reals every N D steps, the loss scaled by N "
+                                 "(as lazy R1; the decoders cost more FLOPs than the rest of fastgan's D)")
     match_weight: float = opt(0.0, "pull G's fake nearest each of some reals toward it at thumbnail size, with this "
                                    "weight (Inclusive GAN's reconstruction; 0 disables)")
     match_frac: float = opt(0.5, "fraction of each batch's reals given their nearest recent fake's latent")

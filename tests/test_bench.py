@@ -35,9 +35,10 @@ def _load_quality():
 @pytest.mark.slow  # CI time: the bench scripts' other smoke tests stay in make test
 def test_bench_train_rows_and_mfu():
     out = bench("bench/train.py", "--device", "cpu", "--presets", "demo", "--precisions", "bf16", "--kimg", 0.32,
-                "--peak-seconds", 0.2)
+                "--peak-seconds", 0.2, "--train-flags=--batch 8 --recon-weight 0")  # train.py's flags reach each row
     assert out["failed"] == []
     assert [r["precision"] for r in out["rows"]] == ["bf16"]
+    assert [(r["batch"], r["train_flags"]) for r in out["rows"]] == [(8, "--batch 8 --recon-weight 0")]
     for r in out["rows"]:
         assert r["img_per_s"] > 0 and r["s_per_kimg"] > 0 and 0 < r["mfu"] and r["peak_mem_gib"] > 0, r
     assert out["peak_tflops"]["no"] > 0 and out["peak_tflops"]["bf16"] > 0

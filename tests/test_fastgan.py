@@ -504,7 +504,7 @@ def test_large_sizes_build_and_run(res):
 
 
 def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path, proc_store):
-    """fastgan with self-attention, self-conditioning on 3 clusters (their centroids are saved), D's reconstruction
+    """fastgan with self-attention, self-conditioning on 3 clusters (their centroids are saved), D's lazy reconstruction
     and patch scores, the relativistic loss and lazy R1 + R2, ADA with its geometric group and APA,
     nearest-fake matching (its bank of recent fakes is saved) with the perceptual pull, LeCam (its averages are) and bf16: a
     run stopped and resumed ends exactly where an unbroken one does. (On a CPU that emulates bf16
@@ -513,7 +513,7 @@ def test_resume_is_bit_identical_with_recon_relativistic_r1_r2_matching(tmp_path
     prec = "bf16" if native_bf16() else "no"
     common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--aug", "ada", "--aug-p", 0.2, "--r1-interval", 2,
               "--loss", "relativistic", "--r1-gamma", 0.5, "--r2-gamma", 0.5, "--mixed-precision", prec,
-              "--match-weight", 1, "--match-bank", 16, "--d-patch", 8, "--d-layout", 8, "--lecam-weight", 0.3,
+              "--match-weight", 1, "--match-bank", 16, "--d-patch", 8, "--d-layout", 8, "--lecam-weight", 0.3, "--recon-interval", 2,
               "--attn", 8, "--clusters", 3, "--aug-geom", "on", "--apa", "on", "--ada-kimg", 0.05, "--ada-target", -1, "--seed", 3,
               "--snap", 100, "--checkpoint-every", 100, "--name", "r"]
     common += ["--match-perceptual", 0.5, "--d-lite0", 2] if LITE0 else []
@@ -600,7 +600,7 @@ def test_minutes_stops_with_a_checkpoint_and_resume_carries_on(tmp_path, proc_st
     assert_user_error(run_main(__import__("train").main, *common, "--minutes", -1), "--minutes")
     # The numbers given to carry a run on are checked as a new run's are, before anything is written.
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
-    for flag, value in (("--ada-p-max", 2), ("--kimg", -5), ("--lr-g", -1)):
+    for flag, value in (("--ada-p-max", 2), ("--kimg", -5), ("--lr-g", -1), ("--recon-interval", 0)):
         assert_user_error(run_main(__import__("train").main, *common, "--resume", "auto", flag, value), flag)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
     # Scaling and rotating augmentations on a run without augmentation would do nothing: refused.

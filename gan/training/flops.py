@@ -33,10 +33,14 @@ def model_summary(cfg: ModelConfig, grad_accum: int = 1, recon: bool = True) -> 
 
 
 def run_summary(mcfg: ModelConfig, cfg: TrainConfig) -> dict:
-    """`model_summary` for a run: its gradient accumulation, D's decoders unless --recon-weight 0,
+    """`model_summary` for a run: its gradient accumulation, D's decoders unless --recon-weight 0
+    (on one step in --recon-interval's N),
     and the perceptual pull's network where --match-perceptual is on (`pull_flops`: its forward on
     each matched fake and its real image, and the backward to the fake, per real image of the step)."""
     s = model_summary(mcfg, cfg.grad_accum, recon=cfg.recon_weight > 0)
+    if s["decoder_flops"] > 0 and cfg.recon_interval > 1:  # lazy reconstruction: the decoders' share of 1 step in N
+        off = model_summary(mcfg, cfg.grad_accum, recon=False)["train_flops"]
+        s["train_flops"] = off + (s["train_flops"] - off) / cfg.recon_interval
     s["pull_flops"] = pull_flops(mcfg.resolution) * cfg.match_frac if cfg.match_perceptual > 0 else 0.0
     s["train_flops"] += s["pull_flops"]
     return s

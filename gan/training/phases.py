@@ -178,7 +178,7 @@ class Phases:
                     if cfg.lecam_weight > 0:
                         loss = loss + self._lecam(real32, fake32, stats) * cfg.lecam_weight
                     if recon is not None:
-                        loss = loss + recon.mean() * cfg.recon_weight
+                        loss = loss + recon.mean() * (cfg.recon_weight * cfg.recon_interval)
                         stats["loss_recon"] = recon.detach().mean()
                 if self.counters.step in self.faults.get("nan", ()):
                     self.faults["nan"].discard(self.counters.step)
@@ -201,7 +201,7 @@ class Phases:
         """D's logits on the (augmented) reals and fakes, and, where D is self-supervised, its
         reconstruction loss on those reals (else None). One D call where the architecture scores
         groups (`Arch.grouped_scores`: the same values as two calls, in fewer, larger ops)."""
-        recon_on = self._recon_on()
+        recon_on = self._recon_on() and self.counters.step % self.cfg.recon_interval == 0
         if self.arch.grouped_scores and real.shape[0] == fake.shape[0]:
             real, fake = self._augment(real), self._augment(fake.float())
             both, cc = torch.cat([real, fake.to(real.dtype)]), None if c is None else torch.cat([c, c])

@@ -252,7 +252,7 @@ def auto_preset(dataset, explicit: dict, cond: bool | None = None) -> tuple[dict
     device = device_facts()
     # The run's own step, as far as the user's flags change its FLOPs (--recon-weight 0 drops D's
     # decoders, --grad-accum N draws fresh fakes for G), so the half hour is sized for that step.
-    run_keys = ("grad_accum", "recon_weight", "match_perceptual", "match_frac")
+    run_keys = ("grad_accum", "recon_weight", "recon_interval", "match_perceptual", "match_frac")
 
     def train_flops(model: dict, train: dict | None = None) -> float:
         mcfg = ModelConfig(**{**model, **{k[6:]: v for k, v in explicit.items() if k.startswith("model.")},
@@ -417,6 +417,7 @@ def check_ranges(plan: Plan) -> None:
     for name, ok in (("--batch", cfg.batch >= 1), ("--grad-accum", cfg.grad_accum >= 1), ("--kimg", cfg.kimg > 0),
                      ("--keep", cfg.keep >= 1), ("--snap", cfg.snap > 0), ("--checkpoint-every", cfg.checkpoint_every > 0),
                      ("--r1-interval", cfg.r1_interval >= 1), ("--pl-interval", cfg.pl_interval >= 1),
+                     ("--recon-interval", cfg.recon_interval >= 1),
                      ("--match-size", cfg.match_size >= 1), ("--match-bank", cfg.match_bank >= 1)):
         if not ok:
             raise UserError(f"{name} must be positive")
