@@ -916,8 +916,9 @@ def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_st
 
 @pytest.mark.slow
 def test_two_process_fastgan_stays_in_sync(tmp_path, proc_store):
-    """DDP (gloo): D's decoders take part only on reals and R1 does not reach them, yet every
-    process holds the same weights at each checkpoint (their gradients are all-reduced too). With
+    """DDP (gloo): D's decoders take part only on reals, on one D step in two (--recon-interval 2),
+    and R1 does not reach them, yet the run neither hangs nor fails, and every process holds the
+    same weights at each checkpoint (their gradients are all-reduced too). With
     nearest-fake matching each process keeps its own bank, and the checkpoint keeps both; LeCam's
     averages are of every process's logits, so one pair is saved. Each process finds the same
     clusters of the store (--clusters), so their weights stay equal."""
@@ -926,7 +927,7 @@ def test_two_process_fastgan_stays_in_sync(tmp_path, proc_store):
                    "--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.048, "--outdir", runs,
                    "--r1-gamma", 0.1, "--r1-interval", 2, "--checkpoint-every", 0.024, "--snap", 100,
                    "--match-weight", 1, "--match-bank", 8, "--lecam-weight", 0.3, "--d-patch", 8, "--clusters", 3,
-                   env={"OMP_NUM_THREADS": "1"})
+                   "--recon-interval", 2, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(runs)
     from safetensors.torch import load_file

@@ -42,6 +42,12 @@ class Phases:
     def _recon_on(self) -> bool:
         return self.arch.self_supervised and self.cfg.recon_weight > 0
 
+    def _all_of_d(self) -> torch.Tensor:
+        """0, with every trainable D parameter in its graph. DDP's reducer waits for a gradient of
+        each, so a phase whose loss leaves some out (R1's logits, a D step without fastgan's
+        decoders) adds this to its loss."""
+        return sum(p.reshape(-1)[0] for p in self._d_trainable).float() * 0
+
     def _pl_on(self) -> bool:
         return self.cfg.pl_weight > 0 and self.arch.path_length
 
@@ -180,6 +186,8 @@ class Phases:
                     if recon is not None:
                         loss = loss + recon.mean() * (cfg.recon_weight * cfg.recon_interval)
                         stats["loss_recon"] = recon.detach().mean()
+                    elif self.arch.self_supervised and acc.num_processes > 1:  # --recon-weight 0, or lazy
+                        loss = loss + self._all_of_d()
                 if self.counters.step in self.faults.get("nan", ()):
                     self.faults["nan"].discard(self.counters.step)
                     loss = loss * float("nan")
@@ -243,9 +251,8 @@ class Phases:
             pen = losses.r1_penalty(logits, x, scale)
             pens[key] = pen.detach().mean()
             loss = loss + pen.mean() * (gamma / 2) * cfg.r1_interval
-        # Every trainable D parameter in the graph (times 0), so DDP's reducer sees them all: the
-        # logits do not reach the parts only other phases use (fastgan's decoders).
-        loss = loss + sum(p.reshape(-1)[0] for p in self._d_trainable).float() * 0
+        # The logits do not reach the parts only other phases use (fastgan's decoders).
+        loss = loss + self._all_of_d()
         return self._backward_apply(loss, self.opt_D, self.D, before_step=lambda: stats.update(pens))
 
     def _g_phase(self, stats: dict) -> torch.Tensor:
