@@ -21,11 +21,12 @@ DEMO_MINUTES ?= 5
 ifndef SYSTEM_PY
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --no-cache-dir --upgrade pip
 	@# PYTHONWARNINGS reaches the build backend: no setuptools editable-install banner. pip byte-compiles
 	@# on one core (half of a fresh install); compileall does it on all of them (a file only newer
-	@# Pythons parse, which pip skips too, makes it exit 1).
-	PYTHONWARNINGS=ignore $(PY) -m pip install -q --no-compile -e '.[test]'
+	@# Pythons parse, which pip skips too, makes it exit 1). --no-cache-dir: torch's CUDA wheels are
+	@# several GB, and a CI machine once ran out of disk during this install: no second copy in pip's cache.
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q --no-cache-dir --no-compile -e '.[test]'
 	$(PY) -m compileall -q -j 0 $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') >/dev/null 2>&1 || true
 	touch $(STAMP)
 endif
