@@ -638,6 +638,25 @@ def test_auto_preset_small_collection_on_a_cpu():
     assert wide.model["g_channels"] == 32 and wide.train["kimg"] < c.train["kimg"] / 1.5
 
 
+def test_auto_says_what_a_cpu_run_of_its_length_draws_where_the_record_has_that_size():
+    dev = auto.DeviceFacts("cpu", cpus=2)
+    expect = lambda c: [r for r in c.reasons if r.startswith("what to expect")]  # noqa: E731
+    for res in (32, 64):
+        first = auto.CPU_RECORD[res]
+        half = auto.choose(auto.StoreFacts(241, res), dev, _flops)
+        assert half.train["kimg"] < first  # the half hour is short of it
+        [line] = expect(half)
+        per_kimg = auto.estimate_seconds(_flops({**half.model, "resolution": res}, half.train), 1.0, dev, "bf16")
+        assert f"from {half.train['kimg']:g} kimg" in line and "not yet pictures a person would name" in line
+        assert f"--kimg {first}, about {auto.duration(first * per_kimg)} here" in line
+        # A run as long as the record's: told what that length drew, no length to add.
+        [line] = expect(auto.choose(auto.StoreFacts(241, res), dev, _flops, user={"kimg": first + 100}))
+        assert f"by {first} kimg" in line and "--kimg" not in line
+    # Sizes the record has nothing on, and GPU runs, get no such line.
+    assert 128 not in auto.CPU_RECORD and not expect(auto.choose(auto.StoreFacts(241, 128), dev, _flops))
+    assert not expect(auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cuda")))
+
+
 def test_auto_trains_with_both_pulls_and_names_the_users_own():
     """Auto's recipe matches reals to fakes at 16 px and in Lite0's features, says so in one line,
     sizes its half hour with the pull's FLOPs, and names what the user's flags changed."""

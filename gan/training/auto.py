@@ -76,7 +76,15 @@ COND_MIN_PER_CLASS = 50
 # Eager figures: torch.compile (a GPU's default) launches fewer kernels a step, so this errs long.
 GPU_FLOPS = 40e12
 GPU_STEPS_PER_S = 17.0
-CPU_MINUTES = 30  # what a CPU run aims at: recognisable art in half an hour
+CPU_MINUTES = 30  # what a CPU run aims at: the issue's half hour (what it draws: CPU_RECORD)
+# Where fastgan's recipe on a CPU drew its first pictures a person could name, per resolution, in
+# kimg, from the runs on record (docs/experiments.md, "Past the half hour at 64 px" and "At 32 px, and
+# three times the images"). A CPU's half hour (70-140 kimg at 64 px) drew the collections' colours,
+# textures and rough forms, nothing to name, on clip art, emoji and procedural art, seeds 3 and 4;
+# carried on, the emoji's grid at 331 kimg held a yellow smiling face and round flag-like discs and
+# the clip-art people's at 315 blue stick figures with heads, among fragments; at 32 px the emoji at
+# 400 kimg a bus, faces and flags. Sizes not measured get no line: the record says nothing of them.
+CPU_RECORD = {32: 400, 64: 330}
 MIN_KIMG = 10.0  # the shortest run auto plans on a CPU, however slow the CPU
 
 
@@ -213,6 +221,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         else:
             change = "; the first steps' speed sizes it again (--kimg or --minutes to change)"
         reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")
+        if (expect := cpu_expectation(res, kimg, per_kimg)) is not None:
+            reasons.append(expect)
         if n >= FAST_LR_FROM and not LR_KEYS & user.keys():  # the user's --lr-g / --lr-d win
             train.update(lr_g=FAST_LR, lr_d=FAST_LR)
             reasons.append(f"learning rate {FAST_LR:g} for G and D ({recipe['train']['lr_g']:g} below "
@@ -229,6 +239,22 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         given = " and ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in sorted(held.items()))
         reasons.append(f"{what} ({given}, as you set)")
     return AutoChoice(model, train, reasons, _conditioning(store, reasons))
+
+
+def cpu_expectation(res: int, kimg: float, per_kimg: float | None) -> str | None:
+    """What a CPU run of `kimg` at `res` px can be expected to draw, from CPU_RECORD (None where
+    nothing was measured at that size), with the length that drew more and how long it takes here
+    (`per_kimg`: the estimate's seconds a kimg)."""
+    if res not in CPU_RECORD:
+        return None
+    first = CPU_RECORD[res]
+    if kimg >= first:
+        return (f"what to expect: at {res} px the runs on record drew their first pictures a person could name, "
+                f"among fragments, by {first} kimg")
+    takes = f", about {duration(first * per_kimg)} here" if per_kimg else ""
+    return (f"what to expect from {kimg:g} kimg: the collection's colours, textures and rough forms, not yet "
+            f"pictures a person would name; at {res} px the runs on record drew their first ones, among fragments, "
+            f"at about {first} kimg (--kimg {first}{takes})")
 
 
 def _conditioning(store: StoreFacts, reasons: list) -> bool:
