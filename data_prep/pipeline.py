@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import procedural, transforms
 from .errors import UserError, disk_full, no_space_left
 from .images import FAILURE_REASONS, Rejected, open_image, to_rgb
-from .sources import Item, Source
+from .sources import Item, Source, unread_note
 from .store import StoreWriter, check_output_dir, die_with_parent
 
 CHUNK = 16  # items per task sent to a worker: amortizes inter-process overhead
@@ -178,6 +178,9 @@ def run(source: Source, out: Path, opts: PrepOptions, args_record: dict, progres
         bar.close()
         failed = sum(v for k, v in skipped.items() if k in FAILURE_REASONS)
         if inputs == 0:
+            note = unread_note(source.counters)
+            if note:
+                raise UserError(f"the folder holds no image artgan reads, only: {note}")
             raise UserError("the source has no images (after filters); check the path, --where and --split")
         if len(writer) == 0:
             top = ", ".join(f"{k}={v}" for k, v in skipped.most_common(4))
@@ -203,4 +206,5 @@ def run(source: Source, out: Path, opts: PrepOptions, args_record: dict, progres
             raise disk_full(out, (f"the previous store {out} is intact" if (out / "manifest.json").exists()
                                          else "nothing was written") + "; free space and run it again") from None
         raise
-    return {"count": len(writer), "inputs": inputs, "skipped": dict(skipped), "out": str(out)}
+    return {"count": len(writer), "inputs": inputs, "skipped": dict(skipped), "out": str(out),
+            "source_counters": dict(source.counters)}

@@ -13,12 +13,52 @@ from typing import Iterator
 
 from .errors import UserError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+def _readable_extensions() -> frozenset:
+    """The raster formats the folder source reads: the common ones, the JPEG spellings, and the
+    formats artists' and games' files come in that this Pillow decodes (AVIF from Pillow 11.3 on)."""
+    from PIL import Image, features
+
+    known = set(Image.registered_extensions())
+    exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+    exts |= {".jfif", ".jpe", ".apng", ".tga", ".qoi"} & known
+    if ".avif" in known and features.check("avif"):
+        exts.add(".avif")
+    return frozenset(exts)
+
+
+IMAGE_EXTENSIONS = _readable_extensions()
+
+# Image files the folder source does not read, and what to do about them: reported after a run
+# (and in the error when a folder holds nothing else), so a collection of them is never skipped
+# without a word.
+_RASTERIZE = "vector art: rasterize them first, e.g. rsvg-convert -w 1024 in.svg -o out.png"
+_EXPORT = "export PNG or JPEG copies from the program that made them"
+UNREAD_FORMATS = {
+    ".svg": _RASTERIZE, ".svgz": _RASTERIZE, ".ai": _RASTERIZE, ".eps": _RASTERIZE, ".pdf": _RASTERIZE,
+    ".heic": "pip install pillow-heif, or convert them to JPEG", ".heif": "pip install pillow-heif, or convert them to JPEG",
+    ".avif": "needs Pillow 11.3 or newer (pip install -U pillow), or convert them to PNG",
+    ".jxl": "convert them to PNG, e.g. djxl in.jxl out.png",
+    ".psd": _EXPORT, ".kra": _EXPORT, ".xcf": _EXPORT, ".clip": _EXPORT, ".procreate": _EXPORT,
+    **dict.fromkeys((".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf"),
+                    "camera raw: develop them to JPEG or TIFF first"),
+}
 
 
 def counts_as_image(name: str) -> bool:
     """Whether a folder entry named `name` is one the folder source reads (hidden ones are not)."""
     return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def unread_note(counters: dict) -> str | None:
+    """One line on the image files a folder source left unread (`counters["unread_formats"]`:
+    extension -> count), with what to do about each kind; None when there were none."""
+    unread = counters.get("unread_formats") or {}
+    if not unread:
+        return None
+    by_advice: dict[str, list[str]] = {}
+    for ext, n in sorted(unread.items(), key=lambda kv: (-kv[1], kv[0])):
+        by_advice.setdefault(UNREAD_FORMATS[ext], []).append(f"{n} {ext}")
+    return "; ".join(f"{', '.join(files)} ({advice})" for advice, files in by_advice.items())
 
 
 @dataclass
@@ -78,6 +118,10 @@ def _walk(root: Path, counters: dict) -> Iterator[tuple[str, Path | None, str | 
                     yield child, None, "unreadable:broken or looping symlink, or not a regular file"
             else:
                 counters["non_image_skipped"] = counters.get("non_image_skipped", 0) + 1
+                ext = Path(e.name).suffix.lower()
+                if ext in UNREAD_FORMATS:
+                    unread = counters.setdefault("unread_formats", {})
+                    unread[ext] = unread.get(ext, 0) + 1
 
     yield from visit(root, "")
 

@@ -256,6 +256,44 @@ def test_hf_source_saved_and_parquet_with_filters(tmp_path):
     assert PreparedDataset(out).count == 8  # failures above left the store alone
 
 
+def test_other_raster_formats_are_read_and_unread_image_files_are_named(tmp_path):
+    """Formats artists' and games' files come in that Pillow decodes (Targa, a .jfif JPEG; AVIF
+    where this Pillow has it) are read; image files it cannot read (vector art, HEIC, layered
+    documents) are named after the run with what to do, not skipped without a word, and a folder
+    of nothing else is a one-line error that says so."""
+    from data_prep import sources
+    from data_prep.__main__ import main
+
+    src = tmp_path / "art"
+    (src / "sub").mkdir(parents=True)
+    render(0, 0, 64)[0].save(src / "a.png")
+    render(0, 1, 64)[0].save(src / "sprite.tga")
+    render(0, 2, 64)[0].convert("RGB").save(src / "sub" / "photo.jfif", format="JPEG")
+    avif = ".avif" in sources.IMAGE_EXTENSIONS
+    if avif:
+        render(0, 3, 64)[0].convert("RGB").save(src / "b.avif")
+    for name in ("logo.svg", "sub/icon.svg", "phone.heic", "layers.psd"):
+        (src / name).write_bytes(b"not decoded")
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "store"
+    proc = run_main(main, src, "--out", out, "--resolution", 32, "--no-progress", "--workers", 1)
+    assert proc.returncode == 0, proc
+    ids = {e["id"] for e in PreparedDataset(out).manifest["images"]}
+    assert ids == {"a.png", "sprite.tga", "sub/photo.jfif"} | ({"b.avif"} if avif else set())
+    note = [line for line in proc.stdout.splitlines() if line.startswith("not read:")]
+    assert len(note) == 1, proc.stdout
+    assert "2 .svg" in note[0] and "rasterize" in note[0]
+    assert "1 .heic" in note[0] and "pillow-heif" in note[0]
+    assert "1 .psd" in note[0] and ".txt" not in note[0]
+    assert PreparedDataset(out).manifest["source_counters"]["unread_formats"] == {".svg": 2, ".heic": 1, ".psd": 1}
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    (vectors / "one.svg").write_text("<svg/>")
+    proc = run_main(main, vectors, "--out", tmp_path / "s2", "--resolution", 32, "--no-progress", "--workers", 1)
+    assert_user_error(proc, "no image artgan reads", "1 .svg", "rasterize")
+    assert not (tmp_path / "s2").exists()
+
+
 def test_user_errors_are_one_line(tmp_path, proc_store):
     from data_prep.__main__ import main
 
