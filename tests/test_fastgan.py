@@ -492,6 +492,28 @@ def test_registry_states_what_fastgan_cannot_do():
     assert arch.resolutions == (32, 64, 128, 256, 512, 1024)
 
 
+def test_flags_an_architecture_has_no_use_for_are_refused(tmp_path, proc_store):
+    """Training flags for parts only some architectures have (D's reconstruction, path length,
+    style mixing) are a one-line error elsewhere, not a silent no-op; 0 for a weight asks for
+    nothing and passes; the architectures that have the part take the flag."""
+    import train as train_cli
+
+    def dry(*flags):
+        return run_main(train_cli.main, "--data", proc_store, "--dry-run", "--outdir", tmp_path, *flags)
+
+    for flags, needle in (((*TINY_FAST, "--pl-weight", 1), "path-length"),
+                          ((*TINY_FAST, "--pl-interval", 2), "path-length"),
+                          ((*TINY_FAST, "--style-mixing", 0.5), "style mixing"),
+                          (("--preset", "demo", "--recon-interval", 4), "reconstruction"),
+                          (("--preset", "demo", "--recon-weight", 1), "reconstruction"),
+                          (("--arch", "stylegan", "--recon-weight", 1), "fastgan has")):
+        assert_user_error(dry(*flags), flags[-2], needle)
+    for flags in ((*TINY_FAST, "--recon-interval", 2), (*TINY_FAST, "--style-mixing", 0, "--pl-weight", 0),
+                  ("--preset", "demo", "--recon-weight", 0), ("--arch", "stylegan", "--pl-weight", 2)):
+        assert dry(*flags).returncode == 0, flags
+    assert list(tmp_path.iterdir()) == []  # refused and dry runs write nothing
+
+
 @pytest.mark.parametrize("res", [128, 1024])
 def test_large_sizes_build_and_run(res):
     cfg = tiny_cfg(resolution=res, g_channels=2, d_channels=2, channel_max=16)

@@ -76,8 +76,31 @@ def resolve(args) -> Plan:
     elif not args.preset and getattr(args, "arch", None) is None:
         args.preset = "auto"  # no preset and no --arch: chosen from the store and the device
     plan = _resolve(args)
+    check_arch_flags(plan.mcfg, explicit_overrides(args))
     _style_setup(plan, args)
     return plan
+
+
+# Training flags only some architectures act on: (flag, config key, what the architecture needs, what it
+# is, whether a value of 0 asks for nothing). Given to another architecture they are refused, not ignored.
+ARCH_FLAGS = (
+    ("--recon-weight", "recon_weight", "self_supervised", "reconstruction of its reals in D", True),
+    ("--recon-interval", "recon_interval", "self_supervised", "reconstruction of its reals in D", False),
+    ("--pl-weight", "pl_weight", "path_length", "path-length regularization", True),
+    ("--pl-interval", "pl_interval", "path_length", "path-length regularization", False),
+    ("--style-mixing", "style_mixing", "style_mixing", "style mixing", True),
+)
+
+
+def check_arch_flags(mcfg: ModelConfig, explicit: dict) -> None:
+    """A flag the run's architecture has no use for is a one-line error, not a silent no-op (0 for a
+    weight or probability asks for nothing and passes)."""
+    arch = arch_of(mcfg)
+    for flag, key, needs, what, zero_is_off in ARCH_FLAGS:
+        if key not in explicit or getattr(arch, needs) or (zero_is_off and explicit[key] == 0):
+            continue
+        has = [name for name, a in REGISTRY.items() if getattr(a, needs)]
+        raise UserError(f"{flag}: --arch {mcfg.arch} has no {what} ({', '.join(has)} has); leave {flag} out")
 
 
 def _style_setup(plan: Plan, args) -> None:
