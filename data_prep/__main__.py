@@ -115,7 +115,7 @@ def _run(args) -> int:
     print(f"preview: {out / 'preview.png'}")
     if summary["skipped"]:
         print(f"reasons: {out / 'rejected.jsonl'}")
-    note = sources.unread_note(summary.get("source_counters", {}))
+    note = sources.unread_note(summary["source_counters"])
     if note:
         print(f"not read: {note}")
     return 0

@@ -34,11 +34,11 @@ IMAGE_EXTENSIONS = _readable_extensions()
 _RASTERIZE = "vector art: rasterize them first, e.g. rsvg-convert -w 1024 in.svg -o out.png"
 _EXPORT = "export PNG or JPEG copies from the program that made them"
 UNREAD_FORMATS = {
-    ".svg": _RASTERIZE, ".svgz": _RASTERIZE, ".ai": _RASTERIZE, ".eps": _RASTERIZE, ".pdf": _RASTERIZE,
-    ".heic": "pip install pillow-heif, or convert them to JPEG", ".heif": "pip install pillow-heif, or convert them to JPEG",
+    **dict.fromkeys((".svg", ".svgz", ".ai", ".eps", ".pdf"), _RASTERIZE),
+    **dict.fromkeys((".heic", ".heif"), "pip install pillow-heif, or convert them to JPEG"),
     ".avif": "needs Pillow 11.3 or newer (pip install -U pillow), or convert them to PNG",
     ".jxl": "convert them to PNG, e.g. djxl in.jxl out.png",
-    ".psd": _EXPORT, ".kra": _EXPORT, ".xcf": _EXPORT, ".clip": _EXPORT, ".procreate": _EXPORT,
+    **dict.fromkeys((".psd", ".kra", ".xcf", ".clip", ".procreate"), _EXPORT),
     **dict.fromkeys((".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf"),
                     "camera raw: develop them to JPEG or TIFF first"),
 }
