@@ -608,8 +608,9 @@ def test_auto_sizes_a_cpu_run_again_from_the_speed_of_its_first_steps(tmp_path, 
 
 
 def test_minutes_stops_with_a_checkpoint_and_resume_carries_on(tmp_path, proc_store):
-    common = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 1000, "--snap", 1000,
-              "--checkpoint-every", 1000, "--outdir", tmp_path, "--name", "m"]
+    resume = ["--data", proc_store, *TINY_FAST, "--batch", 8, "--snap", 1000,
+              "--checkpoint-every", 1000, "--outdir", tmp_path, "--name", "m", "--resume", "auto"]
+    common = [*resume[:-2], "--kimg", 1000]
     first = train(*common, "--minutes", 0.05)
     assert "--minutes 0.05 reached at" in first.stdout + first.stderr
     run = only_run(tmp_path)
@@ -618,7 +619,21 @@ def test_minutes_stops_with_a_checkpoint_and_resume_carries_on(tmp_path, proc_st
     events = [json.loads(l)["event"] for l in (run / "events.jsonl").read_text().splitlines()]
     assert any("continue with --resume auto" in e for e in events)
     train(*common, "--minutes", 0.05, "--resume", "auto")
-    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] > n1
+    n2 = checkpoint.read_state(checkpoint.latest(run))["cur_nimg"]
+    assert n2 > n1
+    # The saved budget applies again to a plain resume, and it says so ...
+    again = train(*resume)
+    out = again.stdout + again.stderr
+    assert "the run's --minutes 0.05 applies again" in out and "--minutes 0.05 reached at" in out
+    n3 = checkpoint.read_state(checkpoint.latest(run))["cur_nimg"]
+    assert n2 < n3 < 1_000_000
+    # ... while a new length given alone runs to that length, not to the old budget.
+    target = n3 / 1000 + 0.064
+    longer = train(*resume, "--kimg", f"{target:g}")
+    out = longer.stdout + longer.stderr
+    assert "no longer stops it" in out and "reached at" not in out
+    assert checkpoint.read_state(checkpoint.latest(run))["cur_nimg"] >= n3 + 56
+    assert json.loads((run / "config.json").read_text())["train"]["minutes"] == 0
     assert_user_error(run_main(__import__("train").main, *common, "--minutes", -1), "--minutes")
     # The numbers given to carry a run on are checked as a new run's are, before anything is written.
     before = sorted(p.name for p in (run / "checkpoints").iterdir())

@@ -188,9 +188,22 @@ def _resolve(args) -> Plan:
                 setattr(cfg, k, v)
         if "kimg" in explicit:  # the user's length: auto's first steps no longer size it
             cfg.resize_minutes = 0.0
+        budget = ""
+        if cfg.minutes and "minutes" not in explicit:
+            # --minutes is a budget for one invocation, not part of the run: a new length given
+            # alone (--kimg) runs to it; a plain resume gets the saved budget again, and says so.
+            if "kimg" in explicit:
+                budget = (f"resume: --kimg {cfg.kimg:g} given without --minutes, so the run's --minutes {cfg.minutes:g} "
+                          "no longer stops it (add --minutes N for a budget)")
+                cfg.minutes = 0.0
+            else:
+                budget = (f"resume: the run's --minutes {cfg.minutes:g} applies again: at most {cfg.minutes:g} more "
+                          "minutes of training (--minutes 0 for no limit)")
         if args.data:
             cfg.data = args.data
         plan = Plan(mcfg, cfg, dataset or open_store(cfg.data), run_dir, ckpt)
+        if budget:
+            plan.notes.append(budget)
         if any(not k.startswith("model.") for k in explicit):  # the numbers given to carry it on
             check_ranges(plan)
         _launcher_precision(plan, "mixed_precision" in explicit, resuming=True)
