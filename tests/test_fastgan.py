@@ -846,6 +846,12 @@ def test_auto_preset_length_follows_a_longer_minutes_budget():
     f = _flops(dict(arch="dcgan", resolution=64, g_channels=48, d_channels=48, z_dim=64))
     ratio = auto.estimate_seconds(f, 10, dev, "bf16", "fastgan") / auto.estimate_seconds(f, 10, dev, "bf16", "dcgan")
     assert ratio == pytest.approx(auto.CPU_ARCH_SPEED["dcgan"])
+    # The user's feature critics (--d-lite0): few FLOPs but slow ones, so the half hour holds fewer images.
+    critics = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"d_lite0": 4})
+    assert critics.train["kimg"] == pytest.approx(half.train["kimg"] * auto.CPU_CRITICS_SPEED, abs=1)
+    assert critics.train["kimg"] < half.train["kimg"] and "about 30 minutes" in critics.reasons[1]
+    assert (auto.estimate_seconds(f, 10, dev, "bf16", critics=True)
+            == pytest.approx(auto.estimate_seconds(f, 10, dev, "bf16") / auto.CPU_CRITICS_SPEED))
 
 
 def test_gpu_estimate_is_bounded_by_steps_a_second():

@@ -31,7 +31,8 @@ FAST_LR_FROM, FAST_LR = 1000, 4e-4
 WIDTH_KEYS, LAYOUT_KEYS, LENGTH_KEYS = {"g_channels", "d_channels"}, {"d_layout", "lecam_weight"}, {"batch", "kimg"}
 LR_KEYS = {"lr_g", "lr_d"}
 MATCH_KEYS = {"match_weight", "match_perceptual", "match_size", "match_frac", "match_bank"}
-USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS | MATCH_KEYS
+SPEED_KEYS = {"d_lite0"}  # the user's feature critics: a CPU's half hour holds fewer images (CPU_CRITICS_SPEED)
+USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS | MATCH_KEYS | SPEED_KEYS
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures), in FLOPs as gan.training.flops counts a step
 # (D's decoders included), on 2 CPU cores: in bf16 measured with bench/train.py on a 2-core EPYC with
@@ -49,6 +50,11 @@ CPU_CORE_EXPONENT = 0.63
 # 54.7 at 2.80 before the spectral-norm change (1.6x); after it dcgan64 109.8, against fastgan64's
 # 50.6 in that run (1.8x) and 58.0 in an earlier one (1.5x).
 CPU_ARCH_SPEED = {"dcgan": 1.6}
+# --d-lite0's critics run EfficientNet-Lite0, whose depthwise convs are few FLOPs but slow ones: the
+# FLOP count saw a run with them (and --recon-interval 4) as no dearer than the recipe, where its
+# first steps measured 0.74x the recipe's speed, on one core (28.5 against 38.7 img/s) and on both
+# (41.9 against about 57; the start-up said 2.2 hours for what took 3.3). Measured on CPUs only.
+CPU_CRITICS_SPEED = 0.74
 # Where this process has measured its matmul rate (gan.precision.matmul_flops, the peak bench/train.py
 # reports MFU against), a CPU run's rate is that times the share of it fastgan64 reaches at batch 16
 # (bench/train.py's MFU on 2 cores): float32 0.56 on a 2-core AVX2-only EPYC (35.3 img/s, a faster
@@ -195,7 +201,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         if not device.bf16:
             train["mixed_precision"] = "no"  # emulated bf16 is many times slower than float32
         precision = train["mixed_precision"]
-        per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}, train), 1.0, device, precision)
+        per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}, train), 1.0, device, precision,
+                                     critics=user.get("d_lite0", 0) > 0)
                     if train_flops is not None else None)
         budget = max(minutes, CPU_MINUTES)  # a longer --minutes: a run that long (a shorter one ends it)
         kimg = max(MIN_KIMG, round(budget * 60 / per_kimg)) if per_kimg else 100.0
@@ -302,9 +309,10 @@ def _length(train: dict, user: dict) -> str:
 
 
 def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, precision: str,
-                     arch: str = "fastgan", batch: int = 0) -> float:
+                     arch: str = "fastgan", batch: int = 0, critics: bool = False) -> float:
     """Wall seconds for `kimg` at `train_flops` per image, before any step has been measured.
-    `batch` (the whole step's, all GPUs together) bounds a GPU's rate by its steps a second."""
+    `batch` (the whole step's, all GPUs together) bounds a GPU's rate by its steps a second;
+    `critics`: the run has --d-lite0's feature critics."""
     if device.kind == "cuda":
         rate = GPU_FLOPS * device.count
         if batch:
@@ -316,7 +324,7 @@ def estimate_seconds(train_flops: float, kimg: float, device: DeviceFacts, preci
             rate = measured * CPU_EFFICIENCY[key] * max(1, device.count)
         else:
             rate = CPU_FLOPS_2_CORES.get(key, CPU_FLOPS_2_CORES["no"]) * (max(1, device.cpus) / 2) ** CPU_CORE_EXPONENT
-        rate *= CPU_ARCH_SPEED.get(arch, 1.0)
+        rate *= CPU_ARCH_SPEED.get(arch, 1.0) * (CPU_CRITICS_SPEED if critics else 1.0)
     return kimg * 1000 * train_flops / rate
 
 

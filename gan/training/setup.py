@@ -508,7 +508,7 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
 
     dev = device_facts()
     secs = estimate_seconds(run_summary(mcfg, cfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision, mcfg.arch,
-                            cfg.batch)
+                            cfg.batch, critics=mcfg.d_lite0 > 0)
     where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
     budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
     return f"estimated {duration(secs)} on {where} in {label(cfg.mixed_precision)}{budget} (training prints the measured time)"
