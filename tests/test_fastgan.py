@@ -689,6 +689,18 @@ def test_auto_says_what_a_cpu_run_of_its_length_draws_where_the_record_has_that_
         # A run as long as the record's: told what that length drew, no length to add.
         [line] = expect(auto.choose(auto.StoreFacts(241, res), dev, _flops, user={"kimg": first + 100}))
         assert f"by {first} kimg" in line and "--kimg" not in line
+    # With --d-lite0's critics, their own record, at their own speed.
+    first = auto.CPU_RECORD_CRITICS[64]
+    critics = auto.choose(auto.StoreFacts(241, 64), dev, _flops, user={"d_lite0": 4})
+    [line] = expect(critics)
+    per_kimg = auto.estimate_seconds(_flops({**critics.model, "resolution": 64}, critics.train), 1.0, dev, "bf16",
+                                     critics=True)
+    assert "with --d-lite0's critics drew its first ones" in line
+    assert f"--kimg {first}, about {auto.duration(first * per_kimg)} here" in line
+    [line] = expect(auto.choose(auto.StoreFacts(241, 64), dev, _flops, user={"d_lite0": 4, "kimg": first}))
+    assert f"critics drew its first pictures a person could name, among fragments, by {first} kimg" in line
+    assert 32 not in auto.CPU_RECORD_CRITICS and not expect(auto.choose(auto.StoreFacts(241, 32), dev, _flops,
+                                                                        user={"d_lite0": 4}))
     # Sizes the record has nothing on, and GPU runs, get no such line.
     assert 128 not in auto.CPU_RECORD and not expect(auto.choose(auto.StoreFacts(241, 128), dev, _flops))
     assert not expect(auto.choose(auto.StoreFacts(241, 64), auto.DeviceFacts("cuda")))

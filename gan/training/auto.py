@@ -91,6 +91,10 @@ CPU_MINUTES = 30  # what a CPU run aims at: the issue's half hour (what it draws
 # the clip-art people's at 315 blue stick figures with heads, among fragments; at 32 px the emoji at
 # 400 kimg a bus, faces and flags. Sizes not measured get no line: the record says nothing of them.
 CPU_RECORD = {32: 400, 64: 330}
+# The same with --d-lite0's critics: the clip-art people carried on to 200 kimg drew a face with
+# eyes and a mouth, yellow faces and a small standing figure among solid outlined shapes ("The
+# critics past 200 kimg"); one collection, seed 3.
+CPU_RECORD_CRITICS = {64: 200}
 MIN_KIMG = 10.0  # the shortest run auto plans on a CPU, however slow the CPU
 
 
@@ -228,7 +232,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         else:
             change = "; the first steps' speed sizes it again (--kimg or --minutes to change)"
         reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")
-        if (expect := cpu_expectation(res, kimg, per_kimg)) is not None:
+        if (expect := cpu_expectation(res, kimg, per_kimg, critics=user.get("d_lite0", 0) > 0)) is not None:
             reasons.append(expect)
         if n >= FAST_LR_FROM and not LR_KEYS & user.keys():  # the user's --lr-g / --lr-d win
             train.update(lr_g=FAST_LR, lr_d=FAST_LR)
@@ -248,19 +252,21 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     return AutoChoice(model, train, reasons, _conditioning(store, reasons))
 
 
-def cpu_expectation(res: int, kimg: float, per_kimg: float | None) -> str | None:
-    """What a CPU run of `kimg` at `res` px can be expected to draw, from CPU_RECORD (None where
-    nothing was measured at that size), with the length that drew more and how long it takes here
-    (`per_kimg`: the estimate's seconds a kimg)."""
-    if res not in CPU_RECORD:
+def cpu_expectation(res: int, kimg: float, per_kimg: float | None, critics: bool = False) -> str | None:
+    """What a CPU run of `kimg` at `res` px can be expected to draw, from CPU_RECORD (or, for a run
+    with --d-lite0's `critics`, CPU_RECORD_CRITICS; None where nothing was measured at that size),
+    with the length that drew more and how long it takes here (`per_kimg`: the estimate's seconds a kimg)."""
+    record = CPU_RECORD_CRITICS if critics else CPU_RECORD
+    if res not in record:
         return None
-    first = CPU_RECORD[res]
+    first = record[res]
+    runs, their = ("the run on record with --d-lite0's critics", "its") if critics else ("the runs on record", "their")
     if kimg >= first:
-        return (f"what to expect: at {res} px the runs on record drew their first pictures a person could name, "
+        return (f"what to expect: at {res} px {runs} drew {their} first pictures a person could name, "
                 f"among fragments, by {first} kimg")
     takes = f", about {duration(first * per_kimg)} here" if per_kimg else ""
     return (f"what to expect from {kimg:g} kimg: the collection's colours, textures and rough forms, not yet "
-            f"pictures a person would name; at {res} px the runs on record drew their first ones, among fragments, "
+            f"pictures a person would name; at {res} px {runs} drew {their} first ones, among fragments, "
             f"at about {first} kimg (--kimg {first}{takes})")
 
 
