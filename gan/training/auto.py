@@ -205,8 +205,9 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         if not device.bf16:
             train["mixed_precision"] = "no"  # emulated bf16 is many times slower than float32
         precision = train["mixed_precision"]
+        critics = user.get("d_lite0", 0) > 0  # the user's feature critics: their speed, their record
         per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}, train), 1.0, device, precision,
-                                     critics=user.get("d_lite0", 0) > 0)
+                                     critics=critics)
                     if train_flops is not None else None)
         budget = max(minutes, CPU_MINUTES)  # a longer --minutes: a run that long (a shorter one ends it)
         kimg = max(MIN_KIMG, round(budget * 60 / per_kimg)) if per_kimg else 100.0
@@ -232,7 +233,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         else:
             change = "; the first steps' speed sizes it again (--kimg or --minutes to change)"
         reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")
-        if (expect := cpu_expectation(res, kimg, per_kimg, critics=user.get("d_lite0", 0) > 0)) is not None:
+        if (expect := cpu_expectation(res, kimg, per_kimg, critics=critics)) is not None:
             reasons.append(expect)
         if n >= FAST_LR_FROM and not LR_KEYS & user.keys():  # the user's --lr-g / --lr-d win
             train.update(lr_g=FAST_LR, lr_d=FAST_LR)
