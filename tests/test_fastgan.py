@@ -680,15 +680,18 @@ def test_auto_says_what_a_cpu_run_of_its_length_draws_where_the_record_has_that_
     expect = lambda c: [r for r in c.reasons if r.startswith("what to expect")]  # noqa: E731
     for res in (32, 64):
         first = auto.CPU_RECORD[res]
-        half = auto.choose(auto.StoreFacts(241, res), dev, _flops)
+        # The recipe's own record (at 64 px a longer run would get the critics, so --d-lite0 0 here).
+        half = auto.choose(auto.StoreFacts(241, res), dev, _flops, user={"d_lite0": 0})
         assert half.train["kimg"] < first  # the half hour is short of it
         [line] = expect(half)
         per_kimg = auto.estimate_seconds(_flops({**half.model, "resolution": res}, half.train), 1.0, dev, "bf16")
         assert f"from {half.train['kimg']:g} kimg" in line and "not yet pictures a person would name" in line
         assert f"--kimg {first}, about {auto.duration(first * per_kimg)} here" in line
         # A run as long as the record's: told what that length drew, no length to add.
-        [line] = expect(auto.choose(auto.StoreFacts(241, res), dev, _flops, user={"kimg": first + 100}))
+        [line] = expect(auto.choose(auto.StoreFacts(241, res), dev, _flops, user={"kimg": first + 100, "d_lite0": 0}))
         assert f"by {first} kimg" in line and "--kimg" not in line
+    # At 32 px auto never adds the critics, so the half hour cites the recipe's record.
+    assert "--kimg 400" in expect(auto.choose(auto.StoreFacts(241, 32), dev, _flops))[0]
     # With --d-lite0's critics, their own record, at their own speed.
     first = auto.CPU_RECORD_CRITICS[64]
     critics = auto.choose(auto.StoreFacts(241, 64), dev, _flops, user={"d_lite0": 4})
@@ -830,7 +833,8 @@ def test_auto_preset_length_follows_a_longer_minutes_budget():
     budget ends it). A DCGAN's estimate uses its measured speed against fastgan's."""
     dev = auto.DeviceFacts("cpu", cpus=2)
     half = auto.choose(auto.StoreFacts(281, 64), dev, _flops)
-    long = auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=60)
+    # (--d-lite0 0: the recipe's length; from an hour auto adds the critics, a test of its own)
+    long = auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=60, user={"d_lite0": 0})
     assert long.model["arch"] == "fastgan" and 1.8 < long.train["kimg"] / half.train["kimg"] < 2.2
     assert "about 60 minutes" in long.reasons[1]
     short = auto.choose(auto.StoreFacts(281, 64), dev, _flops, minutes=10)
@@ -839,8 +843,9 @@ def test_auto_preset_length_follows_a_longer_minutes_budget():
     assert "ends it sooner" not in half.reasons[1] and "ends it sooner" not in long.reasons[1]
     # The user's --kimg and --batch: the line names them and the time that length takes here, and
     # a shorter --minutes that ends it first; nothing is left claiming auto's own half hour.
-    mine = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"kimg": half.train["kimg"] * 3, "batch": 8})
-    hours = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"kimg": half.train["kimg"] * 6})
+    mine = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"kimg": half.train["kimg"] * 3, "batch": 8,
+                                                                    "d_lite0": 0})
+    hours = auto.choose(auto.StoreFacts(281, 64), dev, _flops, user={"kimg": half.train["kimg"] * 6, "d_lite0": 0})
     assert "kimg (as you set): about 3.0 hours on 2 CPU" in hours.reasons[1]
     assert mine.train["kimg"] == half.train["kimg"] * 3 and mine.train["batch"] == 8
     # Three times auto's rounded kimg: 90 minutes give or take the rounding, said either way.
@@ -864,6 +869,54 @@ def test_auto_preset_length_follows_a_longer_minutes_budget():
     assert critics.train["kimg"] < half.train["kimg"] and "about 30 minutes" in critics.reasons[1]
     assert (auto.estimate_seconds(f, 10, dev, "bf16", critics=True)
             == pytest.approx(auto.estimate_seconds(f, 10, dev, "bf16") / auto.CPU_CRITICS_SPEED))
+
+
+def test_auto_adds_the_feature_critics_to_a_cpu_run_of_an_hour_or_more():
+    """From CRITICS_FROM_MINUTES of a CPU run (the user's --minutes, or the time their --kimg takes
+    with the critics) auto trains with Projected GAN's critics and lazy decoders, sized at their
+    speed, and says so; the half hour, 32 px, a class-conditional run, a GPU and the user's own
+    --d-lite0 keep what they had."""
+    dev = auto.DeviceFacts("cpu", cpus=2)
+    store = auto.StoreFacts(281, 64)
+    line = lambda c: [r for r in c.reasons if "critics (--d-lite0" in r or "feature critics" in r]  # noqa: E731
+    half = auto.choose(store, dev, _flops)
+    assert not half.model.get("d_lite0") and "recon_interval" not in half.train and not line(half)
+    hour = auto.choose(store, dev, _flops, minutes=auto.CRITICS_FROM_MINUTES)
+    assert hour.model["d_lite0"] == auto.CRITICS_STAGES and hour.train["recon_interval"] == auto.CRITICS_RECON_INTERVAL
+    # sized for the hour at the critics' speed, as the trainer's estimate will see the run
+    per_kimg = auto.estimate_seconds(_flops({**hour.model, "resolution": 64}, hour.train), 1.0, dev, "bf16", critics=True)
+    assert hour.train["kimg"] == pytest.approx(auto.CRITICS_FROM_MINUTES * 60 / per_kimg, abs=1)
+    assert hour.train["kimg"] < 2 * half.train["kimg"] and hour.train["resize_minutes"] == auto.CRITICS_FROM_MINUTES
+    [said] = line(hour)
+    assert said.startswith("Projected GAN's critics (--d-lite0 4, D's decoders one step in 4): this run is 60 minutes")
+    assert "--d-lite0 0 for the recipe alone" in said
+    assert any("with --d-lite0's critics drew its first ones" in r for r in hour.reasons)
+    # Just short of the hour: the recipe.
+    assert not auto.choose(store, dev, _flops, minutes=auto.CRITICS_FROM_MINUTES - 1).model.get("d_lite0")
+    # The user's --kimg counts at the critics' speed: the record's 200 kimg takes over an hour with them.
+    first = auto.CPU_RECORD_CRITICS[64]
+    assert auto.choose(store, dev, _flops, user={"kimg": first}).model.get("d_lite0") == 4
+    assert first * per_kimg / 60 >= auto.CRITICS_FROM_MINUTES
+    assert not auto.choose(store, dev, _flops, user={"kimg": first / 2}).model.get("d_lite0")
+    # ... and a shorter --minutes ends it before the hour.
+    assert not auto.choose(store, dev, _flops, minutes=20, user={"kimg": first}).model.get("d_lite0")
+    # The half hour's "what to expect" cites the critics' record, the length that gets them.
+    assert any(f"critics drew its first ones, among fragments, at about {first} kimg (--kimg {first}," in r
+               for r in half.reasons)
+    # The user's --d-lite0 (0 or N) wins: auto adds nothing and says nothing of it.
+    for mine in (0, 2):
+        c = auto.choose(store, dev, _flops, minutes=120, user={"d_lite0": mine})
+        assert "d_lite0" not in c.model and "recon_interval" not in c.train and not line(c)
+    # 32 px (not measured there; Lite0's last map would be 2 px), a GPU, no FLOP count: as before.
+    assert not auto.choose(auto.StoreFacts(281, 32), dev, _flops, minutes=120).model.get("d_lite0")
+    assert not auto.choose(store, auto.DeviceFacts("cuda"), user={"kimg": 2000.0}).model.get("d_lite0")
+    assert not auto.choose(store, dev, None, minutes=120).model.get("d_lite0")
+    # A class-conditional run keeps the recipe (the critics judge without the classes) and says why;
+    # the same store trained without its classes gets them.
+    labelled = auto.choose(auto.StoreFacts(2000, 64, classes=4), dev, _flops, minutes=120)
+    assert labelled.cond and not labelled.model.get("d_lite0")
+    assert line(labelled)[0].startswith("no feature critics, though this run is 2.0 hours long")
+    assert auto.choose(auto.StoreFacts(2000, 64, classes=4, cond=False), dev, _flops, minutes=120).model["d_lite0"] == 4
 
 
 def test_gpu_estimate_is_bounded_by_steps_a_second():
@@ -939,6 +992,19 @@ def test_auto_is_the_default_and_dry_run_prints_the_choice_and_an_estimate(tmp_p
     pair = json.loads(proc.stdout[:proc.stdout.index("\nG:")])
     assert pair["model"]["d_layout"] == 16 and pair["train"]["lecam_weight"] == 0.3
     assert "LeCam at 0.3 (--d-layout 16 and --lecam-weight 0.3, as you set)" in proc.stderr
+    # An hour or more at 64 px, unconditional: Projected GAN's critics with lazy decoders, sized at
+    # their speed; --d-lite0 0 keeps the recipe, sized at its own.
+    store64 = tmp_path / "proc64"
+    run_cli("-m", "data_prep", "--procedural", 32, "--out", store64, "--resolution", 64, "--no-progress")
+    hour = [run_main(train_cli.main, "--data", store64, "--dry-run", "--no-cond", "--minutes", 90, *extra,
+                     "--outdir", tmp_path) for extra in ((), ("--d-lite0", 0))]
+    (critics, _), (recipe, _) = [(json.loads(p.stdout[:p.stdout.index("\nG:")]), p) for p in hour]
+    assert critics["model"]["d_lite0"] == 4 and critics["train"]["recon_interval"] == 4
+    assert recipe["model"]["d_lite0"] == 0 and recipe["train"]["recon_interval"] == 1
+    assert "preset auto: Projected GAN's critics (--d-lite0 4" in hour[0].stderr and "critics" not in hour[1].stderr
+    assert critics["train"]["kimg"] < recipe["train"]["kimg"] * 0.85
+    for p in hour:
+        assert re.search(r"estimated (8[5-9]|9[0-5]) minutes|estimated 1\.5 hours", p.stdout), p.stdout[-300:]
 
 
 def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_store):
@@ -991,7 +1057,8 @@ def test_fastgan_samples_projects_refuses_mixing_and_finetunes(tmp_path, proc_st
 @pytest.mark.slow
 def test_two_process_fastgan_stays_in_sync(tmp_path, proc_store):
     """DDP (gloo): D's decoders take part only on reals, on one D step in two (--recon-interval 2),
-    and R1 does not reach them, yet the run neither hangs nor fails, and every process holds the
+    and R1 does not reach them, and Projected GAN's critics (--d-lite0, auto's choice for long CPU
+    runs) hold a frozen network, yet the run neither hangs nor fails, and every process holds the
     same weights at each checkpoint (their gradients are all-reduced too). With
     nearest-fake matching each process keeps its own bank, and the checkpoint keeps both; LeCam's
     averages are of every process's logits, so one pair is saved. Each process finds the same
@@ -1001,9 +1068,10 @@ def test_two_process_fastgan_stays_in_sync(tmp_path, proc_store):
                    "--data", proc_store, *TINY_FAST, "--batch", 8, "--kimg", 0.048, "--outdir", runs,
                    "--r1-gamma", 0.1, "--r1-interval", 2, "--checkpoint-every", 0.024, "--snap", 100,
                    "--match-weight", 1, "--match-bank", 8, "--lecam-weight", 0.3, "--d-patch", 8, "--clusters", 3,
-                   "--recon-interval", 2, env={"OMP_NUM_THREADS": "1"})
+                   "--recon-interval", 2, *(["--d-lite0", 2] if LITE0 else []), env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(runs)
+    assert json.loads((run / "config.json").read_text())["model"]["d_lite0"] == (2 if LITE0 else 0)
     from safetensors.torch import load_file
 
     bank = load_file(str(checkpoint.latest(run) / checkpoint.BANK))

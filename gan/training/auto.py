@@ -95,6 +95,18 @@ CPU_RECORD = {32: 400, 64: 330}
 # eyes and a mouth, yellow faces and a small standing figure among solid outlined shapes ("The
 # critics past 200 kimg"); one collection, seed 3.
 CPU_RECORD_CRITICS = {64: 200}
+# Projected GAN's critics (--d-lite0 4 with --recon-interval 4) are auto's choice for a CPU run of at least
+# CRITICS_FROM_MINUTES (the user's --minutes, or the time their --kimg takes at the recipe's speed) at
+# 64 px or more. In the half hour auto keeps the recipe: there the critics see a quarter fewer images
+# and, though Lite0's judges and the eye favoured them on every real collection, SWD's layout level
+# (the issue's target) favoured the recipe or tied, and the procedural set lost by every judge.
+# Past it the critics drew what the recipe had not: the clip-art people's first faces and a standing
+# figure at 200 kimg, where the recipe in the same wall time (315 kimg) drew fragments and stick
+# figures; the emoji at 90 kimg what the recipe drew at 331, in half the time (docs/experiments.md,
+# "The critics past 200 kimg" and "The critics past the half hour").
+CRITICS_FROM_MINUTES = 60
+CRITICS_MIN_RES = 64  # measured at 64 px; at 32 px Lite0's last map is 2 px
+CRITICS_STAGES, CRITICS_RECON_INTERVAL = 4, 4
 MIN_KIMG = 10.0  # the shortest run auto plans on a CPU, however slow the CPU
 
 
@@ -179,7 +191,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
     # clip-art animals but cost a quarter to a third of a CPU's speed: in the half hour SWD lost on the animals
     # and people and every judge on the procedural set; one process on both cores for 30 minutes they
     # won the animals but the people's layout level went outside the issue's 1.5x (1.57x against the
-    # recipe's 1.30x), so auto leaves them out.
+    # recipe's 1.30x), so auto leaves them out of the half hour; longer runs get them (CRITICS_FROM_MINUTES).
     recipe = PRESETS["fastgan64"]
     model = {**recipe["model"], "g_channels": g, "d_channels": d}
     del model["resolution"]  # the store's
@@ -206,10 +218,30 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
             train["mixed_precision"] = "no"  # emulated bf16 is many times slower than float32
         precision = train["mixed_precision"]
         critics = user.get("d_lite0", 0) > 0  # the user's feature critics: their speed, their record
-        per_kimg = (estimate_seconds(train_flops({**model, "resolution": res}, train), 1.0, device, precision,
-                                     critics=critics)
-                    if train_flops is not None else None)
+        per_kimg = _per_kimg(train_flops, model, train, res, device, precision, critics)
         budget = max(minutes, CPU_MINUTES)  # a longer --minutes: a run that long (a shorter one ends it)
+        # A run of CRITICS_FROM_MINUTES or more (the user's --minutes, or the time their --kimg takes with
+        # the critics) trains with Projected GAN's critics, unless the user's --d-lite0 says otherwise.
+        offer = per_kimg is not None and "d_lite0" not in user and res >= CRITICS_MIN_RES
+        critics_line, c_per_kimg = None, None
+        if offer:
+            c_model, c_train = {**model, "d_lite0": CRITICS_STAGES}, {**train, "recon_interval": CRITICS_RECON_INTERVAL}
+            c_per_kimg = _per_kimg(train_flops, c_model, c_train, res, device, precision, True)
+            planned = set_kimg * c_per_kimg / 60 if set_kimg else budget
+            if minutes:  # the user's clock ends it first
+                planned = min(planned, minutes)
+            if planned < CRITICS_FROM_MINUTES:
+                pass
+            elif _conditional(store):
+                critics_line = (f"no feature critics, though this run is {duration(planned * 60)} long: they judge "
+                                "without the classes, and the labelled procedural set lost by every judge with "
+                                f"them (--d-lite0 {CRITICS_STAGES} to add them)")
+            else:
+                model, train, per_kimg, critics = c_model, c_train, c_per_kimg, True
+                critics_line = (f"Projected GAN's critics (--d-lite0 {CRITICS_STAGES}, D's decoders one step in "
+                                f"{CRITICS_RECON_INTERVAL}): this run is {duration(planned * 60)} long, and from "
+                                f"{CRITICS_FROM_MINUTES} minutes on they drew more a person could name than the "
+                                "recipe in the same time (--d-lite0 0 for the recipe alone)")
         kimg = max(MIN_KIMG, round(budget * 60 / per_kimg)) if per_kimg else 100.0
         if set_batch:
             train["batch"] = set_batch
@@ -233,7 +265,16 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         else:
             change = "; the first steps' speed sizes it again (--kimg or --minutes to change)"
         reasons.append(f"{_length(train, user)}: {when} on {device.cpus} CPU core(s) in {how}{speed}{change}")
-        if (expect := cpu_expectation(res, kimg, per_kimg, critics=critics)) is not None:
+        if critics_line:
+            reasons.append(critics_line)
+        # A shorter run is told what a longer one draws: with the critics where auto would add them to it.
+        longer = (offer and not critics and not _conditional(store) and res in CPU_RECORD_CRITICS
+                  and CPU_RECORD_CRITICS[res] * c_per_kimg / 60 >= CRITICS_FROM_MINUTES)
+        if longer and kimg < CPU_RECORD_CRITICS[res]:
+            expect = cpu_expectation(res, kimg, c_per_kimg, critics=True)
+        else:
+            expect = cpu_expectation(res, kimg, per_kimg, critics=critics)
+        if expect is not None:
             reasons.append(expect)
         if n >= FAST_LR_FROM and not LR_KEYS & user.keys():  # the user's --lr-g / --lr-d win
             train.update(lr_g=FAST_LR, lr_d=FAST_LR)
@@ -251,6 +292,14 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         given = " and ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in sorted(held.items()))
         reasons.append(f"{what} ({given}, as you set)")
     return AutoChoice(model, train, reasons, _conditioning(store, reasons))
+
+
+def _per_kimg(train_flops, model: dict, train: dict, res: int, device: DeviceFacts, precision: str,
+              critics: bool) -> float | None:
+    """The estimate's seconds a kimg for this model and step on a CPU (None without a FLOP count)."""
+    if train_flops is None:
+        return None
+    return estimate_seconds(train_flops({**model, "resolution": res}, train), 1.0, device, precision, critics=critics)
 
 
 def cpu_expectation(res: int, kimg: float, per_kimg: float | None, critics: bool = False) -> str | None:
@@ -277,13 +326,20 @@ def _conditioning(store: StoreFacts, reasons: list) -> bool:
     if store.cond is not None or store.classes < 2:
         return bool(store.cond)
     each = store.images / store.classes
-    if each < COND_MIN_PER_CLASS:
+    if not _conditional(store):
         reasons.append(f"unconditional: the store's {store.classes:,} classes hold {each:.0f} images each on average, "
                        f"under the {COND_MIN_PER_CLASS} auto asks of a class (--cond for a class-conditional model)")
         return False
     reasons.append(f"class-conditional on the store's {store.classes:,} classes ({each:,.0f} images each on average): "
                    "G draws each class and D judges each (--no-cond for one model of them all)")
     return True
+
+
+def _conditional(store: StoreFacts) -> bool:
+    """Whether the run will be class-conditional (what _conditioning decides, without its line)."""
+    if store.cond is not None or store.classes < 2:
+        return bool(store.cond)
+    return store.images / store.classes >= COND_MIN_PER_CLASS
 
 
 def _matching_line(train: dict, user: dict) -> str:
