@@ -510,7 +510,8 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     secs = estimate_seconds(run_summary(mcfg, cfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision, mcfg.arch,
                             cfg.batch, critics=mcfg.d_lite0 > 0)
     where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
-    budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs else ""
+    # (auto sizes a run to the user's --minutes and rounds its kimg: a minute's rounding is not a cut)
+    budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs - 60 else ""
     return f"estimated {duration(secs)} on {where} in {label(cfg.mixed_precision)}{budget} (training prints the measured time)"
 
 
