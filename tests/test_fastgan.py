@@ -891,6 +891,10 @@ def test_auto_adds_the_feature_critics_to_a_cpu_run_of_an_hour_or_more():
     assert said.startswith("Projected GAN's critics (--d-lite0 4, D's decoders one step in 4): this run is 60 minutes")
     assert "--d-lite0 0 for the recipe alone" in said
     assert any("with --d-lite0's critics drew its first ones" in r for r in hour.reasons)
+    # The user's --recon-interval (or no decoders, --recon-weight 0) is the one the line names.
+    mine = auto.choose(store, dev, _flops, minutes=90, user={"recon_interval": 2})
+    assert mine.train["recon_interval"] == 2 and "D's decoders one step in 2 (as you set)" in line(mine)[0]
+    assert "decoders" not in line(auto.choose(store, dev, _flops, minutes=90, user={"recon_weight": 0.0}))[0]
     # Just short of the hour: the recipe.
     assert not auto.choose(store, dev, _flops, minutes=auto.CRITICS_FROM_MINUTES - 1).model.get("d_lite0")
     # The user's --kimg counts at the critics' speed: the record's 200 kimg takes over an hour with them.

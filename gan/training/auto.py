@@ -32,7 +32,8 @@ WIDTH_KEYS, LAYOUT_KEYS, LENGTH_KEYS = {"g_channels", "d_channels"}, {"d_layout"
 LR_KEYS = {"lr_g", "lr_d"}
 MATCH_KEYS = {"match_weight", "match_perceptual", "match_size", "match_frac", "match_bank"}
 SPEED_KEYS = {"d_lite0"}  # the user's feature critics: a CPU's half hour holds fewer images (CPU_CRITICS_SPEED)
-USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS | MATCH_KEYS | SPEED_KEYS
+RECON_KEYS = {"recon_interval", "recon_weight"}  # D's decoders, as the critics' line names them
+USER_KEYS = WIDTH_KEYS | LAYOUT_KEYS | LENGTH_KEYS | LR_KEYS | MATCH_KEYS | SPEED_KEYS | RECON_KEYS
 # Training FLOP/s this code reaches, to turn a model's FLOPs into an estimate before any step has
 # run (the trainer then prints the speed it measures), in FLOPs as gan.training.flops counts a step
 # (D's decoders included), on 2 CPU cores: in bf16 measured with bench/train.py on a 2-core EPYC with
@@ -228,7 +229,8 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         offer = per_kimg is not None and "d_lite0" not in user and res >= CRITICS_MIN_RES
         critics_line, c_per_kimg = None, None
         if offer:
-            c_model, c_train = {**model, "d_lite0": CRITICS_STAGES}, {**train, "recon_interval": CRITICS_RECON_INTERVAL}
+            every = user.get("recon_interval", CRITICS_RECON_INTERVAL)  # the user's --recon-interval wins
+            c_model, c_train = {**model, "d_lite0": CRITICS_STAGES}, {**train, "recon_interval": every}
             c_per_kimg = _per_kimg(train_flops, c_model, c_train, res, device, precision, True)
             planned = set_kimg * c_per_kimg / 60 if set_kimg else budget
             if minutes:  # the user's clock ends it first
@@ -241,8 +243,9 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
                                 f"them (--d-lite0 {CRITICS_STAGES} to add them)")
             else:
                 model, train, per_kimg, critics = c_model, c_train, c_per_kimg, True
-                critics_line = (f"Projected GAN's critics (--d-lite0 {CRITICS_STAGES}, D's decoders one step in "
-                                f"{CRITICS_RECON_INTERVAL}): this run is {duration(planned * 60)} long; past the half "
+                decoders = ("" if user.get("recon_weight", 1.0) <= 0 else
+                            f", D's decoders one step in {every}{' (as you set)' if 'recon_interval' in user else ''}")
+                critics_line = (f"Projected GAN's critics (--d-lite0 {CRITICS_STAGES}{decoders}): this run is {duration(planned * 60)} long; past the half "
                                 "hour they drew as much a person could name as the recipe in the same time or more "
                                 "(the clip-art people's first faces), with better fd and precision and worse SWD "
                                 "(--d-lite0 0 for the recipe alone)")
