@@ -97,9 +97,9 @@ CPU_RECORD = {32: 400, 64: 330}
 # critics past 200 kimg"); one collection, seed 3.
 CPU_RECORD_CRITICS = {64: 200}
 # Projected GAN's critics (--d-lite0 4 with --recon-interval 4) are auto's choice for a CPU run of at least
-# CRITICS_FROM_MINUTES (the user's --minutes, or the time their --kimg takes at the recipe's speed) at
-# 64 px or more. In the half hour auto keeps the recipe: there the critics see a quarter fewer images
-# and, though Lite0's judges and the eye favoured them on every real collection, SWD's layout level
+# CRITICS_FROM_MINUTES (the user's --minutes, or the time their --kimg takes at the critics' speed) at
+# 64 px or more, unless the run is class-conditional (the critics judge without the classes). In the
+# half hour auto keeps the recipe: there the critics see a quarter fewer images and, though Lite0's judges and the eye favoured them on every real collection, SWD's layout level
 # (the issue's target) favoured the recipe or tied, and the procedural set lost by every judge.
 # Past it the critics drew as much as the recipe in the same wall time or more: the clip-art people's
 # first faces and a standing figure at 200 kimg, where the recipe's 315 kimg drew fragments and stick
@@ -235,20 +235,19 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
             planned = set_kimg * c_per_kimg / 60 if set_kimg else budget
             if minutes:  # the user's clock ends it first
                 planned = min(planned, minutes)
-            if planned < CRITICS_FROM_MINUTES:
-                pass
-            elif _conditional(store):
-                critics_line = (f"no feature critics, though this run is {duration(planned * 60)} long: they judge "
-                                "without the classes, and the labelled procedural set lost by every judge with "
-                                f"them (--d-lite0 {CRITICS_STAGES} to add them)")
-            else:
+            long = duration(planned * 60)
+            if planned >= CRITICS_FROM_MINUTES and _conditional(store):
+                critics_line = (f"no feature critics, though this run is {long} long: they judge without the "
+                                "classes, and the labelled procedural set lost by every judge with them "
+                                f"(--d-lite0 {CRITICS_STAGES} to add them)")
+            elif planned >= CRITICS_FROM_MINUTES:
                 model, train, per_kimg, critics = c_model, c_train, c_per_kimg, True
-                decoders = ("" if user.get("recon_weight", 1.0) <= 0 else
-                            f", D's decoders one step in {every}{' (as you set)' if 'recon_interval' in user else ''}")
-                critics_line = (f"Projected GAN's critics (--d-lite0 {CRITICS_STAGES}{decoders}): this run is {duration(planned * 60)} long; past the half "
-                                "hour they drew as much a person could name as the recipe in the same time or more "
-                                "(the clip-art people's first faces), with better fd and precision and worse SWD "
-                                "(--d-lite0 0 for the recipe alone)")
+                mine = " (as you set)" if "recon_interval" in user else ""
+                decoders = "" if user.get("recon_weight", 1.0) <= 0 else f", D's decoders one step in {every}{mine}"
+                critics_line = (f"Projected GAN's critics (--d-lite0 {CRITICS_STAGES}{decoders}): this run is {long} "
+                                "long; past the half hour they drew as much a person could name as the recipe in the "
+                                "same time or more (the clip-art people's first faces), with better fd and precision "
+                                "and worse SWD (--d-lite0 0 for the recipe alone)")
         kimg = max(MIN_KIMG, round(budget * 60 / per_kimg)) if per_kimg else 100.0
         if set_batch:
             train["batch"] = set_batch
@@ -330,10 +329,11 @@ def cpu_expectation(res: int, kimg: float, per_kimg: float | None, critics: bool
 def _conditioning(store: StoreFacts, reasons: list) -> bool:
     """Whether the run is class-conditional: the user's --cond / --no-cond, else on for a store with
     at least 2 classes of COND_MIN_PER_CLASS images each on average. Adds a line where auto decided."""
+    cond = _conditional(store)
     if store.cond is not None or store.classes < 2:
-        return bool(store.cond)
+        return cond
     each = store.images / store.classes
-    if not _conditional(store):
+    if not cond:
         reasons.append(f"unconditional: the store's {store.classes:,} classes hold {each:.0f} images each on average, "
                        f"under the {COND_MIN_PER_CLASS} auto asks of a class (--cond for a class-conditional model)")
         return False
