@@ -99,8 +99,9 @@ CPU_RECORD_CRITICS = {64: 200}
 # Projected GAN's critics (--d-lite0 4 with --recon-interval 4) are auto's choice for a CPU run of at least
 # CRITICS_FROM_MINUTES (the user's --minutes, or the time their --kimg takes at the critics' speed) at
 # 64 px or more, unless the run is class-conditional (the critics judge without the classes). In the
-# half hour auto keeps the recipe: there the critics see a quarter fewer images and, though Lite0's judges and the eye favoured them on every real collection, SWD's layout level
-# (the issue's target) favoured the recipe or tied, and the procedural set lost by every judge.
+# half hour auto keeps the recipe: there the critics see a quarter fewer images and, though Lite0's
+# judges and the eye favoured them on every real collection, SWD's layout level (the issue's target)
+# favoured the recipe or tied, and the procedural set lost by every judge.
 # Past it the critics drew as much as the recipe in the same wall time or more: the clip-art people's
 # first faces and a standing figure at 200 kimg, where the recipe's 315 kimg drew fragments and stick
 # figures; the emoji at 90 kimg what the recipe drew at 331, in half the time; the clip-art animals
