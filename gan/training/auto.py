@@ -55,7 +55,10 @@ CPU_ARCH_SPEED = {"dcgan": 1.6}
 # FLOP count saw a run with them (and --recon-interval 4) as no dearer than the recipe, where its
 # first steps measured 0.74x the recipe's speed, on one core (28.5 against 38.7 img/s) and on both
 # (41.9 against about 57; the start-up said 2.2 hours for what took 3.3). Measured on CPUs only.
-CPU_CRITICS_SPEED = 0.74
+# Measured again later, in the same sessions as the recipe: 0.81x on both cores (50.6 against 62.3 img/s,
+# one run after the other, their first 2.5 minutes) and 0.8-0.84x on one core each, side by side for
+# 100 minutes (29-33 against 38-41); the estimate takes 0.8 (the trainer sizes the run again anyway).
+CPU_CRITICS_SPEED = 0.8
 # Where this process has measured its matmul rate (gan.precision.matmul_flops, the peak bench/train.py
 # reports MFU against), a CPU run's rate is that times the share of it fastgan64 reaches at batch 16
 # (bench/train.py's MFU on 2 cores): float32 0.56 on a 2-core AVX2-only EPYC (35.3 img/s, a faster
