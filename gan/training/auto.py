@@ -231,6 +231,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         # A run of CRITICS_FROM_MINUTES or more (the user's --minutes, or the time their --kimg takes with
         # the critics) trains with Projected GAN's critics, unless the user's --d-lite0 says otherwise.
         offer = per_kimg is not None and "d_lite0" not in user and res >= CRITICS_MIN_RES
+        conditional = _conditional(store)
         critics_line, c_per_kimg = None, None
         if offer:
             every = user.get("recon_interval", CRITICS_RECON_INTERVAL)  # the user's --recon-interval wins
@@ -240,7 +241,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
             if minutes:  # the user's clock ends it first
                 planned = min(planned, minutes)
             long = duration(planned * 60)
-            if planned >= CRITICS_FROM_MINUTES and _conditional(store):
+            if planned >= CRITICS_FROM_MINUTES and conditional:
                 critics_line = (f"no feature critics, though this run is {long} long: they judge without the "
                                 "classes, and the labelled procedural set lost by every judge with them "
                                 f"(--d-lite0 {CRITICS_STAGES} to add them)")
@@ -278,7 +279,7 @@ def choose(store: StoreFacts, device: DeviceFacts, train_flops=None, minutes: fl
         if critics_line:
             reasons.append(critics_line)
         # A shorter run is told what a longer one draws: with the critics where auto would add them to it.
-        longer = (offer and not critics and not _conditional(store) and res in CPU_RECORD_CRITICS
+        longer = (offer and not critics and not conditional and res in CPU_RECORD_CRITICS
                   and CPU_RECORD_CRITICS[res] * c_per_kimg / 60 >= CRITICS_FROM_MINUTES)
         if longer and kimg < CPU_RECORD_CRITICS[res]:
             expect = cpu_expectation(res, kimg, c_per_kimg, critics=True)

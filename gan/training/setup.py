@@ -510,8 +510,10 @@ def estimate(mcfg: ModelConfig, cfg: TrainConfig) -> str:
     secs = estimate_seconds(run_summary(mcfg, cfg)["train_flops"], cfg.kimg, dev, cfg.mixed_precision, mcfg.arch,
                             cfg.batch, critics=mcfg.d_lite0 > 0)
     where = f"{dev.count} GPU(s)" if dev.kind == "cuda" else f"{dev.cpus} CPU core(s)"
-    # (auto sizes a run to the user's --minutes and rounds its kimg: a minute's rounding is not a cut)
-    budget = f", stopped by --minutes {cfg.minutes:g}" if cfg.minutes and cfg.minutes * 60 < secs - 60 else ""
+    # A run auto sized to the user's --minutes (resize_minutes: the trainer sizes it again from its first
+    # steps) ends at that budget, not cut by it, whatever its rounded kimg estimates to.
+    cut = cfg.minutes and cfg.minutes * 60 < secs and cfg.resize_minutes != cfg.minutes
+    budget = f", stopped by --minutes {cfg.minutes:g}" if cut else ""
     return f"estimated {duration(secs)} on {where} in {label(cfg.mixed_precision)}{budget} (training prints the measured time)"
 
 
