@@ -100,7 +100,8 @@ def test_dcgan_grouped_scores_equal_separate_calls():
 
 
 @pytest.mark.parametrize("extra", [{}, {"c_dim": 3, "d_layout": 8, "d_patch": 8, "attn": 8},
-                                   pytest.param({"d_lite0": 3}, marks=lite0_weights)])
+                                   pytest.param({"d_lite0": 3}, marks=lite0_weights),
+                                   pytest.param({"d_lite0": 2, "c_dim": 3}, marks=lite0_weights)])
 def test_grouped_scores_equal_separate_calls(extra):
     """D on reals and fakes in one pass (groups=2, what D's phase runs) gives the logits, the
     reconstruction loss, the gradients and the batch norms' running statistics of two calls, reals
@@ -168,6 +169,30 @@ def test_lite0_critics_score_beside_d_learn_and_leave_the_frozen_network_out_of_
     with torch.no_grad():
         assert big(torch.zeros(1, 3, 256, 256)).shape == (1, 2)
     assert len(big.projected.critics[0]) == 5  # its 64 px map: four blocks to 4 px, then the score
+
+
+@lite0_weights
+def test_lite0_critics_of_a_conditional_model_judge_each_class_and_load_an_older_state():
+    """A conditional model's critics (its classes, or its --clusters) score a picture as its class's:
+    the same image scores otherwise as another class, each critic's class embedding learns, and a
+    state dict saved before the critics took classes (no embeddings) still loads."""
+    torch.manual_seed(0)
+    for extra in ({"c_dim": 3}, {"clusters": 3}):
+        D = build_discriminator(tiny_cfg(d_lite0=2, **extra)).eval()
+        assert len(D.projected.embeds) == 2 and D.projected.embeds[0].weight.shape == (3, D.projected.WIDTH)
+        img = (torch.rand(1, 3, 32, 32) * 2 - 1).expand(3, -1, -1, -1)
+        logits = D(img, torch.tensor([0, 1, 2]))
+        critics = logits[:, 2:]  # D's own score twice, then the two critics'
+        assert not torch.allclose(critics[0], critics[1]) and not torch.allclose(critics[1], critics[2])
+        logits.sum().backward()
+        assert all(e.weight.grad is not None and e.weight.grad.abs().sum() > 0 for e in D.projected.embeds)
+        with pytest.raises(ValueError, match="class-conditional"):
+            D.projected(img)
+        old = {k: v for k, v in D.state_dict().items() if not k.startswith("projected.embeds.")}
+        D2 = build_discriminator(tiny_cfg(d_lite0=2, **extra)).eval()
+        D2.load_state_dict(old)  # strict: the embeddings it was built with stay
+        assert torch.equal(D2.projected.ccm[0].weight, D.projected.ccm[0].weight)
+    assert build_discriminator(tiny_cfg(d_lite0=2)).projected.embeds is None
 
 
 def test_lite0_critics_are_refused_where_they_cannot_run(tmp_path, proc_store, monkeypatch):

@@ -266,7 +266,7 @@ class ProjectedCritics(nn.Module):
     MAX_SIZE = 128  # larger images are scored at this size
     MAX_STAGES = 4  # maps down to 1/16 of the input (4 px at 64 px)
 
-    def __init__(self, stages: int, resolution: int, sn: bool):
+    def __init__(self, stages: int, resolution: int, sn: bool, classes: int = 0):
         from ..metrics.lite0 import STAGES, load
 
         super().__init__()
@@ -291,6 +291,14 @@ class ProjectedCritics(nn.Module):
         self.critics.apply(_init)
         if sn:
             _spectral_norm(self.critics.modules())
+        # A conditional model's critics judge each picture as its class's, as D's head does (projection
+        # discriminator, Miyato & Koyama 2018; StyleGAN-XL's projected critics are conditioned so too):
+        # a critic's score adds the inner product of its class's embedding and its pooled 4x4 features.
+        self.embeds = (nn.ModuleList(nn.Embedding(classes, self.WIDTH) for _ in range(stages))
+                       if classes else None)
+        if self.embeds is not None:
+            for e in self.embeds:
+                nn.init.normal_(e.weight, 0.0, 0.02)
         self.register_state_dict_post_hook(_drop_net)
         self.register_load_state_dict_pre_hook(_keep_net)
 
@@ -299,15 +307,24 @@ class ProjectedCritics(nn.Module):
         self.net.eval()  # frozen: its batch norms keep ImageNet's statistics
         return self
 
-    def forward(self, img: torch.Tensor, groups: int = 1) -> torch.Tensor:
-        """(B, N): each critic's score."""
+    def forward(self, img: torch.Tensor, groups: int = 1, c: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N): each critic's score (of class `c` where the critics have classes)."""
         kind = img.device.type if img.device.type in ("cuda", "cpu") else "cpu"  # ("meta": FLOP counts)
         with torch.autocast(kind, enabled=False):
             maps = [mix(m) for mix, m in zip(self.ccm, self.net.image_maps(img, self.stages, self.MAX_SIZE))]
             for i in range(len(maps) - 2, -1, -1):  # coarse to fine, each with the mixed coarser one
                 up = F.interpolate(maps[i + 1], size=maps[i].shape[-2:], mode="bilinear", align_corners=False)
                 maps[i] = self.csm[i](maps[i] + up)
-        return torch.cat([run_grouped(c, m, groups).flatten(1) for c, m in zip(self.critics, maps)], 1)
+        if self.embeds is None:
+            return torch.cat([run_grouped(critic, m, groups).flatten(1) for critic, m in zip(self.critics, maps)], 1)
+        if c is None:
+            raise ValueError("these critics are class-conditional: pass the classes")
+        scores = []
+        for critic, embed, m in zip(self.critics, self.embeds, maps):
+            f = run_grouped(list(critic)[:-1], m, groups)  # the 4x4 features; the last layer scores them
+            proj = (embed(c).to(f.dtype) * f.mean(dim=(2, 3))).sum(1, keepdim=True)
+            scores.append(critic[-1](f).flatten(1) + proj)
+        return torch.cat(scores, 1)
 
 
 def _drop_net(module, state, prefix, local_metadata) -> None:
@@ -320,6 +337,11 @@ def _keep_net(module, state, prefix, *args) -> None:
     """Loading a state dict without the frozen network's weights keeps the loaded package's."""
     for key, value in module.net.state_dict(prefix=prefix + "net.").items():
         state.setdefault(key, value)
+    # A conditional model saved before its critics took the classes resumes with the embeddings it
+    # was built with (near zero: the critics judge as they did, and learn the classes from there).
+    if module.embeds is not None:
+        for key, value in module.embeds.state_dict(prefix=prefix + "embeds.").items():
+            state.setdefault(key, value)
 
 
 class FastGANDiscriminator(nn.Module):
@@ -355,7 +377,8 @@ class FastGANDiscriminator(nn.Module):
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
         # After _init above, which would overwrite the frozen network's weights.
-        self.projected = ProjectedCritics(cfg.d_lite0, cfg.resolution, cfg.d_spectral_norm) if cfg.d_lite0 else None
+        self.projected = (ProjectedCritics(cfg.d_lite0, cfg.resolution, cfg.d_spectral_norm, cfg.c_dim or cfg.clusters)
+                          if cfg.d_lite0 else None)
 
     def input_blocks(self) -> list[nn.Module]:
         """The downsampling blocks, input side first (FreezeD)."""
@@ -383,7 +406,7 @@ class FastGANDiscriminator(nn.Module):
             cells = self.patch(feats[self.cfg.d_patch]).flatten(1)
             logits = torch.cat([logits.expand(-1, cells.shape[1]), cells], 1)
         if self.projected is not None:  # (B, 2KN): D's K scores N times beside the N critics', half the loss each
-            critics = self.projected(img, groups)
+            critics = self.projected(img, groups, c)
             logits = torch.cat([logits.repeat(1, critics.shape[1]), critics], 1)
         if self.layout is not None:  # (B, K + 1): beside the scores above, the small copy's
             logits = torch.cat([logits, run_grouped(self.layout, _resize(img, self.cfg.d_layout), groups).flatten(1)], 1)
