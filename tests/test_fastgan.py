@@ -940,7 +940,7 @@ def test_auto_adds_the_feature_critics_to_a_cpu_run_of_an_hour_or_more():
     assert not auto.choose(auto.StoreFacts(281, 32), dev, _flops, minutes=120).model.get("d_lite0")
     assert not auto.choose(store, auto.DeviceFacts("cuda"), user={"kimg": 2000.0}).model.get("d_lite0")
     assert not auto.choose(store, dev, None, minutes=120).model.get("d_lite0")
-    # A class-conditional run keeps the recipe (the critics judge without the classes) and says why;
+    # A class-conditional run keeps the recipe (its critics lost the procedural set's layout) and says why;
     # the same store trained without its classes gets them.
     labelled = auto.choose(auto.StoreFacts(2000, 64, classes=4), dev, _flops, minutes=120)
     assert labelled.cond and not labelled.model.get("d_lite0")
