@@ -235,6 +235,12 @@ class Decoder(nn.Module):
         return self.net(x)
 
 
+def _projection(embed: nn.Embedding, c: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """(B, 1): a projection discriminator's class term (Miyato & Koyama 2018), the inner product of
+    class `c`'s embedding and the features pooled over positions."""
+    return (embed(c).to(features.dtype) * features.mean(dim=(2, 3))).sum(1, keepdim=True)
+
+
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size:
         return x
@@ -294,9 +300,9 @@ class ProjectedCritics(nn.Module):
         # A conditional model's critics judge each picture as its class's, as D's head does (projection
         # discriminator, Miyato & Koyama 2018; StyleGAN-XL's projected critics are conditioned so too):
         # a critic's score adds the inner product of its class's embedding and its pooled 4x4 features.
-        self.embeds = (nn.ModuleList(nn.Embedding(classes, self.WIDTH) for _ in range(stages))
-                       if classes else None)
-        if self.embeds is not None:
+        self.embeds = None
+        if classes:
+            self.embeds = nn.ModuleList(nn.Embedding(classes, self.WIDTH) for _ in range(stages))
             for e in self.embeds:
                 nn.init.normal_(e.weight, 0.0, 0.02)
         self.register_state_dict_post_hook(_drop_net)
@@ -322,8 +328,7 @@ class ProjectedCritics(nn.Module):
         scores = []
         for critic, embed, m in zip(self.critics, self.embeds, maps):
             f = run_grouped(list(critic)[:-1], m, groups)  # the 4x4 features; the last layer scores them
-            proj = (embed(c).to(f.dtype) * f.mean(dim=(2, 3))).sum(1, keepdim=True)
-            scores.append(critic[-1](f).flatten(1) + proj)
+            scores.append(critic[-1](f).flatten(1) + _projection(embed, c, f))
         return torch.cat(scores, 1)
 
 
@@ -377,8 +382,7 @@ class FastGANDiscriminator(nn.Module):
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
         # After _init above, which would overwrite the frozen network's weights.
-        self.projected = (ProjectedCritics(cfg.d_lite0, cfg.resolution, cfg.d_spectral_norm, cfg.c_dim or cfg.clusters)
-                          if cfg.d_lite0 else None)
+        self.projected = ProjectedCritics(cfg.d_lite0, cfg.resolution, cfg.d_spectral_norm, classes) if cfg.d_lite0 else None
 
     def input_blocks(self) -> list[nn.Module]:
         """The downsampling blocks, input side first (FreezeD)."""
@@ -401,7 +405,7 @@ class FastGANDiscriminator(nn.Module):
             feats[x.shape[-1]] = x
         logits = run_grouped(self.head, x, groups).flatten(1)
         if self.embed is not None:  # projection discriminator (Miyato & Koyama 2018)
-            logits = logits + (self.embed(c).to(x.dtype) * x.mean(dim=(2, 3))).sum(1, keepdim=True)
+            logits = logits + _projection(self.embed, c, x)
         if self.patch is not None:  # (B, 2P): the image's score P times beside the P cells' scores
             cells = self.patch(feats[self.cfg.d_patch]).flatten(1)
             logits = torch.cat([logits.expand(-1, cells.shape[1]), cells], 1)
